@@ -1,0 +1,192 @@
+"""The agreement policy: when does a candidate compute the same function as the reference?
+
+Every numerical check in fusebench goes through :func:`check` (or :func:`assert_agrees`). Three runs
+of the same inputs are compared:
+
+* **gold**: the reference in float64 on the CPU, the best answer we can compute;
+* **baseline**: the reference in the candidate's dtype, i.e. what plain eager PyTorch achieves at
+  that precision;
+* **candidate**: the kernel (or the oracle, in reference tests) under test.
+
+Low precision (float16, bfloat16): FlashAttention's published rule. The candidate passes when
+
+    max|cand - gold| <= k * max|baseline - gold| + floor
+
+with k = 2 for outputs and k = 3 for gradients, and ``floor`` one unit in the last place of the
+dtype at the tensor's largest gold magnitude. The floor only matters when the baseline happens to
+be exact (tiny reductions); it is the error that rounding the exact answer to the dtype can cost.
+
+float32 and float64: the baseline in these dtypes is often accurate to a few ulps, and a candidate
+that sums in a different order (tiles, exp2 instead of exp, online softmax) is legitimately a few
+times further off, so "k times the baseline" would punish reordering rather than mistakes. These
+dtypes use an element-wise absolute + relative bound instead (see ``_TOLERANCES`` for the reasons
+behind each number); the baseline's error is still measured and reported.
+
+The verdict is a number, not only a boolean: ``ratio`` is the candidate's error over the allowed
+error (<= 1 passes), so benchmarks can store how close every fast result came to failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Verdict", "check", "assert_agrees", "K_OUTPUT", "K_GRADIENT", "tolerance_for"]
+
+K_OUTPUT = 2.0  # FlashAttention: output error at most twice eager PyTorch's in the same dtype
+K_GRADIENT = 3.0  # gradients go through one more reduction: three times
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Element-wise ``|cand - gold| <= atol * max|gold| + rtol * |gold|`` (float32 / float64 only)."""
+
+    atol: float  # relative to the tensor's scale max|gold|: cancellation error scales with magnitudes summed
+    rtol: float
+
+
+# float32: unit roundoff u = 6e-8. A reduction of length n accumulates about sqrt(n) * u relative to
+# the magnitudes summed (blocked/pairwise summation), so n up to 16k gives ~1e-5; exp2-based online
+# softmax and a reordered reduction add a few ulps on top. rtol = 1e-4 leaves ~10x headroom over that,
+# yet any real mistake (a missing scale, an off-by-one mask, a dropped tile) shows at 1e-2 or worse.
+# atol = 1e-5 of the tensor's scale covers elements whose value cancels to near zero.
+# float64: u = 1.1e-16; references and oracles differ only by operation order, which costs ~1e-14 at
+# the depths we test. 1e-9 is ~10^7 ulps of headroom and still a million times below the smallest
+# algorithmic difference we want to catch (an erf-vs-tanh GELU differs by ~1e-3).
+_TOLERANCES = {
+    torch.float32: Tolerance(atol=1e-5, rtol=1e-4),
+    torch.float64: Tolerance(atol=1e-9, rtol=1e-9),
+}
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def tolerance_for(dtype: torch.dtype) -> Tolerance | None:
+    """The absolute+relative bound for float32/float64, or None for dtypes judged by the k-rule."""
+    return _TOLERANCES.get(dtype)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`check` measured. ``ratio <= 1`` is a pass; ``worst_index`` is the worst element."""
+
+    name: str
+    dtype: torch.dtype
+    rule: str  # "k-rule" or "abs+rel"
+    passed: bool
+    ratio: float  # candidate error / allowed error
+    candidate_error: float  # max |cand - gold|
+    baseline_error: float  # max |baseline - gold| (nan when no baseline was given)
+    allowed_error: float  # the bound at the worst element
+    worst_index: tuple[int, ...]
+    reason: str = ""
+
+    def __bool__(self) -> bool:  # a verdict used in `assert` must not be truthy by default
+        return self.passed
+
+    def describe(self) -> str:
+        state = "agrees" if self.passed else "DISAGREES"
+        text = (
+            f"{self.name} ({self.dtype}, {self.rule}) {state}: ratio {self.ratio:.3g}, "
+            f"max|cand-gold| {self.candidate_error:.3g}, max|base-gold| {self.baseline_error:.3g}, "
+            f"allowed {self.allowed_error:.3g}, worst element {self.worst_index}"
+        )
+        return f"{text}; {self.reason}" if self.reason else text
+
+
+def _ulp_floor(dtype: torch.dtype, gold_scale: float) -> float:
+    # One unit in the last place at the largest gold magnitude: the cost of rounding the exact result.
+    return torch.finfo(dtype).eps * max(gold_scale, torch.finfo(dtype).tiny)
+
+
+def _max_abs(t: torch.Tensor) -> float:
+    return float(t.abs().max()) if t.numel() else 0.0
+
+
+def _unravel(flat_index: int, shape: torch.Size) -> tuple[int, ...]:
+    index = []
+    for size in reversed(shape):
+        index.append(flat_index % size)
+        flat_index //= size
+    return tuple(reversed(index))
+
+
+def check(
+    candidate: torch.Tensor,
+    gold: torch.Tensor,
+    baseline: torch.Tensor | None = None,
+    *,
+    gradient: bool = False,
+    name: str = "output",
+) -> Verdict:
+    """Judge ``candidate`` against ``gold`` (float64) with the policy above.
+
+    Args:
+        candidate: the result under test, any floating dtype; its dtype picks the rule.
+        gold: the float64 reference result, same shape.
+        baseline: the reference run in the candidate's dtype; required for float16/bfloat16.
+        gradient: use k = 3 (gradients) instead of k = 2 (outputs).
+        name: what is being compared, for messages.
+    """
+    if not isinstance(candidate, torch.Tensor) or not isinstance(gold, torch.Tensor):
+        raise TypeError("check: candidate and gold must be tensors")
+    if candidate.shape != gold.shape:
+        raise ValueError(f"check({name}): candidate shape {tuple(candidate.shape)} != gold shape {tuple(gold.shape)}")
+    if gold.dtype != torch.float64:
+        raise TypeError(f"check({name}): gold must be float64, got {gold.dtype}")
+    if not candidate.is_floating_point():
+        raise TypeError(f"check({name}): candidate must be a floating tensor, got {candidate.dtype}")
+    dtype = candidate.dtype
+    if dtype in _LOW_PRECISION and baseline is None:
+        raise ValueError(f"check({name}): a {dtype} candidate needs the baseline (the reference in {dtype})")
+    if baseline is not None and baseline.shape != gold.shape:
+        raise ValueError(f"check({name}): baseline shape {tuple(baseline.shape)} != gold shape {tuple(gold.shape)}")
+
+    gold = gold.detach().cpu()
+    cand = candidate.detach().cpu().to(torch.float64)
+    base = baseline.detach().cpu().to(torch.float64) if baseline is not None else None
+    rule = "k-rule" if dtype in _LOW_PRECISION else "abs+rel"
+
+    # Non-finite values: where gold is finite the candidate must be finite; where gold is not finite
+    # (inf from an intentional overflow, say) the candidate must carry the very same value.
+    gold_finite = torch.isfinite(gold)
+    same_nonfinite = (cand == gold) | (torch.isnan(cand) & torch.isnan(gold))
+    bad = (gold_finite & ~torch.isfinite(cand)) | (~gold_finite & ~same_nonfinite)
+    baseline_error = float("nan")
+    if base is not None and gold.numel():
+        baseline_error = _max_abs((base - gold)[gold_finite].nan_to_num(float("inf")))
+    if bad.any():
+        flat = int(bad.flatten().nonzero()[0])
+        return Verdict(name, dtype, rule, False, float("inf"), float("inf"), baseline_error, float("nan"),
+                       _unravel(flat, gold.shape), reason=f"candidate is {cand.flatten()[flat].item()} where gold is "
+                       f"{gold.flatten()[flat].item()}")
+    if gold.numel() == 0:
+        return Verdict(name, dtype, rule, True, 0.0, 0.0, baseline_error, 0.0, ())
+
+    error = torch.where(gold_finite, (cand - gold).abs(), torch.zeros_like(gold))
+    scale = _max_abs(gold[gold_finite])
+    if rule == "k-rule":
+        k = K_GRADIENT if gradient else K_OUTPUT
+        allowed = k * baseline_error + _ulp_floor(dtype, scale)
+        flat = int(error.flatten().argmax())
+        ratio = float(error.flatten()[flat]) / allowed
+        allowed_at_worst = allowed
+    else:
+        tol = _TOLERANCES.get(dtype)
+        if tol is None:
+            raise TypeError(f"check({name}): no agreement rule for dtype {dtype}")
+        allowed_elementwise = tol.atol * max(scale, torch.finfo(dtype).tiny) + tol.rtol * gold.abs()
+        ratios = error / allowed_elementwise
+        flat = int(ratios.flatten().argmax())
+        ratio = float(ratios.flatten()[flat])
+        allowed_at_worst = float(allowed_elementwise.flatten()[flat])
+    return Verdict(name, dtype, rule, ratio <= 1.0, ratio, float(error.max()), baseline_error, allowed_at_worst,
+                   _unravel(flat, gold.shape))
+
+
+def assert_agrees(candidate, gold, baseline=None, *, gradient: bool = False, name: str = "output") -> Verdict:
+    """:func:`check`, raising ``AssertionError`` with the full verdict when the candidate fails."""
+    verdict = check(candidate, gold, baseline, gradient=gradient, name=name)
+    if not verdict.passed:
+        raise AssertionError(verdict.describe())
+    return verdict

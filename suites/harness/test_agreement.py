@@ -1,0 +1,148 @@
+"""The agreement policy itself (fusebench/agreement.py): it must pass the right answer and fail wrong ones.
+
+Wrong candidates are realistic kernel bugs: an off-by-one causal mask, a missing softmax scale, a
+dropped key tile. Each must fail the policy at every dtype, or the policy would let such kernels pass.
+"""
+
+import math
+
+import pytest
+import torch
+
+from fusebench.agreement import assert_agrees, check
+from fusebench.inputs import GuardedTensor, poisoned, random_tensor
+from reference.attention import causal_mask, scaled_dot_product_attention
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32]
+
+
+def _qkv(seed, dtype, b=2, h=3, n=37, d=32):
+    return [random_tensor((b, h, n, d), seed=seed + i, dtype=dtype) for i in range(3)]
+
+
+def _runs(seed, dtype, candidate_fn):
+    gold = candidate_fn(*_qkv(seed, torch.float64), reference=True)
+    baseline = candidate_fn(*_qkv(seed, dtype), reference=True)
+    candidate = candidate_fn(*_qkv(seed, dtype), reference=False)
+    return candidate, gold, baseline
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_correct_reordered_candidate_passes(seed, dtype):
+    # torch's SDPA computes the same function in another order: it must agree.
+    def sdpa(q, k, v, reference):
+        if reference:
+            return scaled_dot_product_attention(q, k, v, is_causal=True)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    verdict = assert_agrees(*_runs(seed, dtype, sdpa))
+    assert 0 <= verdict.ratio <= 1
+
+
+def _off_by_one_causal(q, k, v, reference):
+    n = q.shape[2]
+    keep = causal_mask(n, n) if reference else causal_mask(n, n).tril(-1) | torch.eye(n, dtype=torch.bool).roll(1, 1)
+    return scaled_dot_product_attention(q, k, v, attn_mask=keep)
+
+
+def _missing_scale(q, k, v, reference):
+    return scaled_dot_product_attention(q, k, v, scale=None if reference else 1.0)
+
+
+def _dropped_last_key_tile(q, k, v, reference):
+    keep = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool)
+    if not reference:
+        keep[:, 32:] = False  # a kernel that forgot the ragged last tile
+    return scaled_dot_product_attention(q, k, v, attn_mask=keep)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wrong", [_off_by_one_causal, _missing_scale, _dropped_last_key_tile],
+                         ids=["off-by-one-mask", "missing-scale", "dropped-tile"])
+def test_a_wrong_candidate_fails(seed, dtype, wrong):
+    verdict = check(*_runs(seed, dtype, wrong))
+    assert not verdict.passed, verdict.describe()
+    assert verdict.ratio > 1
+    with pytest.raises(AssertionError, match="DISAGREES"):
+        assert_agrees(*_runs(seed, dtype, wrong))
+
+
+def test_nan_where_gold_is_finite_never_passes(seed):
+    gold = random_tensor((4, 5), seed=seed, dtype=torch.float64)
+    candidate = gold.to(torch.float16)
+    candidate[2, 3] = float("nan")
+    verdict = check(candidate, gold, gold.to(torch.float16))
+    assert not verdict.passed and verdict.worst_index == (2, 3) and math.isinf(verdict.ratio)
+    candidate[2, 3] = float("inf")
+    assert not check(candidate, gold, gold.to(torch.float16)).passed
+
+
+def test_an_unwritten_output_is_caught_by_poison(seed):
+    gold = random_tensor((3, 8), seed=seed, dtype=torch.float64)
+    out = poisoned((3, 8), dtype=torch.float32)
+    out[:, :7] = gold[:, :7].float()  # a "kernel" that never wrote the last column
+    verdict = check(out, gold)
+    assert not verdict.passed and verdict.worst_index[1] == 7
+
+
+def test_the_verdict_reports_the_worst_element(seed):
+    gold = random_tensor((6, 7), seed=seed, dtype=torch.float64)
+    candidate = gold.clone().float()
+    candidate[4, 1] += 0.5 * gold.abs().max().float()
+    verdict = check(candidate, gold)
+    assert verdict.worst_index == (4, 1) and not verdict.passed and not bool(verdict)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_needs_a_baseline(dtype):
+    gold = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="needs the baseline"):
+        check(gold.to(dtype), gold)
+
+
+def test_the_rounding_floor_passes_a_correctly_rounded_result_and_no_more(seed):
+    gold = random_tensor((64,), seed=seed, dtype=torch.float64)
+    exact = gold.to(torch.bfloat16)  # correctly rounded: the best any bf16 result can be
+    assert check(exact, gold, baseline=exact).passed
+    # Baseline error <= half an ulp, floor = eps * max|gold|, so the allowance is at most
+    # 2 * eps * max|gold|; moving the largest element by 8 * eps * max|gold| must fail.
+    scale = gold.abs().max()
+    far = exact.clone()
+    worst = int(gold.abs().argmax())
+    far[worst] = (gold[worst] + gold[worst].sign() * 8 * torch.finfo(torch.bfloat16).eps * scale).to(torch.bfloat16)
+    assert not check(far, gold, baseline=exact).passed
+
+
+def test_shape_and_dtype_mistakes_raise():
+    gold = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="shape"):
+        check(torch.zeros(4), gold)
+    with pytest.raises(TypeError, match="gold must be float64"):
+        check(torch.zeros(3), gold.float())
+    with pytest.raises(TypeError, match="floating"):
+        check(torch.zeros(3, dtype=torch.int32), gold)
+
+
+def test_random_inputs_are_fresh_reproducible_and_never_zero():
+    a = random_tensor((1000,), seed=1, dtype=torch.float16)
+    assert torch.equal(a, random_tensor((1000,), seed=1, dtype=torch.float16))
+    assert not torch.equal(a, random_tensor((1000,), seed=2, dtype=torch.float16))
+    assert (a != 0).all() and (random_tensor((1000,), seed=3, dtype=torch.bfloat16, distribution="uniform") != 0).all()
+
+
+def test_guard_zones_catch_out_of_bounds_writes_and_reads():
+    values = torch.arange(1.0, 11.0)
+    guarded = GuardedTensor(values, margin=8)
+    assert torch.equal(guarded.tensor, values)
+    guarded.assert_intact()
+    # A read one element past the end picks up NaN from the margin...
+    past_end = guarded.buffer[guarded.margin + values.numel()]
+    assert torch.isnan(past_end)
+    # ...and a write one element past the end is reported.
+    guarded.buffer[guarded.margin + values.numel()] = 1.0
+    with pytest.raises(AssertionError, match="after the tensor at offsets \\[0\\]"):
+        guarded.assert_intact("out")
+    indices = GuardedTensor(torch.tensor([0, 1, 2], dtype=torch.int32), margin=2)
+    indices.buffer[0] = 5
+    with pytest.raises(AssertionError, match="before"):
+        indices.assert_intact()
