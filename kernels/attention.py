@@ -8,9 +8,9 @@ Dao et al. 2022 for the original tiling):
   output accumulator (the online softmax), rescaling both by ``exp(m_old - m_new)`` when the maximum
   grows, and divides by ``l`` once at the end. Scores live in base-2 units (``scale * log2(e)`` folded
   into one multiply) so the exponentials are ``exp2``. One pass over K and V; the only per-row state
-  written out is the natural log-sum-exp ``lse = m + log(l)``.
-* Backward: nothing from the forward but ``lse`` is kept; probabilities are recomputed as
-  ``p = exp(s - lse)``. A small pre-pass computes ``delta = rowsum(dO * O)``; one kernel owns a key
+  written out is the log-sum-exp (kept in base 2, ``lse2 = m + log2(l)``, for the backward).
+* Backward: nothing from the forward but ``lse2`` is kept; probabilities are recomputed as
+  ``p = exp2(s - lse2)``. A small pre-pass computes ``delta = rowsum(dO * O)``; one kernel owns a key
   block and accumulates dK and dV over every query block (and, for grouped-query attention, over every
   query head sharing that key/value head); a second kernel owns a query block and accumulates dQ over
   the key blocks. Memory is O(N) in sequence length for every pass.
@@ -166,7 +166,7 @@ def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base,
 def _attn_fwd_kernel(
     # pointers
     Q_ptr, K_ptr, V_ptr, O_ptr, LSE_ptr, MASK_ptr, KPM_ptr, CU_Q_ptr, CU_K_ptr,
-    # strides, (B, H, N, D) order for q, k, v, o; (B, H, N) for lse; (B, H, Nq, Nk) for the mask
+    # strides, (B, H, N, D) order for q, k, v, o; (B, H, N) for lse2; (B, H, Nq, Nk) for the mask
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -251,10 +251,10 @@ def _attn_fwd_kernel(
         empty = l_i == 0.0  # fully masked rows: zeros and lse = -inf
         l_safe = tl.where(empty, 1.0, l_i)
         out = acc / l_safe[:, None]
-        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) / 1.4426950408889634)
+        lse2 = tl.where(empty, float("-inf"), m_i + tl.math.log2(l_safe))  # base 2: lse * log2(e)
         tl.store(o_base + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od, out.to(O_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
-        tl.store(l_base + offs_m * stride_lm, lse, mask=row_ok)
+        tl.store(l_base + offs_m * stride_lm, lse2, mask=row_ok)
 
 
 @triton.jit
@@ -357,10 +357,10 @@ def _attn_bwd_dkdv_kernel(
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
         col_ok = offs_n < n_k
-        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                    mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
-                    mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_N, BLOCK_DV)
+        k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                      mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
+        v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
+                      mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
         qk_scale = sm_scale * 1.4426950408889634
@@ -377,21 +377,23 @@ def _attn_bwd_dkdv_kernel(
             for start_m in range(lo, n_q, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
                 row_ok = offs_m < n_q
-                q_t = tl.load(q_head + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qd,
-                              mask=row_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_M)
-                s_t = _dot(k, q_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
-                s_t = _mask_scores(s_t, offs_m[None, :], offs_n[:, None], n_q, n_k, mask_base, stride_mm,
-                                   stride_mn, kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-                lse = tl.load(l_head + offs_m * stride_lm, mask=row_ok, other=0.0) * 1.4426950408889634
-                lse = tl.where(lse == float("-inf"), 0.0, lse)  # fully masked rows: s = -inf gives p = 0
-                p_t = tl.math.exp2(s_t - lse[None, :])  # (BLOCK_N, BLOCK_M)
+                q = tl.load(q_head + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                            mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
+                # The scores in the forward's orientation and order, bit for bit the forward's: at logits ~1e3
+                # an ulp of difference between forward and backward scores is a 1e-4 error in every p.
+                s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+                s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                                 kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
+                lse2 = tl.load(l_head + offs_m * stride_lm, mask=row_ok, other=0.0)
+                lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # fully masked rows: s = -inf gives p = 0
+                p = tl.math.exp2(s - lse2[:, None])  # (BLOCK_M, BLOCK_N)
                 do = tl.load(do_head + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
                              mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
-                dv += _dot(p_t.to(do.dtype), do, UPCAST_BF16, DOT_PRECISION)
-                dp_t = _dot(v, tl.trans(do), UPCAST_BF16, DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+                dv += _dot(tl.trans(p.to(do.dtype)), do, UPCAST_BF16, DOT_PRECISION)
+                dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
                 delta = tl.load(d_head + offs_m * stride_lm, mask=row_ok, other=0.0)
-                ds_t = p_t * (dp_t - delta[None, :])
-                dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), UPCAST_BF16, DOT_PRECISION)
+                ds = p * (dp - delta[:, None])
+                dk += _dot(tl.trans(ds.to(q.dtype)), q, UPCAST_BF16, DOT_PRECISION)
         dk = dk * sm_scale
         tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
                  mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
@@ -467,8 +469,8 @@ def _attn_bwd_dq_kernel(
                     mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
         do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
                      mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
-        lse = tl.load(l_base + offs_m * stride_lm, mask=row_ok, other=0.0) * 1.4426950408889634
-        lse = tl.where(lse == float("-inf"), 0.0, lse)
+        lse2 = tl.load(l_base + offs_m * stride_lm, mask=row_ok, other=0.0)
+        lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
         delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         qk_scale = sm_scale * 1.4426950408889634
@@ -483,7 +485,7 @@ def _attn_bwd_dq_kernel(
             s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
                              kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-            p = tl.math.exp2(s - lse[:, None])
+            p = tl.math.exp2(s - lse2[:, None])
             v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
                           mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
             dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
@@ -610,13 +612,12 @@ def _check_cu_seqlens(name: str, cu, total: int, device) -> None:
         raise ValueError(f"{name} must end at the packed length {total}, got {int(cu[-1])}")
 
 
-def _empty_like_layout(t: torch.Tensor, last: int, dtype: torch.dtype, *, zero: bool = False) -> torch.Tensor:
+def _empty_like_layout(t: torch.Tensor, last: int, dtype: torch.dtype) -> torch.Tensor:
     """A new (B, H, N, last) tensor whose memory orders B, H, N like ``t``'s (a (B, N, H, D) input gets a
     (B, N, H, last) buffer), so outputs and gradients keep the caller's layout."""
     order = sorted(range(3), key=lambda i: -t.stride(i))  # outer dimensions, largest stride first
     shape = [t.shape[i] for i in order] + [last]
-    make = torch.zeros if zero else torch.empty
-    buffer = make(shape, dtype=dtype, device=t.device)
+    buffer = torch.empty(shape, dtype=dtype, device=t.device)
     inverse = [order.index(i) for i in range(3)] + [3]
     return buffer.permute(inverse)
 
@@ -660,11 +661,16 @@ def _meta(q4, v4, problem: _Problem, mask_kind: int, has_kpm: bool) -> dict:
     )
 
 
-def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem):
-    """Launch the forward kernel: returns (out (B, Hq, Nq, Dv) in q's layout, lse (B, Hq, Nq) float32)."""
+def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem, *, out=None, lse=None):
+    """Launch the forward kernel: returns (out (B, Hq, Nq, Dv) in q's layout, lse2 (B, Hq, Nq) float32).
+
+    ``lse2`` is the log-sum-exp in base 2 (``lse * log2(e)``), what the backward kernels read: converting
+    to natural units and back would round a value of magnitude ~|scores| twice.
+
+    ``out``/``lse`` may be given (any strides; the tests pass views inside guard zones)."""
     hq, hkv = q4.shape[1], k4.shape[1]
-    out = _empty_like_layout(q4, v4.shape[-1], q4.dtype)
-    lse = torch.empty(q4.shape[:3], dtype=torch.float32, device=q4.device)
+    out = _empty_like_layout(q4, v4.shape[-1], q4.dtype) if out is None else out
+    lse = torch.empty(q4.shape[:3], dtype=torch.float32, device=q4.device) if lse is None else lse
     if out.numel() == 0 and lse.numel() == 0:
         return out, lse
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
@@ -684,14 +690,16 @@ def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem):
     return out, lse
 
 
-def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _Problem):
+def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _Problem, *, dq=None, dk=None,
+              dv=None):
     """Launch the delta pre-pass, then the dK/dV and dQ kernels: returns (dq, dk, dv) in the inputs' layouts."""
     hq, hkv = q4.shape[1], k4.shape[1]
-    dq = _empty_like_layout(q4, q4.shape[-1], q4.dtype)
-    no_queries = problem.n_q == 0  # then dK and dV are zero: no kernel would write them
-    dk = _empty_like_layout(k4, k4.shape[-1], k4.dtype, zero=no_queries)
-    dv = _empty_like_layout(v4, v4.shape[-1], v4.dtype, zero=no_queries)
-    if no_queries or problem.batch * hq == 0:
+    dq = _empty_like_layout(q4, q4.shape[-1], q4.dtype) if dq is None else dq
+    dk = _empty_like_layout(k4, k4.shape[-1], k4.dtype) if dk is None else dk
+    dv = _empty_like_layout(v4, v4.shape[-1], v4.dtype) if dv is None else dv
+    if problem.n_q == 0 or problem.batch * hq == 0:  # no query: nothing flows back to the keys
+        dk.zero_()
+        dv.zero_()
         return dq, dk, dv
     delta = torch.empty_like(lse)
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
@@ -749,6 +757,11 @@ class _FlashAttention(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
+def _natural(lse2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The base-2 log-sum-exp the kernels keep, in natural units and the inputs' dtype (as the reference)."""
+    return (lse2 * math.log(2.0)).to(dtype)
+
+
 def _default_scale(scale, head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
@@ -783,7 +796,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
     out, lse = _FlashAttention.apply(q, k, v, attn_mask, key_padding_mask, problem)
     if layout == "bnhd":
         out, lse = out.transpose(1, 2), lse.transpose(1, 2)
-    return (out, lse.to(q.dtype)) if return_lse else out
+    return (out, _natural(lse, q.dtype)) if return_lse else out
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int | None = None,
@@ -823,7 +836,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
     out, lse = _FlashAttention.apply(q4, k4, v4, None, None, problem)
     out = out[0].transpose(0, 1)  # (total_q, Hq, Dv)
     lse = lse[0].transpose(0, 1)  # (total_q, Hq)
-    return (out, lse.to(q.dtype)) if return_lse else out
+    return (out, _natural(lse, q.dtype)) if return_lse else out
 
 
 def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse):
