@@ -178,6 +178,10 @@ class BertModel(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _check_input_ids(self.config, input_ids)
         key_padding_mask = _key_padding_mask(attention_mask, input_ids.shape)  # (B, N), True = padding
+        if key_padding_mask is not None and bool(key_padding_mask.all(dim=1).any()):
+            # Such a row has nothing to attend to: the seam returns zeros, transformers a uniform average of
+            # padding. Neither is meaningful, so refuse rather than silently differ from the oracle.
+            raise ValueError("attention_mask must mark at least one real token (a 1) in every row")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)  # every token in segment A
         _check_ids("token_type_ids", token_type_ids, tuple(input_ids.shape), 0, self.config.type_vocab_size)
@@ -361,8 +365,10 @@ def mask_tokens(input_ids: torch.Tensor, *, special_token_ids, mask_token_id: in
     """
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise ValueError("input_ids must be a tensor of shape (B, N)")
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (B, N), got rank {input_ids.dim()} shape {tuple(input_ids.shape)}")
     _check_ids("input_ids", input_ids, tuple(input_ids.shape), 0, vocab_size)
     if not 0.0 < mlm_probability <= 1.0:
         raise ValueError(f"mlm_probability must lie in (0, 1], got {mlm_probability}")

@@ -204,7 +204,8 @@ def _masking_sample(seed: int, batch: int = 1024, length: int = 96):
     ids = torch.randint(0, vocab_size, (batch, length), generator=g)  # specials (ids 0-4) land anywhere
     lengths = torch.randint(1, length + 1, (batch,), generator=g)
     attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
-    ids = ids.masked_fill(attention_mask == 0, PAD)
+    # Padding keeps ordinary ids in odd rows: the attention mask alone must keep it from being chosen.
+    ids = ids.masked_fill((attention_mask == 0) & (torch.arange(batch)[:, None] % 2 == 0), PAD)
     return ids, attention_mask, vocab_size
 
 
@@ -343,6 +344,8 @@ def test_bad_input_is_rejected_naming_the_argument(seed):
          "attention_mask must have the shape of input_ids"),
         (dict(input_ids=ids, attention_mask=inputs["attention_mask"] * 2), ValueError,
          r"attention_mask must hold only 1 \(real token\) and 0"),
+        (dict(input_ids=ids, attention_mask=inputs["attention_mask"] * torch.tensor([[1], [0]])), ValueError,
+         "attention_mask must mark at least one real token"),
         (dict(input_ids=ids, token_type_ids=inputs["token_type_ids"] + 1), ValueError,
          r"token_type_ids must lie in \[0, 2\)"),
         (dict(input_ids=ids, token_type_ids=inputs["token_type_ids"][:1]), ValueError,
@@ -376,6 +379,8 @@ def test_bad_config_and_bad_masking_arguments_are_rejected(seed):
         mask_tokens(ids, **arguments, generator=seed)
     with pytest.raises(TypeError, match="input_ids must be an integer tensor"):
         mask_tokens(ids.float(), **arguments, generator=generator)
+    with pytest.raises(ValueError, match=r"input_ids must have shape \(B, N\)"):
+        mask_tokens(ids[0], **arguments, generator=generator)
     with pytest.raises(ValueError, match=r"mlm_probability must lie in \(0, 1\]"):
         mask_tokens(ids, **arguments, generator=generator, mlm_probability=0.0)
     with pytest.raises(ValueError, match="attention_mask must have the shape of input_ids"):
