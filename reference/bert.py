@@ -261,12 +261,14 @@ class BertForPreTraining(nn.Module):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 next_sentence_label: torch.Tensor | None = None) -> BertPreTrainingOutput:
         hidden, pooled = self.bert(input_ids, attention_mask, token_type_ids)  # (B, N, E), (B, E)
-        out = BertPreTrainingOutput(self.mlm(hidden), self.nsp(pooled), hidden, pooled)
         if labels is not None:
             _check_ids("labels", labels, tuple(input_ids.shape), 0, self.config.vocab_size, ignore=IGNORE_INDEX)
-            out.mlm_loss = masked_lm_loss(out.prediction_logits, labels)
         if next_sentence_label is not None:
             _check_ids("next_sentence_label", next_sentence_label, (input_ids.shape[0],), 0, 2)
+        out = BertPreTrainingOutput(self.mlm(hidden), self.nsp(pooled), hidden, pooled)
+        if labels is not None:
+            out.mlm_loss = masked_lm_loss(out.prediction_logits, labels)
+        if next_sentence_label is not None:
             out.nsp_loss = next_sentence_loss(out.seq_relationship_logits, next_sentence_label)
         if out.mlm_loss is not None and out.nsp_loss is not None:
             out.loss = out.mlm_loss + out.nsp_loss
