@@ -80,8 +80,10 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 import reference.attention as _reference_attention
+from kernels._compile import CompileSpec
 
-__all__ = ["attention", "varlen_attention", "FWD_CONFIGS", "BWD_CONFIGS", "SUPPORTED_DTYPES"]
+__all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKDV_CONFIGS", "DQ_CONFIGS",
+           "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
@@ -93,32 +95,48 @@ _LOG2E = 1.4426950408889634
 
 # GPU configs: (BLOCK_M, BLOCK_N) tiles, warps and pipeline stages of the FlashAttention-2 / Triton
 # tutorial family. Large head dimensions keep the tiles small so that Q, K, V and the accumulator fit in
-# shared memory and registers (see _prune_configs).
+# shared memory and registers (see _fits).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
     for bm, bn, w, s in [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (64, 16, 4, 2),
                          (32, 32, 4, 2), (32, 16, 2, 2)]
 ]
-BWD_CONFIGS = [
+DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
     for bm, bn, w, s in [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2),
-                         (32, 32, 4, 1), (16, 32, 2, 1)]
+                         (32, 32, 4, 1), (16, 32, 2, 1), (16, 16, 2, 1)]
+]
+DKDV_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+    for bm, bn, w, s in [(32, 128, 8, 2), (64, 64, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2),
+                         (32, 32, 4, 1), (16, 32, 2, 1), (16, 16, 2, 1)]
 ]
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)
 
 
-def _fits(config: triton.Config, block_d: int) -> bool:
-    # Q, K, V tiles and the accumulator of one stage must fit in shared memory and registers: above a
-    # 64-wide head dimension, limit the long side of the tile so that tile * BLOCK_D <= 64 * 128 elements.
-    return block_d <= 64 or max(config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]) * block_d <= 64 * 128
+def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
+    """Whether a config's tiles fit registers and shared memory at this (padded) head dimension.
+
+    Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
+    the tile shrinks so that tile * BLOCK_D <= 64 * 128 elements. dK/dV: two (BLOCK_N, BLOCK_D) float32
+    accumulators live through the whole loop; ``fusebench inspect`` (sm_90) measured register spills for
+    M64 N128 at D64 and for M32/M64 N64 at D128, none at BLOCK_M * BLOCK_N * D * max(D, 64) <= 64^4.
+    """
+    bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    if kernel == "dkdv":
+        return bm * bn * block_d * max(block_d, 64) <= 64**4
+    return block_d <= 64 or max(bm, bn) * block_d <= 64 * 128
 
 
-def _prune_configs(configs, named_args, **kwargs):
-    args = {**named_args, **kwargs}
-    widest = max(args["BLOCK_D"], args["BLOCK_DV"])
-    return [c for c in configs if _fits(c, widest)] or configs[-1:]
+def _pruner(kernel: str):
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        widest = max(args["BLOCK_D"], args["BLOCK_DV"])
+        return [c for c in configs if _fits(c, widest, kernel)] or configs[-1:]
+
+    return prune
 
 
 # Autotune keys; triton.autotune adds the dtypes of the tensor arguments itself.
@@ -502,17 +520,80 @@ _INTERPRETING = isinstance(_attn_fwd_kernel, InterpretedFunction)
 _INTERPRETER_BF16_UPCAST = _INTERPRETING
 
 
-def _autotuned(kernel, configs, key):
+def _autotuned(kernel, configs, key, name):
     # Under the interpreter a single small config: triton.autotune never times a lone config.
     chosen = [_INTERPRETER_CONFIG] if _INTERPRETING else configs
-    prune = None if _INTERPRETING else {"early_config_prune": _prune_configs}
+    prune = None if _INTERPRETING else {"early_config_prune": _pruner(name)}
     return triton.autotune(configs=chosen, key=key, prune_configs_by=prune)(kernel)
 
 
-_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _FWD_KEY)
-_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, BWD_CONFIGS, _BWD_KEY)
-_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, BWD_CONFIGS, _BWD_KEY)
-_DELTA_BLOCK_M = 16 if _INTERPRETING else 64
+_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _FWD_KEY, "forward")
+_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, DKDV_CONFIGS, _BWD_KEY, "dkdv")
+_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, _BWD_KEY, "dq")
+_DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memory bound
+
+
+# --------------------------------------------------------------------------------------------------
+# Compile specifications: every shipped configuration, compilable with no GPU (fusebench inspect)
+# --------------------------------------------------------------------------------------------------
+
+_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+_INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
+
+
+def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_warps: int, num_stages: int,
+                  label: str) -> CompileSpec:
+    """A contiguous-layout launch of ``fn``: unit strides on D (and on lse's N) are specialized to 1 as a
+    real launch specializes them; every other stride and every pointer is 16-divisible."""
+    element = _TRITON_DTYPE[dtype]
+    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*u8"}
+    signature, values, aligned = {}, dict(constexprs), []
+    for name in fn.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = pointer.get(name, f"*{element}")
+            aligned.append(name)
+        elif name.startswith("stride_") and (name.endswith("d") or name == "stride_lm"):
+            signature[name], values[name] = "constexpr", 1
+        elif name.startswith("stride_"):
+            signature[name] = "i32"
+            aligned.append(name)
+        elif name in _INT_ARGS:
+            signature[name] = "i32"
+        elif name == "sm_scale":
+            signature[name] = "fp32"
+        else:
+            raise AssertionError(f"{kernel}: no compile type for argument {name}")
+    return CompileSpec(kernel, fn, signature, values, num_warps=num_warps, num_stages=num_stages, config=label,
+                       aligned=tuple(aligned), expects_tensor_cores=kernel != "attention.bwd_delta")
+
+
+def compile_specs() -> list[CompileSpec]:
+    """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256, float16 and
+    bfloat16, plain (no mask, not causal) and causal with a key-padding mask; the interpreter shim is off
+    (``UPCAST_BF16=False``): these are what a GPU runs."""
+    specs = []
+    kernels = (("forward", _attn_fwd_kernel, FWD_CONFIGS), ("dkdv", _attn_bwd_dkdv_kernel, DKDV_CONFIGS),
+               ("dq", _attn_bwd_dq_kernel, DQ_CONFIGS))
+    cases = ((torch.float16, 64, False), (torch.float16, 128, True), (torch.bfloat16, 128, False),
+             (torch.bfloat16, 256, True))
+    for dtype, head_dim, causal in cases:
+        flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=causal,
+                     MASK_KIND=0, HAS_KPM=causal, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
+        for name, fn, configs in kernels:
+            for config in configs:
+                if not _fits(config, head_dim, name):
+                    continue
+                bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{' causal+padding' if causal else ''} "
+                         f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
+                specs.append(_compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
+                                           config.num_stages, label))
+        specs.append(_compile_spec("attention.bwd_delta", _attn_bwd_delta_kernel, dtype,
+                                   dict(HEAD_DIM_V=head_dim, BLOCK_DV=head_dim, IS_VARLEN=False, BLOCK_M=64),
+                                   4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4"))
+    return specs
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""kernels/attention.py against the reference (reference/attention.py), at kernel and module level.
+"""kernels/attention.py against the reference (reference/attention.py), at kernel level.
 
 Every numerical comparison goes through the agreement policy: gold = the reference in float64,
 baseline = the reference in the dtype under test, candidate = the Triton kernel in that dtype (under
 TRITON_INTERPRET=1 on the CPU tier). Outputs and the three gradients are checked. The CPU tier runs
-small shapes only (the interpreter is numpy); the `gpu` tier runs sequences of 1k-16k.
+small shapes only (the interpreter is numpy); the `gpu` tier runs sequences of 1k-16k. The module level
+(reference modules run with backend="triton") is in test_attention_modules.py.
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ import kernels.attention as ka
 from fusebench.agreement import K_GRADIENT, K_OUTPUT, assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
 from reference.attention import (
-    MultiHeadAttention,
-    SelfAttention,
     attention_backends,
-    causal_mask,
     scaled_dot_product_attention,
     varlen_attention,
 )
@@ -426,6 +424,20 @@ def test_bf16_shim_is_off_when_not_interpreting(monkeypatch):
     assert ka._meta(q, q, ka._Problem(1, 16, 16, False, 1.0, None, None), 0, False)["UPCAST_BF16"] is False
 
 
+def test_compile_specs_ship_every_config_without_the_interpreter_shim():
+    """What `fusebench inspect` compiles for GPUs: every autotune config, the shim off, every argument typed."""
+    specs = ka.compile_specs()
+    assert all(spec.constexprs.get("UPCAST_BF16", False) is False for spec in specs)
+    for kernel, configs in (("forward", ka.FWD_CONFIGS), ("dkdv", ka.DKDV_CONFIGS), ("dq", ka.DQ_CONFIGS)):
+        shipped = {(spec.constexprs["BLOCK_M"], spec.constexprs["BLOCK_N"], spec.num_warps, spec.num_stages)
+                   for spec in specs if spec.kernel == f"attention.{kernel}"}
+        wanted = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in configs}
+        assert shipped == wanted, f"{kernel}: configs never compiled: {wanted - shipped}"
+    for spec in specs:
+        assert list(spec.signature) == spec.fn.arg_names, spec.kernel
+        assert {n for n, t in spec.signature.items() if t == "constexpr"} == set(spec.constexprs), spec.kernel
+
+
 # ---- bad input: every validation error, with its message -------------------------------------------------
 
 
@@ -502,77 +514,6 @@ def test_the_reference_seam_routes_to_the_kernel(seed):
     assert torch.equal(via_seam, ka.attention(q, k, v, causal=True))
     with pytest.raises(TypeError, match="q must be float16, bfloat16 or float32"):
         scaled_dot_product_attention(q.double(), k.double(), v.double(), backend="triton")
-
-
-# ---- module level: the reference modules with backend="triton" pass the same oracle comparisons ----------
-
-
-def _copy_mha_weights(ours: MultiHeadAttention, theirs: torch.nn.MultiheadAttention) -> None:
-    q_w, k_w, v_w = theirs.in_proj_weight.chunk(3)
-    q_b, k_b, v_b = theirs.in_proj_bias.chunk(3)
-    with torch.no_grad():
-        for proj, w, b in ((ours.q_proj, q_w, q_b), (ours.k_proj, k_w, k_b), (ours.v_proj, v_w, v_b)):
-            proj.weight.copy_(w)
-            proj.bias.copy_(b)
-        ours.out_proj.weight.copy_(theirs.out_proj.weight)
-        ours.out_proj.bias.copy_(theirs.out_proj.bias)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_multihead_attention_with_triton_matches_torch(seed, dtype):
-    torch.manual_seed(seed)
-    theirs = torch.nn.MultiheadAttention(48, 6, batch_first=True).double()
-    reference = MultiHeadAttention(48, 6).double()
-    _copy_mha_weights(reference, theirs)
-    triton_mha = MultiHeadAttention(48, 6, backend="triton")
-    triton_mha.load_state_dict(reference.state_dict())
-    query = random_tensor((3, 10, 48), seed=seed, dtype=torch.float64)
-    memory = random_tensor((3, 14, 48), seed=seed + 1, dtype=torch.float64)
-    padding = torch.zeros(3, 14, dtype=torch.bool)
-    padding[1, 9:] = True  # the second sequence is 9 keys long
-    gold, _ = theirs(query, memory, memory, key_padding_mask=padding)  # the oracle, in float64
-    assert_agrees(reference(query, memory, key_padding_mask=padding), gold, name="reference vs oracle")
-    baseline = reference.to(dtype)(query.to(dtype), memory.to(dtype), key_padding_mask=padding)
-    candidate = triton_mha.to(dtype)(query.to(dtype), memory.to(dtype), key_padding_mask=padding)
-    assert_agrees(candidate, gold, baseline if dtype in LOW_PRECISION else None, name="MHA backend=triton")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_self_attention_with_triton_matches_torch_with_causal_mask_and_gradients(seed, dtype):
-    torch.manual_seed(seed)
-    theirs = torch.nn.MultiheadAttention(32, 4, batch_first=True).double()
-    reference = SelfAttention(32, 4).double()
-    _copy_mha_weights(reference, theirs)
-    triton_attention = SelfAttention(32, 4, backend="triton")
-    triton_attention.load_state_dict(reference.state_dict())
-    x64 = random_tensor((2, 12, 32), seed=seed, dtype=torch.float64).requires_grad_()
-    upper = ~causal_mask(12, 12)  # torch's bool attn_mask marks the *disallowed* pairs
-    gold, _ = theirs(x64, x64, x64, attn_mask=upper, need_weights=False)
-    (grad_gold,) = torch.autograd.grad(gold.square().sum(), x64)
-
-    def run(module):
-        x = x64.detach().to(dtype).requires_grad_()
-        out = module.to(dtype)(x, is_causal=True)
-        return out, torch.autograd.grad(out.float().square().sum(), x)[0]
-
-    baseline = run(reference) if dtype in LOW_PRECISION else (None, None)
-    candidate = run(triton_attention)
-    assert_agrees(candidate[0], gold, baseline[0], name="SelfAttention backend=triton")
-    assert_agrees(candidate[1], grad_gold, baseline[1], gradient=True, name="dx")
-
-
-def test_grouped_query_kv_cache_decoding_with_triton(seed):
-    torch.manual_seed(seed)
-    reference = SelfAttention(32, 4, num_kv_heads=2).double()
-    triton_attention = SelfAttention(32, 4, num_kv_heads=2, backend="triton")
-    triton_attention.load_state_dict(reference.state_dict())
-    x = random_tensor((2, 7, 32), seed=seed, dtype=torch.float64)
-    gold = reference(x, is_causal=True)
-    cache: dict = {}
-    x32 = x.float()
-    steps = [triton_attention(x32[:, :4], is_causal=True, kv_cache=cache)]  # prefill, then one token at a time
-    steps += [triton_attention(x32[:, i : i + 1], is_causal=True, kv_cache=cache) for i in range(4, 7)]
-    assert_agrees(torch.cat(steps, dim=1), gold, name="cached decoding, backend=triton")
 
 
 # ---- the gpu tier: long sequences (skipped without CUDA) -------------------------------------------------

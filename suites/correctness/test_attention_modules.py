@@ -1,0 +1,219 @@
+"""The reference modules whose core is attention, run with backend="triton" (kernels/attention.py).
+
+Each passes the oracle comparison its reference test makes (torch.nn.MultiheadAttention, torch.nn
+Transformer layers, transformers' BERT), through the agreement policy: gold = the reference module in
+float64 (checked once more against the oracle in float64 here), baseline = the reference module in the
+dtype under test, candidate = the same weights with backend="triton" in that dtype. float16 is left to
+the kernel-level tests: nn.Linear and LayerNorm in float16 on the CPU add nothing about the kernel.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import transformers
+from torch import nn
+
+from fusebench.agreement import assert_agrees
+from fusebench.inputs import random_tensor
+from reference.attention import MultiHeadAttention, SelfAttention, causal_mask
+from reference.bert import BertConfig, BertForPreTraining, copy_from_transformers
+from reference.transformer import (
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
+
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def _baseline(module_fn, dtype):
+    """The reference in the dtype under test: required by the k-rule for bfloat16, unused for float32."""
+    return module_fn() if dtype == torch.bfloat16 else None
+
+
+def _triton_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``module`` whose every attention layer uses backend="triton", cast to ``dtype``."""
+    twin = copy.deepcopy(module)
+    layers = [m for m in twin.modules() if isinstance(m, MultiHeadAttention)]
+    assert layers, "the module has no attention layer to switch"
+    for layer in layers:
+        layer.backend = "triton"
+    return twin.to(dtype)
+
+
+def _padding(batch: int, length: int, seed: int) -> torch.Tensor:
+    lengths = torch.randint(1, length + 1, (batch,), generator=torch.Generator().manual_seed(seed))
+    return torch.arange(length)[None, :] >= lengths[:, None]  # True = padding
+
+
+# ---- multi-head attention and self-attention (reference/attention.py) -------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_multihead_attention_with_triton_matches_torch(seed, dtype):
+    torch.manual_seed(seed)
+    theirs = torch.nn.MultiheadAttention(48, 6, batch_first=True).double()
+    reference = MultiHeadAttention(48, 6).double().copy_from_torch(theirs)
+    query = random_tensor((3, 10, 48), seed=seed, dtype=torch.float64)
+    memory = random_tensor((3, 14, 48), seed=seed + 1, dtype=torch.float64)
+    padding = torch.zeros(3, 14, dtype=torch.bool)
+    padding[1, 9:] = True  # the second sequence is 9 keys long
+    gold = reference(query, memory, key_padding_mask=padding)
+    assert_agrees(theirs(query, memory, memory, key_padding_mask=padding)[0], gold, name="oracle")
+    cast = (query.to(dtype), memory.to(dtype))
+    baseline = _baseline(lambda: copy.deepcopy(reference).to(dtype)(*cast, key_padding_mask=padding), dtype)
+    candidate = _triton_copy(reference, dtype)(*cast, key_padding_mask=padding)
+    assert_agrees(candidate, gold, baseline, name="MultiHeadAttention backend=triton")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_self_attention_with_triton_matches_torch_with_causal_mask_and_gradients(seed, dtype):
+    torch.manual_seed(seed)
+    theirs = torch.nn.MultiheadAttention(32, 4, batch_first=True).double()
+    reference = SelfAttention(32, 4).double().copy_from_torch(theirs)
+    x64 = random_tensor((2, 12, 32), seed=seed, dtype=torch.float64).requires_grad_()
+    gold = reference(x64, is_causal=True)
+    oracle, _ = theirs(x64, x64, x64, attn_mask=~causal_mask(12, 12), need_weights=False)  # True = disallowed
+    assert_agrees(oracle, gold, name="oracle")
+    (grad_gold,) = torch.autograd.grad(gold.square().sum(), x64)
+
+    def run(module):
+        x = x64.detach().to(dtype).requires_grad_()
+        out = module(x, is_causal=True)
+        return out, torch.autograd.grad(out.float().square().sum(), x)[0]
+
+    baseline = _baseline(lambda: run(copy.deepcopy(reference).to(dtype)), dtype) or (None, None)
+    candidate = run(_triton_copy(reference, dtype))
+    assert_agrees(candidate[0], gold, baseline[0], name="SelfAttention backend=triton")
+    assert_agrees(candidate[1], grad_gold, baseline[1], gradient=True, name="dx")
+
+
+def test_grouped_query_kv_cache_decoding_with_triton(seed):
+    torch.manual_seed(seed)
+    reference = SelfAttention(32, 4, num_kv_heads=2).double()
+    x = random_tensor((2, 7, 32), seed=seed, dtype=torch.float64)
+    gold = reference(x, is_causal=True)
+    triton_attention, x32 = _triton_copy(reference, torch.float32), x.float()
+    cache: dict = {}
+    steps = [triton_attention(x32[:, :4], is_causal=True, kv_cache=cache)]  # prefill, then one token at a time
+    steps += [triton_attention(x32[:, i : i + 1], is_causal=True, kv_cache=cache) for i in range(4, 7)]
+    assert_agrees(torch.cat(steps, dim=1), gold, name="cached decoding, backend=triton")
+
+
+# ---- transformer encoder / decoder (reference/transformer.py) -------------------------------------------
+
+D_MODEL, HEADS, FFN = 32, 4, 48
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_encoder_layer_with_triton_matches_torch(seed, dtype):
+    torch.manual_seed(seed)
+    theirs = nn.TransformerEncoderLayer(D_MODEL, HEADS, FFN, dropout=0.0, activation="gelu",
+                                        batch_first=True).double().eval()
+    reference = TransformerEncoderLayer(D_MODEL, HEADS, FFN, activation="gelu").double().copy_from_torch(theirs)
+    x = random_tensor((3, 11, D_MODEL), seed=seed, dtype=torch.float64)
+    padding = _padding(3, 11, seed)
+    gold = reference(x, key_padding_mask=padding)
+    keep = ~padding[..., None]  # torch's fast path may leave padded positions unspecified: compare real tokens
+    assert_agrees(theirs(x, src_key_padding_mask=padding) * keep, gold * keep, name="oracle")
+    baseline = _baseline(lambda: copy.deepcopy(reference).to(dtype)(x.to(dtype), key_padding_mask=padding), dtype)
+    candidate = _triton_copy(reference, dtype)(x.to(dtype), key_padding_mask=padding)
+    assert_agrees(candidate, gold, baseline, name="TransformerEncoderLayer backend=triton")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decoder_layer_with_triton_matches_torch(seed, dtype):
+    torch.manual_seed(seed)
+    theirs = nn.TransformerDecoderLayer(D_MODEL, HEADS, FFN, dropout=0.0, norm_first=True,
+                                        batch_first=True).double().eval()
+    reference = TransformerDecoderLayer(D_MODEL, HEADS, FFN, norm_first=True).double().copy_from_torch(theirs)
+    target = random_tensor((2, 9, D_MODEL), seed=seed, dtype=torch.float64)
+    memory = random_tensor((2, 13, D_MODEL), seed=seed + 1, dtype=torch.float64)
+    memory_padding = _padding(2, 13, seed)
+    gold = reference(target, memory, memory_key_padding_mask=memory_padding)
+    oracle = theirs(target, memory, tgt_mask=~causal_mask(9, 9), memory_key_padding_mask=memory_padding)
+    assert_agrees(oracle, gold, name="oracle")
+    cast = (target.to(dtype), memory.to(dtype))
+    baseline = _baseline(lambda: copy.deepcopy(reference).to(dtype)(*cast, memory_key_padding_mask=memory_padding),
+                         dtype)
+    candidate = _triton_copy(reference, dtype)(*cast, memory_key_padding_mask=memory_padding)
+    assert_agrees(candidate, gold, baseline, name="TransformerDecoderLayer backend=triton")
+
+
+def test_encoder_decoder_stack_with_triton_and_gradients(seed):
+    torch.manual_seed(seed)
+    encoder = TransformerEncoder(lambda: TransformerEncoderLayer(D_MODEL, HEADS, FFN, norm_first=True), 2,
+                                 final_norm=nn.LayerNorm(D_MODEL)).double()
+    decoder = TransformerDecoder(lambda: TransformerDecoderLayer(D_MODEL, HEADS, FFN, norm_first=True), 2,
+                                 final_norm=nn.LayerNorm(D_MODEL)).double()
+    source = random_tensor((2, 10, D_MODEL), seed=seed, dtype=torch.float64).requires_grad_()
+    target = random_tensor((2, 7, D_MODEL), seed=seed + 1, dtype=torch.float64)
+    weights = random_tensor((2, 7, D_MODEL), seed=seed + 2, dtype=torch.float64)
+    gold = decoder(target, encoder(source))
+    (grad_gold,) = torch.autograd.grad((gold * weights).sum(), source)
+    triton_encoder, triton_decoder = _triton_copy(encoder, torch.float32), _triton_copy(decoder, torch.float32)
+    source32 = source.detach().float().requires_grad_()
+    candidate = triton_decoder(target.float(), triton_encoder(source32))
+    (grad_candidate,) = torch.autograd.grad((candidate * weights.float()).sum(), source32)
+    assert_agrees(candidate, gold, name="encoder-decoder stack backend=triton")
+    assert_agrees(grad_candidate, grad_gold, gradient=True, name="d source")
+
+
+# ---- BERT (reference/bert.py) ------------------------------------------------------------------------------
+
+TINY_BERT = dict(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                 max_position_embeddings=24, type_vocab_size=2)
+
+
+def _bert_models(seed: int):
+    """(ours in float64, transformers' in float64) with the same random weights."""
+    config = transformers.BertConfig(**TINY_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                     attn_implementation="eager")
+    theirs = transformers.BertForPreTraining(config).double().eval()
+    with torch.no_grad():
+        for i, (name, p) in enumerate(sorted(theirs.named_parameters())):
+            scale = p.shape[1] ** -0.5 if p.dim() == 2 and "embeddings" not in name else 1.0  # O(1) activations
+            p.copy_(random_tensor(p.shape, seed=seed + 17 * i, dtype=torch.float64, scale=scale))
+    ours = BertForPreTraining(BertConfig.from_transformers(config)).double()
+    return copy_from_transformers(ours, theirs), theirs
+
+
+def _bert_batch(seed: int, batch: int, length: int):
+    """Random ids, ragged padding (one row full length), masked-LM labels and next-sentence labels."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, TINY_BERT["vocab_size"], (batch, length), generator=g)
+    lengths = torch.randint(4, length + 1, (batch,), generator=g)
+    lengths[0] = length
+    attention_mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    ids[attention_mask == 0] = 0  # [PAD]
+    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, -100)
+    labels[:, 1] = ids[:, 1]
+    return dict(input_ids=ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(ids), labels=labels,
+                next_sentence_label=torch.randint(0, 2, (batch,), generator=g))
+
+
+def _loss_gradient(model: nn.Module, inputs: dict, parameter: str):
+    output = model(**inputs)
+    (grad,) = torch.autograd.grad(output.loss, dict(model.named_parameters())[parameter])
+    return output, grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bert_pretraining_with_triton_matches_transformers(seed, dtype):
+    reference, theirs = _bert_models(seed)
+    inputs = _bert_batch(seed, 3, 13)
+    # The loss gradient reaches the first layer's query projection through every attention kernel.
+    parameter = "bert.encoder.layers.0.self_attn.q_proj.weight"
+    gold, grad_gold = _loss_gradient(reference, inputs, parameter)
+    assert_agrees(theirs(**inputs).prediction_logits, gold.prediction_logits, name="oracle")
+    baseline, grad_baseline = _baseline(lambda: _loss_gradient(copy.deepcopy(reference).to(dtype), inputs, parameter),
+                                        dtype) or (None, None)
+    candidate, grad_candidate = _loss_gradient(_triton_copy(reference, dtype), inputs, parameter)
+    for field in ("hidden_states", "prediction_logits", "seq_relationship_logits", "loss"):
+        assert_agrees(getattr(candidate, field), getattr(gold, field),
+                      None if baseline is None else getattr(baseline, field), name=f"BERT {field} backend=triton")
+    assert_agrees(grad_candidate, grad_gold, grad_baseline, gradient=True, name=f"d loss / d {parameter}")
