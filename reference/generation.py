@@ -180,7 +180,8 @@ class DecoderLM(nn.Module):
         if cache is not None and len(cache.layers) != len(self.blocks):
             raise ValueError(f"cache must have {len(self.blocks)} layers, got {len(cache.layers)}")
         if past + length > self.config.context_length:
-            raise ValueError(f"input_ids: {length} new tokens after {past} cached exceed the context_length "
+            name = "input_ids" if input_ids is not None else "inputs_embeds"
+            raise ValueError(f"{name}: {length} new tokens after {past} cached exceed the context_length "
                              f"{self.config.context_length}")
         padding = None if attention_mask is None else ~_as_token_mask(attention_mask, batch, past + length)
         x = x + self.position_embedding(self._positions(batch, past, length, padding, x.device))  # (B, N, E)

@@ -23,6 +23,16 @@ CONTEXT = 40
 WEIGHT_SCALE = 0.5  # N(0, 0.5) weights: next-token entropy ~2.9 nats of log(97) = 4.6, neither flat nor one-hot
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A model this small gains nothing from intra-op threads, and on a shared CPU the threads' spinning makes
+    each tiny op many times slower; run single-threaded and restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _gpt2_config(**overrides) -> transformers.GPT2Config:
     options = dict(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
                    embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager", bos_token_id=0,
