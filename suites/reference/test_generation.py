@@ -166,6 +166,16 @@ def test_generate_with_and_without_cache_draws_the_same_tokens(seed):
     assert torch.equal(with_cache, without)
 
 
+def test_a_prefix_of_token_embeddings_acts_as_those_tokens(seed):
+    _, ours = _models(seed)
+    head, ids = _token_ids((2, 5), seed), _token_ids((2, 4), seed + 1)
+    prefix = ours.token_embedding(head).detach()  # (B, 5, E): a continuous prompt that happens to be tokens
+    expected = ours.generate(torch.cat([head, ids], dim=1), 12)[:, 5:]
+    assert torch.equal(ours.generate(ids, 12, prefix_embeds=prefix), expected)
+    assert torch.equal(ours.generate(ids, 12, prefix_embeds=prefix, use_cache=False), expected)
+    assert torch.equal(ours.generate(ids[:, :0], 12, prefix_embeds=prefix), ours.generate(head, 12)[:, 5:])
+
+
 # --------------------------------------------------------------------------------------------------
 # Sampling
 # --------------------------------------------------------------------------------------------------
@@ -349,6 +359,15 @@ def test_bad_token_ids_and_masks_are_rejected(seed):
         ours(ids, attention_mask=torch.ones(2, 6))
     with pytest.raises(ValueError, match="max_new_tokens must be a non-negative integer"):
         ours.generate(ids, -1)
+    with pytest.raises(ValueError, match=r"input_ids must have shape \(B, N\) with N >= 1"):
+        ours.generate(ids[:, :0], 3)  # an empty prompt needs prefix_embeds
+    with pytest.raises(ValueError, match=r"prefix_embeds must have shape \(B, P, E\) = \(2, P, 32\)"):
+        ours.generate(ids, 3, prefix_embeds=random_tensor((3, 4, 32), seed=seed, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"inputs_embeds must have shape \(B, N, 32\)"):
+        ours(inputs_embeds=random_tensor((2, 4, 31), seed=seed, dtype=torch.float64))
+    with pytest.raises(ValueError, match="cache must have 2 layers, got 3"):
+        ours(ids, cache=DecoderLM(DecoderLMConfig(vocab_size=VOCAB, context_length=CONTEXT, d_model=32,
+                                                  num_layers=3, num_heads=4)).new_cache())
 
 
 def test_gpt2_options_the_model_lacks_are_rejected(seed):
