@@ -42,9 +42,21 @@ Differences from the reference:
 * The probabilities are rounded to the input dtype before the ``P @ V`` product (as FlashAttention does).
 * float32 inputs use IEEE float32 products (``input_precision="ieee"``), not TF32, so that float32
   results meet float32 tolerances; this costs speed on GPUs with TF32 tensor cores.
-* The returned log-sum-exp has the inputs' dtype like the reference's (computed and saved in float32).
+* The returned log-sum-exp has the inputs' dtype like the reference's (computed and saved in float32,
+  in base 2). It is not differentiable.
+* The backward recomputes the scores exactly as the forward computed them (same orientation
+  ``Q @ K^T``, same scaling): at logits ~1e3 an ulp of disagreement between the forward's scores and
+  the backward's is a ~1e-4 relative error in every probability (the dK/dV kernel of the Triton
+  tutorial computes ``K @ Q^T`` instead, and loses that much in float32 at such logits).
 * dQ is computed by its own kernel (a second recompute of ``P``) instead of atomic adds: deterministic,
   and no float32 scratch buffer, at the cost of one more pass over K and V in the backward.
+* A fully masked row gives zeros and ``lse = -inf`` whichever mask empties it (causal with ``Nq > Nk``,
+  padding, a boolean row of False, an additive row of ``-inf``), and zero gradients.
+
+Autotuning: ``FWD_CONFIGS``, ``DKDV_CONFIGS`` and ``DQ_CONFIGS`` sit next to the kernels with their
+``key=``; ``_fits`` prunes the tiles that would not fit (register spills measured with ``fusebench inspect``)
+at the padded head dimension, and ``compile_specs()`` lists every shipped (kernel, config) for offline
+compilation.
 
 CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the small
 ``_INTERPRETER_CONFIG``):
@@ -63,6 +75,8 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
   derived from the very decision triton made when it decorated the kernels (``InterpretedFunction`` or
   not), and the launchers pass ``UPCAST_BF16=False`` whenever that decision was "compile", so the shim
   cannot reach compiled GPU code (``compile_specs`` below, used to compile offline, always sets it False).
+* Strides: the interpreter reads memory through the same pointer arithmetic, so strided and transposed
+  views are covered; 64-bit offsets are used for batch and head bases (large tensors) on both paths.
 * What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself, the code the
   compiler generates (layouts, software pipelining, ``num_warps``/``num_stages``), the autotuned configs
   other than the interpreter's, out-of-bounds behaviour of the real hardware, sequence lengths beyond a

@@ -20,6 +20,7 @@ from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor
 from reference.attention import MultiHeadAttention, SelfAttention, causal_mask
 from reference.bert import BertConfig, BertForPreTraining, copy_from_transformers
+from reference.generation import DecoderLM, DecoderLMConfig
 from reference.transformer import (
     TransformerDecoder,
     TransformerDecoderLayer,
@@ -28,6 +29,16 @@ from reference.transformer import (
 )
 
 DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared CPU their spinning slows every small op;
+    run single-threaded (as suites/reference/test_generation.py does) and restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _baseline(module_fn, dtype):
@@ -217,3 +228,64 @@ def test_bert_pretraining_with_triton_matches_transformers(seed, dtype):
         assert_agrees(getattr(candidate, field), getattr(gold, field),
                       None if baseline is None else getattr(baseline, field), name=f"BERT {field} backend=triton")
     assert_agrees(grad_candidate, grad_gold, grad_baseline, gradient=True, name=f"d loss / d {parameter}")
+
+
+# ---- decoder-only LM and generation (reference/generation.py) ---------------------------------------------
+
+VOCAB, CONTEXT = 97, 40
+
+
+def _gpt2_models(seed: int):
+    """(ours in float64, transformers' GPT-2 in float64) with the same N(0, 0.5) weights, LayerNorms included."""
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=4,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
+                                     bos_token_id=0, eos_token_id=None, pad_token_id=0)
+    theirs = transformers.GPT2LMHeadModel(config).double().eval()
+    with torch.no_grad():
+        for i, param in enumerate(theirs.parameters()):
+            param.copy_(random_tensor(param.shape, seed=seed + i, dtype=torch.float64, scale=0.5))
+    ours = DecoderLM(DecoderLMConfig.from_gpt2(theirs.config)).double().copy_from_gpt2(theirs)
+    return ours, theirs
+
+
+def _left_padded_prompts(batch: int, length: int, seed: int):
+    """Token ids and a (B, N) mask, 1 = token, random prompt lengths in [1, N], one row unpadded."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    lengths[0] = length
+    mask = (torch.arange(length)[None, :] >= length - lengths[:, None]).long()
+    return torch.randint(0, VOCAB, (batch, length), generator=g).masked_fill(mask == 0, 0), mask
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decoder_lm_logits_with_triton_match_gpt2(seed, dtype):
+    reference, theirs = _gpt2_models(seed)
+    ids, mask = _left_padded_prompts(3, 23, seed)  # 23: not a multiple of any tile
+    gold = reference(ids, attention_mask=mask)
+    real = mask.bool()[..., None]  # padded positions' logits are not part of either model's contract
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # GPT-2 counts positions over real tokens only if told
+    assert_agrees(theirs(ids, attention_mask=mask, position_ids=positions).logits * real, gold * real, name="oracle")
+    baseline = _baseline(lambda: copy.deepcopy(reference).to(dtype)(ids, attention_mask=mask), dtype)
+    candidate = _triton_copy(reference, dtype)(ids, attention_mask=mask)
+    assert_agrees(candidate * real, gold * real, None if baseline is None else baseline * real,
+                  name="DecoderLM logits backend=triton")
+
+
+def test_greedy_tokens_with_triton_equal_gpt2_generate(seed):
+    """Greedy decoding with the KV cache (one query against a growing cache: bottom-right causal alignment)
+    and left padding, in float32, against GPT-2's generate in float64."""
+    reference, theirs = _gpt2_models(seed)
+    ids, mask = _left_padded_prompts(3, 9, seed)
+    new = 12
+    expected = theirs.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False)
+    tokens = _triton_copy(reference, torch.float32).generate(ids, new, attention_mask=mask)
+    if not torch.equal(tokens, expected):
+        # A float32 argmax may legitimately flip where float64's two best logits differ by less than float32's
+        # rounding of them (~1e-6 relative); anything wider is a disagreement about the function.
+        row, step = (tokens != expected).nonzero()[0].tolist()
+        full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], step - ids.shape[1])], dim=1)[row : row + 1]
+        logits = reference(expected[row : row + 1, :step], attention_mask=full_mask)[0, -1]
+        best, second = logits.topk(2).values.tolist()
+        assert best - second < 1e-4 * max(1.0, abs(best)), (
+            f"row {row} step {step}: triton chose {int(tokens[row, step])}, GPT-2 {int(expected[row, step])}, "
+            f"float64 logit gap {best - second:.3g} is no near-tie")
