@@ -118,12 +118,12 @@ FWD_CONFIGS = [
 DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
     for bm, bn, w, s in [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2),
-                         (32, 32, 4, 1), (16, 32, 2, 1), (16, 16, 2, 1)]
+                         (32, 32, 4, 1), (16, 32, 4, 1), (16, 16, 2, 1)]
 ]
 DKDV_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
     for bm, bn, w, s in [(32, 128, 8, 2), (64, 64, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2),
-                         (32, 32, 4, 1), (16, 32, 2, 1), (16, 16, 2, 1)]
+                         (32, 32, 4, 2), (16, 32, 4, 1), (16, 16, 2, 1)]
 ]
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
@@ -135,12 +135,15 @@ def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
 
     Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
     the tile shrinks so that tile * BLOCK_D <= 64 * 128 elements. dK/dV: two (BLOCK_N, BLOCK_D) float32
-    accumulators live through the whole loop; ``fusebench inspect`` (sm_90) measured register spills for
-    M64 N128 at D64 and for M32/M64 N64 at D128, none at BLOCK_M * BLOCK_N * D * max(D, 64) <= 64^4.
+    accumulators live through the whole loop, so BLOCK_M * BLOCK_N * BLOCK_D is bounded. The bounds are
+    where ``fusebench inspect`` (sm_90, float16 and bfloat16) measured no register spill: it measured
+    spills for dK/dV at M64 N128 (D64) and M32 N64 (D128), and for dQ at M32 N32 (D256).
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     if kernel == "dkdv":
-        return bm * bn * block_d * max(block_d, 64) <= 64**4
+        return bm * bn * block_d <= (64 * 64 * 64 if block_d <= 64 else 32 * 32 * 128)
+    if kernel == "dq" and block_d > 128:
+        return bm * bn <= 16 * 32
     return block_d <= 64 or max(bm, bn) * block_d <= 64 * 128
 
 
