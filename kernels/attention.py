@@ -101,7 +101,7 @@ __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKD
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
-_LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 (exp2 is the fast exp)
 
 # --------------------------------------------------------------------------------------------------
 # Autotune configurations (next to the kernels they tune)
@@ -123,7 +123,7 @@ DQ_CONFIGS = [
 DKDV_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
     for bm, bn, w, s in [(32, 128, 8, 2), (64, 64, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2),
-                         (32, 32, 4, 2), (16, 32, 4, 1), (16, 16, 2, 1)]
+                         (32, 32, 4, 2), (16, 32, 4, 2), (16, 16, 2, 1)]
 ]
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
@@ -135,13 +135,14 @@ def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
 
     Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
     the tile shrinks so that tile * BLOCK_D <= 64 * 128 elements. dK/dV: two (BLOCK_N, BLOCK_D) float32
-    accumulators live through the whole loop, so BLOCK_M * BLOCK_N * BLOCK_D is bounded. The bounds are
-    where ``fusebench inspect`` (sm_90, float16 and bfloat16) measured no register spill: it measured
-    spills for dK/dV at M64 N128 (D64) and M32 N64 (D128), and for dQ at M32 N32 (D256).
+    accumulators live through the whole loop, so BLOCK_M * BLOCK_N shrinks with BLOCK_D squared. The
+    bounds are where ``fusebench inspect`` (sm_90, float16 and bfloat16) measured no register spill: it
+    measured spills for dK/dV at M64 N128 (D64), M32 N64 (D128) and M16 N32 (D256), and for dQ at M32 N32
+    (D256); register allocation is not monotone in the tile, so every shipped (config, D) was compiled.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     if kernel == "dkdv":
-        return bm * bn * block_d <= (64 * 64 * 64 if block_d <= 64 else 32 * 32 * 128)
+        return bm * bn * block_d * max(block_d, 64) <= 64**4
     if kernel == "dq" and block_d > 128:
         return bm * bn <= 16 * 32
     return block_d <= 64 or max(bm, bn) * block_d <= 64 * 128
@@ -193,7 +194,7 @@ def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base,
         keep = keep & (allowed != 0)
     if MASK_KIND == 2:  # additive, natural-log units
         bias = tl.load(mask_base + om * stride_mm + on * stride_mn, mask=keep, other=0.0)
-        s = s + bias.to(tl.float32) * 1.4426950408889634
+        s = s + bias.to(tl.float32) * _LOG2E
     return tl.where(keep, s, float("-inf"))
 
 
@@ -259,7 +260,7 @@ def _attn_fwd_kernel(
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max, base-2 units
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
         acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
-        qk_scale = sm_scale * 1.4426950408889634
+        qk_scale = sm_scale * _LOG2E
         hi = n_k
         if IS_CAUSAL:  # keys past the last query's diagonal are never attended by this block
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
@@ -398,7 +399,7 @@ def _attn_bwd_dkdv_kernel(
                       mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
-        qk_scale = sm_scale * 1.4426950408889634
+        qk_scale = sm_scale * _LOG2E
         lo = 0
         if IS_CAUSAL:  # queries before this block's first key (shifted by Nk - Nq) never see it
             lo = tl.maximum(start_n - (n_k - n_q), 0) // BLOCK_M * BLOCK_M
@@ -508,7 +509,7 @@ def _attn_bwd_dq_kernel(
         lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
         delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        qk_scale = sm_scale * 1.4426950408889634
+        qk_scale = sm_scale * _LOG2E
         hi = n_k
         if IS_CAUSAL:
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
