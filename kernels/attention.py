@@ -941,7 +941,16 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
 
 
 def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse):
-    """``reference.attention.scaled_dot_product_attention(..., backend="triton")``: (B, H, N, D) inputs."""
+    """``reference.attention.scaled_dot_product_attention(..., backend="triton")``: (B, H, N, D) inputs.
+
+    The seam has validated shapes already; what this backend cannot run here (float64, CPU tensors without
+    the interpreter) raises ``NotImplementedError``, the seam's contract, so callers that try every backend
+    (``fusebench run``) report it instead of failing."""
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise NotImplementedError(f"backend 'triton' runs float16, bfloat16 and float32, not {q.dtype}")
+    if not _INTERPRETING and q.device.type != "cuda":
+        raise NotImplementedError(f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 set "
+                                  "before kernels.attention is imported (the CPU interpreter)")
     return attention(q, k, v, causal=is_causal, scale=scale, attn_mask=attn_mask,
                      key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse)
 

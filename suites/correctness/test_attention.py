@@ -522,8 +522,16 @@ def test_the_reference_seam_routes_to_the_kernel(seed):
     q, k, v = (t.float() for t in _qkv(seed, 1, 2, 1, 10, 12, 16))
     via_seam = scaled_dot_product_attention(q, k, v, is_causal=True, backend="triton")
     assert torch.equal(via_seam, ka.attention(q, k, v, causal=True))
-    with pytest.raises(TypeError, match="q must be float16, bfloat16 or float32"):
+    # What the backend cannot run is NotImplementedError, the seam's contract (callers trying every backend skip it)
+    with pytest.raises(NotImplementedError, match="backend 'triton' runs float16, bfloat16 and float32"):
         scaled_dot_product_attention(q.double(), k.double(), v.double(), backend="triton")
+
+
+def test_the_seam_reports_cpu_tensors_without_the_interpreter_as_not_implemented(monkeypatch):
+    monkeypatch.setattr(ka, "_INTERPRETING", False)  # as on a machine that compiles the kernels
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(NotImplementedError, match="backend 'triton' needs CUDA tensors"):
+        scaled_dot_product_attention(q, q, q, backend="triton")
 
 
 # ---- the gpu tier: long sequences (skipped without CUDA) -------------------------------------------------
