@@ -31,14 +31,11 @@ def _read_store(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
+    from fusebench.device import emulate_triton_without_gpu, identity
 
-    if not torch.cuda.is_available():
-        # Without a GPU, Triton kernels can only be emulated; they must know before they are imported.
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    emulate_triton_without_gpu()
     from fusebench import runner
     from fusebench.cases import CPU_MODES, MODES
-    from fusebench.device import identity
     from fusebench.metrics import measure_ceilings
 
     ident = identity()

@@ -125,3 +125,14 @@ def machine_name(ident: DeviceIdentity) -> str:
 def interpreting_triton() -> bool:
     """True when Triton kernels run under the CPU interpreter: their times are not kernel times."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def emulate_triton_without_gpu() -> None:
+    """Without CUDA, Triton kernels can only be emulated: set TRITON_INTERPRET=1 unless already chosen.
+
+    Must run before any kernel module is imported (triton.jit reads it when a kernel is defined).
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")

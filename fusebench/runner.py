@@ -405,3 +405,67 @@ def progress_bar(total: int):
 
     step.close = bar.close
     return step
+
+
+# --------------------------------------------------------------------------------------------------
+# One (case, provider, mode) at a time: what the pytest-benchmark and asv suites measure
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A case on one provider, ready to time: ``call()`` runs one ``mode`` step."""
+
+    case: catalog.AttentionCase | catalog.GraphCase
+    provider: Provider
+    mode: str
+    workload: Workload
+    call: object
+    interpreted: bool  # a Triton kernel under TRITON_INTERPRET=1: check agreement, never time it
+
+    def agreement(self):
+        """The worst verdict of this mode's output (forward) and input gradients (backward)."""
+        reference = next(p for p in providers(self.case.suite) if p.name == "reference")
+        need_grads = self.mode != "forward"
+        gold = _gold(self.case, self.workload, reference, need_grads)
+        fn = self.provider.build(self.case, self.workload)
+        out, grads = _forward_and_grads(fn, self.workload, need_grads)
+        out_verdict, grad_verdicts = _verdicts(gold, list(self.workload.inputs), out, grads, self.provider.name)
+        verdicts = ([out_verdict] if self.mode != "backward" else []) + grad_verdicts
+        return max(verdicts, key=lambda v: v.ratio)
+
+    def work(self) -> tuple[float, str]:
+        """(FLOPs or bytes of one call, "TFLOP/s" or "GB/s")."""
+        rate, unit = _rate(self.case, self.mode, self.workload, Quantiles.constant(1e3))
+        return rate.p50 * (1e12 if unit == "TFLOP/s" else 1e9), unit
+
+
+def prepare(case_name: str, provider_name: str, mode: str, *, device: str | None = None,
+            dtype: str | None = None) -> Prepared:
+    """Build ``case_name`` (sized for the device) on ``provider_name`` for ``mode``.
+
+    Raises :class:`NotImplementedError` with the reason when the provider cannot run it here (asv
+    reads that as "skip"); :func:`fusebench.runner.run` reports the same reasons in its table.
+    """
+    if mode not in catalog.MODES:
+        raise ValueError(f"mode must be one of {catalog.MODES}, got {mode!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    case = catalog.for_device(case_name, device)
+    missing = graph_suite_missing() if case.suite == "graph" else None
+    if missing:
+        raise NotImplementedError(f"graph suite absent: {missing}")
+    provider = next((p for p in providers(case.suite) if p.name == provider_name), None)
+    if provider is None:
+        raise NotImplementedError(f"provider {provider_name!r} is not available here")
+    interpreted = provider.triton and device == "cpu"
+    if interpreted and not interpreting_triton():
+        raise NotImplementedError("Triton kernels need CUDA, or TRITON_INTERPRET=1 to emulate")
+    dtype = dtype or ("bfloat16" if device == "cuda" else "float32")
+    try:
+        workload = make_workload(case, device, getattr(torch, dtype))
+        fn = provider.build(case, workload)
+        call = _mode_function(fn, workload, mode)
+        call()  # a provider that cannot run these inputs says so here
+    except Unavailable as error:
+        raise NotImplementedError(str(error)) from None
+    return Prepared(case, provider, mode, workload, call, interpreted)
