@@ -74,7 +74,7 @@ def _side(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def speedup_table(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], title: str) -> pd.DataFrame:
     """Join two sides' time rows on ``keys``: times, speedup A/B, combined spread, changed flag."""
     left, right = _side(_times(a), keys), _side(_times(b), keys)
-    table = left.join(right, how="inner", lsuffix="_a", rsuffix="_b").reset_index()
+    table = left.add_suffix("_a").join(right.add_suffix("_b"), how="inner").reset_index()
     table["speedup"] = table["ms_a"] / table["ms_b"]
     table["spread"] = table["spread_a"] + table["spread_b"]
     table["changed"] = [abs(math.log(s)) > math.log1p(sp) for s, sp in zip(table["speedup"], table["spread"],
