@@ -223,7 +223,7 @@ def _reference_aggregate(graph: Graph, x: torch.Tensor, *, reduce: str, edge_wei
     if normalize == "gcn":
         unit = edge_weight if edge_weight is not None else x.new_ones(graph.num_edges)
         coefficient = unit * gcn_edge_scale(graph, unit)  # (E,)
-    messages = x[source]  # (E, F)
+    messages = x.index_select(0, source)  # (E, F)
     if coefficient is not None:
         messages = messages * coefficient[:, None]
     return segment_reduce(messages, graph.destination, graph.num_nodes, reduce)  # (N, F)
