@@ -13,7 +13,7 @@ picks their implementation (the same registry pattern as ``reference.attention``
 
 * :func:`aggregate`: ``out[i] = reduce over edges e = (j -> i) of w_e * x[j]`` with ``reduce`` in
   ``sum``/``mean``/``max``, optionally GCN-normalized. Matrix form for ``sum``: ``out = A @ X`` with
-  ``A[i, j] = w_e``: a sparse-dense matrix product (SpMM).
+  ``A[i, j]`` = the total weight of the edges ``j -> i``: a sparse-dense matrix product (SpMM).
 * :func:`attention_aggregate`: GAT's edge softmax and weighted sum (Velickovic et al. 2018, eq. 3-4).
 
 The default backend, ``"reference"``, is the textbook code in this file: ``index_add`` and
@@ -102,9 +102,10 @@ def _load_plugin(name: str, *, quiet: bool) -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as error:
-            if quiet or error.name == module:
+            missing_itself = error.name is not None and (module == error.name or module.startswith(error.name + "."))
+            if quiet or missing_itself:  # not written yet (or no kernels/ package): the backend is absent
                 continue
-            raise
+            raise  # the module exists but one of its own imports failed: say so
         except ImportError:
             if not quiet:
                 raise

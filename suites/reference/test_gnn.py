@@ -475,6 +475,16 @@ def test_plugin_modules_that_do_not_exist_are_left_out(seed, monkeypatch):
         aggregate(graph, random_tensor((9, 2), seed=seed), backend="phantom")
 
 
+def test_plugin_whose_own_import_fails_is_reported_on_use_and_left_out_of_the_list(seed, monkeypatch, tmp_path):
+    (tmp_path / "broken_graph_plugin.py").write_text("import fusebench_module_that_does_not_exist\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(gnn._PLUGINS, "broken", ("broken_graph_plugin",))
+    assert "broken" not in aggregation_backends()
+    graph = make_graph("grid_2d", 9, seed=seed)
+    with pytest.raises(ModuleNotFoundError, match="fusebench_module_that_does_not_exist"):
+        aggregate(graph, random_tensor((9, 2), seed=seed), backend="broken")
+
+
 # --------------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------------
