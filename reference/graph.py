@@ -134,9 +134,14 @@ class Compressed:
 
     def row_ids(self) -> torch.Tensor:
         """The row of every position, ``(E,)``: the expansion of ``rowptr``."""
-        counts = (self.rowptr[1:] - self.rowptr[:-1]).long()
-        return torch.repeat_interleave(torch.arange(self.num_rows, device=self.rowptr.device), counts).to(
-            self.col.dtype)
+        return _expand_rowptr(self.rowptr)
+
+
+def _expand_rowptr(rowptr: torch.Tensor) -> torch.Tensor:
+    """``(N+1,) -> (E,)``: row ``r`` repeated ``rowptr[r+1] - rowptr[r]`` times, in ``rowptr``'s dtype."""
+    counts = (rowptr[1:] - rowptr[:-1]).long()  # (N,)
+    rows = torch.arange(counts.numel(), device=rowptr.device)
+    return torch.repeat_interleave(rows, counts).to(rowptr.dtype)
 
 
 def coo_to_compressed(rows: torch.Tensor, cols: torch.Tensor, num_rows: int) -> Compressed:
@@ -187,7 +192,7 @@ def compressed_to_coo(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int, *
     validate_compressed(rowptr, col, num_nodes)
     if rows_are not in ("destination", "source"):
         raise ValueError(f"rows_are must be 'destination' (CSR) or 'source' (CSC), got {rows_are!r}")
-    rows = Compressed(rowptr, col, col).row_ids()  # (E,)
+    rows = _expand_rowptr(rowptr).to(col.dtype)  # (E,)
     pair = (col, rows) if rows_are == "destination" else (rows, col)
     return torch.stack(pair).to(col.dtype)  # (2, E)
 
