@@ -83,8 +83,8 @@ MODULES: tuple[Module, ...] = (
            "transformers.GPT2LMHeadModel (tiny config, copied weights)", "suites/reference/test_generation.py",
            "attention"),
     Module("graph embedding (node2vec, readout)", (26,), "reference.graph_embedding:Node2Vec",
-           "walks follow edges; two cliques separate", "suites/reference/test_graph_embedding.py",
-           "aggregation"),
+           "walks follow edges, p/q transition rates; two cliques separate; torch_geometric.nn.Node2Vec.loss "
+           "and global_{add,mean,max}_pool", "suites/reference/test_graph_embedding.py"),
     Module("SimCLR NT-Xent", (28,), "reference.contrastive:nt_xent_loss", "hand-computed case + properties",
            "suites/reference/test_contrastive.py"),
     Module("transfer learning (freeze / fine-tune)", (29,), "reference.transfer:freeze",
