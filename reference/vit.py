@@ -119,7 +119,8 @@ class VisionTransformer(nn.Module):
         d = config.hidden_size
         self.patch_embedding = PatchEmbedding(config)
         self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
-        self.position_embeddings = nn.Parameter(torch.randn(1, config.num_patches + 1, d) * 0.02)
+        self.position_embeddings = (nn.Parameter(torch.randn(1, config.num_patches + 1, d) * 0.02)
+                                    if config.use_position_embeddings else None)
         self.encoder = TransformerEncoder(
             lambda: TransformerEncoderLayer(d, config.num_heads, config.intermediate_size, activation="gelu",
                                             norm_first=True, layer_norm_eps=config.layer_norm_eps,
@@ -134,7 +135,7 @@ class VisionTransformer(nn.Module):
         patches = self.patch_embedding(pixel_values)  # (B, N, D)
         cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, D)
         tokens = torch.cat([cls, patches], dim=1)  # (B, N + 1, D)
-        return tokens + self.position_embeddings if self.config.use_position_embeddings else tokens
+        return tokens if self.position_embeddings is None else tokens + self.position_embeddings
 
     def forward(self, pixel_values: torch.Tensor) -> VisionTransformerOutput:
         hidden = self.encoder(self.embed(pixel_values))  # (B, N + 1, D), final LayerNorm applied
@@ -147,6 +148,8 @@ class VisionTransformer(nn.Module):
         if len(theirs.layers) != len(self.encoder.layers):
             raise ValueError(f"copy_from_transformers: {len(theirs.layers)} layers there, "
                              f"{len(self.encoder.layers)} here")
+        if self.position_embeddings is None:
+            raise ValueError("copy_from_transformers: transformers' ViT has position embeddings; this one has none")
         if (theirs.pooler is None) != (self.pooler is None):
             raise ValueError("copy_from_transformers: one model has a pooler and the other has not")
         embeddings = theirs.embeddings
