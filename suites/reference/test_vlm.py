@@ -135,7 +135,7 @@ def test_bad_inputs_are_rejected(seed):
     inputs = _inputs(seed, 2, 5, 4)
     bad_cases = [
         ({"input_ids": inputs["input_ids"].double()}, TypeError, "input_ids must be an integer tensor"),
-        ({"input_ids": inputs["input_ids"][0]}, ValueError, r"input_ids must have shape \(B, Nt\)"),
+        ({"input_ids": inputs["input_ids"][0]}, ValueError, r"input_ids must have shape \(B, N\)"),
         ({"input_ids": inputs["input_ids"] + VOCAB}, ValueError, "input_ids must lie in"),
         ({"visual_embeds": inputs["visual_embeds"][..., :-1]}, ValueError,
          r"visual_embeds must have shape \(B, Nv, visual_embedding_dim\) = \(2, Nv, 20\)"),
