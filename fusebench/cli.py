@@ -113,7 +113,12 @@ def _dashboard(args: argparse.Namespace) -> int:
     from fusebench import dashboard
 
     if args.record:
-        dashboard.record(bench=args.bench, quick=args.quick)
+        dashboard.record(bench=args.bench)
+    results = dashboard.results_dir()
+    if not any(results.glob("*/machine.json")):
+        print(f"no asv results under {results}; record this commit's first: fusebench dashboard --record",
+              file=sys.stderr)
+        return 1
     dashboard.publish()
     if args.no_preview:
         print(f"published to {dashboard.html_dir()}")
@@ -181,7 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--record", action="store_true",
                       help="first run the asv suites for the checked-out commit (asv run -E existing)")
     dash.add_argument("--bench", default=None, help="with --record: a regular expression selecting benchmarks")
-    dash.add_argument("--quick", action="store_true", help="with --record: one sample per benchmark")
     dash.add_argument("--no-preview", action="store_true", help="publish only; do not serve")
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(handler=_dashboard)

@@ -81,6 +81,8 @@ def make_workload(case, device: str = "cpu", dtype: torch.dtype = torch.float32,
         dout = tensors.pop("dout")
         return Workload(case, device, dtype, tensors, dout, context)
     graph = _generate(case, device)
+    if case.op == "gcn":  # GCN aggregates over A + I: the loops are part of the workload, as in GCNConv
+        graph = importlib.import_module("reference.graph").add_remaining_self_loops(graph)
     tensors = case.features_input(dtype=dtype, device=device, seed=seed)
     dout = tensors.pop("dout")
     return Workload(case, device, dtype, tensors, dout, {"graph": graph, "edge_index": _edge_index(graph)})
@@ -243,7 +245,10 @@ def _reference_graph(backend: str):
 def _gcn_norm(case: GraphCase, wl: Workload):
     from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-    return gcn_norm(wl.context["edge_index"], None, case.num_nodes, add_self_loops=True, dtype=wl.dtype)
+    # The workload's graph already holds its self-loops (make_workload); normalize the edges as given.
+    weight = getattr(wl.context["graph"], "edge_weight", None)
+    weight = None if weight is None else weight.to(wl.dtype)
+    return gcn_norm(wl.context["edge_index"], weight, case.num_nodes, add_self_loops=False, dtype=wl.dtype)
 
 
 def _torch_sparse(case: GraphCase, wl: Workload):
