@@ -20,7 +20,8 @@ import pandas as pd
 
 __all__ = ["providers", "devices", "commits", "against_reference", "speedup_table", "format_table", "LEGEND"]
 
-KEYS = ["suite", "case", "size", "mode", "dtype"]
+# The workload key. shape is part of it: a case edited between commits is not the same workload.
+KEYS = ["suite", "case", "size", "shape", "mode", "dtype"]
 LEGEND = ("speedup = A's median time / B's (> 1: B is faster); spread = both sides' relative run-to-run spread "
           "(between stored runs when there are two or more, else p20-p80 within the one run); "
           "* = a change larger than that spread; agree = worst agreement ratio (<= 1 agrees).")

@@ -10,7 +10,7 @@ from fusebench.store import COLUMNS
 def _row(run, provider, case, p50, *, spread=0.02, device="NVIDIA H200", commit="aaaa1111", timestamp="2026-01-01",
          agreement=0.5):
     row = dict.fromkeys(COLUMNS)
-    row.update(run_id=run, timestamp=timestamp, suite="attention", case=case, size="gpu", provider=provider,
+    row.update(run_id=run, timestamp=timestamp, suite="attention", case=case, size="gpu", shape="B1", provider=provider,
                mode="forward", dtype="bfloat16", metric="time", unit="ms", p20=p50 * (1 - spread / 2), p50=p50,
                p80=p50 * (1 + spread / 2), agreement=agreement, device=device, commit=commit)
     return row
@@ -74,3 +74,11 @@ def test_default_comparison_is_reference_against_each_provider_and_formats():
     assert sorted(t.attrs["title"].split()[4] for t in tables) == ["sdpa-flash", "triton"]
     text = compare.format_table(tables[0])
     assert "4.00 *" in text or "2.00 *" in text
+
+
+def test_a_case_whose_shape_changed_between_commits_is_not_compared():
+    frame = _frame([_row("r1", "triton", "c", 4.0, commit="aaaa1111"),
+                    _row("r2", "triton", "c", 1.0, commit="bbbb2222"),
+                    _row("r2", "triton", "d", 1.0, commit="bbbb2222")])
+    frame.loc[1, "shape"] = "B2"  # case c was made twice as large in commit bbbb
+    assert compare.commits(frame, "aaaa", "bbbb").empty
