@@ -3,7 +3,8 @@
 * :func:`record` runs the asv suites (suites/asv) for the checked-out commit with the current Python
   (``asv run -E existing --set-commit-hash HEAD``) under a machine name that carries the GPU
   (:func:`fusebench.device.machine_name`: asv's machine record has no GPU field), and stores the full
-  device identity in a sidecar, ``results/asv/<machine>/fusebench-device.json``.
+  device identity in a sidecar, ``results/asv-devices/<machine>.json`` (beside asv's results directory:
+  asv tries to load every ``.json`` file inside it as a result).
 * :func:`publish` runs ``asv publish`` and then makes the pages work offline: asv's index.html loads
   jQuery, flot, bootstrap and two small plugins from CDNs, so their links are rewritten to copies
   shipped in ``fusebench/dashboard_static`` (see its LICENSES.txt).
@@ -25,10 +26,9 @@ from pathlib import Path
 
 from fusebench.device import ROOT, identity, machine_name
 
-__all__ = ["record", "publish", "preview", "html_dir", "results_dir", "DEFAULT_CONFIG", "SIDECAR"]
+__all__ = ["record", "publish", "preview", "html_dir", "results_dir", "sidecar_path", "DEFAULT_CONFIG"]
 
 DEFAULT_CONFIG = ROOT / "asv.conf.json"
-SIDECAR = "fusebench-device.json"
 STATIC = Path(__file__).resolve().parent / "dashboard_static"
 # CDN file name in asv's index.html -> the local copy in dashboard_static/
 _LOCAL_COPIES = {
@@ -64,6 +64,12 @@ def results_dir(config=None) -> Path:
     return _dir(config, "results_dir")
 
 
+def sidecar_path(machine: str, config=None) -> Path:
+    """Where :func:`record` keeps the device identity of asv machine ``machine``."""
+    results = results_dir(config)
+    return results.parent / f"{results.name}-devices" / f"{machine}.json"
+
+
 def _asv(args: list[str], config, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     path, _ = _config(config)
     command = [sys.executable, "-m", "asv", *args, "--config", str(path)]
@@ -90,7 +96,7 @@ def record(*, commit: str | None = None, bench: str | None = None, config=None, 
     if bench:
         args += ["--bench", bench]
     _asv(args, config, env)
-    sidecar = results_dir(config) / machine / SIDECAR
+    sidecar = sidecar_path(machine, config)
     sidecar.parent.mkdir(parents=True, exist_ok=True)
     sidecar.write_text(json.dumps({**ident.as_dict(), "asv_machine": machine}, indent=2) + "\n")
     return machine

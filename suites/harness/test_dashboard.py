@@ -63,7 +63,7 @@ def test_record_keeps_one_result_per_commit_and_a_device_sidecar(published):
     _, config, commits, machine = published
     assert machine == machine_name(identity())
     results = dashboard.results_dir(config) / machine
-    sidecar = json.loads((results / dashboard.SIDECAR).read_text())
+    sidecar = json.loads(dashboard.sidecar_path(machine, config).read_text())
     assert sidecar["asv_machine"] == machine and sidecar["kind"] == "cpu" and sidecar["torch"]
     stored = [json.loads(p.read_text()) for p in results.glob("*-existing-*.json")]
     assert sorted(r["commit_hash"] for r in stored) == sorted(commits)
