@@ -152,9 +152,9 @@ def _seam_backend(name: str):
     def build(case: AttentionCase, wl: Workload):
         from reference.attention import scaled_dot_product_attention
 
-        if case.seqlens:
-            module = importlib.import_module("kernels.attention") if name == "triton" else None
-            varlen = getattr(module, "varlen_attention", None)
+        if case.seqlens:  # the seam has no varlen entry: only the Triton kernel module may offer one
+            varlen = getattr(importlib.import_module("kernels.attention"), "varlen_attention", None) \
+                if name == "triton" else None
             if varlen is None:
                 raise Unavailable(f"backend {name!r} has no varlen entry point")
             cu = wl.context["cu_seqlens"]

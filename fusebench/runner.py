@@ -101,10 +101,15 @@ def _gold_view(case, wl: Workload):
     return select, sliced
 
 
-def _forward_and_grads(fn, wl: Workload, need_grads: bool):
+def _forward(fn, wl: Workload, need_grads: bool):
+    """(output, the inputs it was computed from); the inputs require grad when ``need_grads``."""
     inputs = [t.detach().clone().requires_grad_(need_grads) for t in wl.inputs.values()]
     with torch.set_grad_enabled(need_grads):
-        out = fn(*inputs)
+        return fn(*inputs), inputs
+
+
+def _forward_and_grads(fn, wl: Workload, need_grads: bool):
+    out, inputs = _forward(fn, wl, need_grads)
     grads = torch.autograd.grad(out, inputs, wl.dout) if need_grads else None
     return out.detach(), grads
 
@@ -192,20 +197,20 @@ def _measure_provider(case, provider: Provider, wl: Workload, gold: _Gold, modes
         return [result(m, "n/a", note="too large for the Triton interpreter; agreement is checked on smaller cases")
                 for m in modes]
     need_grads = any(m != "forward" for m in modes)
+    grads, no_backward = None, None
     try:
         fn = provider.build(case, wl)
-        out, grads = _forward_and_grads(fn, wl, False)[0], None
+        out, inputs = _forward(fn, wl, need_grads)
         if need_grads:
             try:
-                out, grads = _forward_and_grads(fn, wl, True)
-            except NotImplementedError as error:
-                grads = error
+                grads = torch.autograd.grad(out, inputs, wl.dout)
+            except NotImplementedError as error:  # a forward-only provider: its forward is still measured
+                no_backward = error
     except (Unavailable, NotImplementedError) as error:
         return [result(m, "n/a", note=str(error)) for m in modes]
     except Exception as error:  # a provider that crashes is reported, and the run goes on
         return [result(m, "error", note=f"{type(error).__name__}: {error}") for m in modes]
-    no_backward = grads if isinstance(grads, NotImplementedError) else None
-    out_verdict, grad_verdicts = _verdicts(gold, list(wl.inputs), out, None if no_backward else grads, provider.name)
+    out_verdict, grad_verdicts = _verdicts(gold, list(wl.inputs), out.detach(), grads, provider.name)
 
     results = []
     for mode in modes:
