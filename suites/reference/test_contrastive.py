@@ -49,7 +49,7 @@ def test_clip_loss_matches_transformers_clip_model(seed, dtype, batch):
     out.loss.backward()
 
     # The same embeddings, upcast: the float64 gold; and as they are: the baseline.
-    image64, text64, = (e.detach().double().requires_grad_() for e in (image, text))
+    image64, text64 = (e.detach().double().requires_grad_() for e in (image, text))
     scale64 = model.logit_scale.detach().double().requires_grad_()
     gold = clip_loss(image64, text64, scale64)
     gold.backward()

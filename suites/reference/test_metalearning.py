@@ -142,13 +142,16 @@ def test_maml_step_writes_grad_and_steps_the_optimizer(seed):
     tasks = _tasks(seed, 2, 3, 4, 4)
     before = model.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    loss, gradients = maml_step(model, tasks, inner_lr=0.1, optimizer=optimizer)
+    _, gradients = maml_step(model, tasks, inner_lr=0.1, optimizer=optimizer)
     assert torch.equal(model.weight.grad, gradients["weight"])
     assert_agrees(model.weight.detach(), before - 0.5 * gradients["weight"], name="theta - beta * grad")
-    # Meta-training on a fixed meta-batch lowers its meta-loss.
+    # Meta-training on a fixed meta-batch lowers its meta-loss. The meta-loss is quadratic in theta here with
+    # curvature ~ 2/n |x|^2 ~ 10 for these inputs; lr = 0.01 keeps plain gradient descent stable far beyond that.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    start, _ = maml_step(model, tasks, inner_lr=0.1)
     for _ in range(20):
         later, _ = maml_step(model, tasks, inner_lr=0.1, optimizer=optimizer)
-    assert later < loss
+    assert later < start
 
 
 def test_adapt_is_plain_sgd_on_the_support_set(seed):
