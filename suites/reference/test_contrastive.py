@@ -24,7 +24,7 @@ DTYPES = [torch.float64, torch.float32]
 def _tiny_clip(seed: int) -> transformers.CLIPModel:
     torch.manual_seed(seed)
     text = dict(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=12, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                max_position_embeddings=12, bos_token_id=1, eos_token_id=3, pad_token_id=0)  # eos 2 is a legacy path
     vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=8,
                   patch_size=4)
     config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=12)
@@ -38,8 +38,8 @@ def test_clip_loss_matches_transformers_clip_model(seed, dtype, batch):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # a random scale below the clamp (transformers' CLIPModel does not clamp)
         model.logit_scale.fill_(float(torch.rand((), generator=generator, dtype=torch.float64)) * math.log(100))
-    input_ids = torch.randint(3, 40, (batch, 9), generator=generator)
-    input_ids[:, -1] = 2  # end every caption with the eos token, where CLIP pools the text
+    input_ids = torch.randint(4, 40, (batch, 9), generator=generator)
+    input_ids[:, -1] = 3  # end every caption with the eos token, where CLIP pools the text
     pixels = random_tensor((batch, 3, 8, 8), seed=seed, dtype=dtype)
     out = model(input_ids=input_ids, pixel_values=pixels, return_loss=True)
     image = out.vision_model_output.pooler_output  # (B, 12): CLIP's projected, unnormalised embeddings
