@@ -28,6 +28,8 @@ from reference.transformer import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
+from reference.vit import VisionTransformer, ViTConfig
+from reference.vlm import VisualBertConfig, VisualBertEncoder
 
 DTYPES = [torch.float32, torch.bfloat16]
 
@@ -319,3 +321,100 @@ def test_prefix_captioner_loss_and_gradients_with_triton(seed):
             # gradient is 0 and gold holds only float64 rounding (~1e-20); a relative rule has no scale there.
             continue
         assert_agrees(cand, gold, gradient=True, name=f"d loss / d {name}")
+
+
+# ---- Vision Transformer (reference/vit.py) ----------------------------------------------------------------
+
+
+def _vit_models(seed: int):
+    """(ours in float64, transformers' ViTModel in float64): 20x20 images, 4x4 patches, 26 tokens with [CLS]."""
+    config = transformers.ViTConfig(image_size=20, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=48, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0, attn_implementation="sdpa")
+    theirs = transformers.ViTModel(config).double().eval()
+    with torch.no_grad():  # random everything, LayerNorms and [CLS] included
+        for i, parameter in enumerate(theirs.parameters()):
+            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
+            parameter.copy_(random_tensor(parameter.shape, seed=seed + 10 + i, dtype=torch.float64, scale=scale))
+    ours = VisionTransformer(ViTConfig(image_size=20, patch_size=4, num_channels=3, hidden_size=32, num_layers=2,
+                                       num_heads=4, intermediate_size=48)).double()
+    return ours.copy_from_transformers(theirs), theirs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vit_with_triton_matches_transformers(seed, dtype):
+    reference, theirs = _vit_models(seed)
+    pixels = random_tensor((2, 3, 20, 20), seed=seed, dtype=torch.float64)
+    weights = random_tensor((2, 32), seed=seed + 1, dtype=torch.float64)
+
+    def run(model, cast):
+        x = pixels.to(cast).requires_grad_()
+        out = model(x)
+        (grad,) = torch.autograd.grad((out.pooler_output * weights.to(cast)).sum(), x)
+        return out, grad
+
+    gold, grad_gold = run(reference, torch.float64)
+    with torch.no_grad():
+        assert_agrees(theirs(pixel_values=pixels).last_hidden_state, gold.last_hidden_state, name="oracle")
+    baseline, grad_baseline = _baseline(lambda: run(copy.deepcopy(reference).to(dtype), dtype), dtype) or (None, None)
+    candidate, grad_candidate = run(_triton_copy(reference, dtype), dtype)
+    for field in ("last_hidden_state", "pooler_output"):
+        assert_agrees(getattr(candidate, field), getattr(gold, field),
+                      None if baseline is None else getattr(baseline, field), name=f"ViT {field} backend=triton")
+    assert_agrees(grad_candidate, grad_gold, grad_baseline, gradient=True, name="d pixel_values")
+
+
+# ---- VisualBERT (reference/vlm.py) -------------------------------------------------------------------------
+
+
+def _visual_bert_models(seed: int):
+    """(ours in float64, transformers' VisualBertModel in float64) with the same random weights."""
+    config = transformers.VisualBertConfig(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=48, visual_embedding_dim=20, max_position_embeddings=64,
+                                           type_vocab_size=2, hidden_dropout_prob=0.0,
+                                           attention_probs_dropout_prob=0.0, attn_implementation="eager")
+    theirs = transformers.VisualBertModel(config).double().eval()
+    with torch.no_grad():
+        for i, parameter in enumerate(theirs.parameters()):
+            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
+            parameter.copy_(random_tensor(parameter.shape, seed=seed + 10 + i, dtype=torch.float64, scale=scale))
+    ours = VisualBertEncoder(VisualBertConfig(vocab_size=61, hidden_size=32, num_layers=2, num_heads=4,
+                                              intermediate_size=48, max_position_embeddings=64, type_vocab_size=2,
+                                              visual_embedding_dim=20)).double()
+    return ours.copy_from_transformers(theirs), theirs
+
+
+def _prefix_mask(batch: int, length: int, seed: int) -> torch.Tensor:
+    lengths = torch.randint(1, length + 1, (batch,), generator=torch.Generator().manual_seed(seed))
+    lengths[0] = length
+    return (torch.arange(length)[None, :] < lengths[:, None]).long()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_visual_bert_with_triton_matches_transformers(seed, dtype):
+    reference, theirs = _visual_bert_models(seed)
+    b, nt, nv = 2, 17, 36  # 53 positions, text and region padding both present
+    g = torch.Generator().manual_seed(seed)
+    inputs = dict(input_ids=torch.randint(0, 61, (b, nt), generator=g), attention_mask=_prefix_mask(b, nt, seed),
+                  visual_attention_mask=_prefix_mask(b, nv, seed + 1),
+                  token_type_ids=torch.randint(0, 2, (b, nt), generator=g),
+                  visual_token_type_ids=torch.randint(0, 2, (b, nv), generator=g))
+    visual = random_tensor((b, nv, 20), seed=seed + 2, dtype=torch.float64)
+    weights = random_tensor((b, nt + nv, 32), seed=seed + 3, dtype=torch.float64)
+
+    def run(model, cast):
+        x = visual.to(cast).requires_grad_()
+        out = model(**inputs, visual_embeds=x)
+        (grad,) = torch.autograd.grad((out.last_hidden_state * weights.to(cast)).sum(), x)
+        return out, grad
+
+    gold, grad_gold = run(reference, torch.float64)
+    with torch.no_grad():
+        assert_agrees(theirs(**inputs, visual_embeds=visual).last_hidden_state, gold.last_hidden_state, name="oracle")
+    baseline, grad_baseline = _baseline(lambda: run(copy.deepcopy(reference).to(dtype), dtype), dtype) or (None, None)
+    candidate, grad_candidate = run(_triton_copy(reference, dtype), dtype)
+    for field in ("last_hidden_state", "pooler_output"):
+        assert_agrees(getattr(candidate, field), getattr(gold, field),
+                      None if baseline is None else getattr(baseline, field),
+                      name=f"VisualBERT {field} backend=triton")
+    assert_agrees(grad_candidate, grad_gold, grad_baseline, gradient=True, name="d visual_embeds")
