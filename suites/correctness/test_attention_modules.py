@@ -1,10 +1,14 @@
 """The reference modules whose core is attention, run with backend="triton" (kernels/attention.py).
 
+MultiHeadAttention / SelfAttention (GQA, KV cache), transformer encoder/decoder layers and stacks, BERT,
+DecoderLM (logits, greedy generation), PrefixCaptioner, ViT, VisualBERT and the co-attention transformer.
 Each passes the oracle comparison its reference test makes (torch.nn.MultiheadAttention, torch.nn
-Transformer layers, transformers' BERT), through the agreement policy: gold = the reference module in
-float64 (checked once more against the oracle in float64 here), baseline = the reference module in the
-dtype under test, candidate = the same weights with backend="triton" in that dtype. float16 is left to
-the kernel-level tests: nn.Linear and LayerNorm in float16 on the CPU add nothing about the kernel.
+Transformer layers, transformers' BERT, GPT-2, ViT and VisualBERT) through the agreement policy:
+gold = the reference module in float64 (checked once more against the oracle in float64 here),
+baseline = the reference module in the dtype under test, candidate = the same weights with
+backend="triton" in that dtype. float16 is left to the kernel-level tests: nn.Linear and LayerNorm in
+float16 on the CPU add nothing about the kernel. Greedy generation is compared token for token with
+GPT-2's generate.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from fusebench.inputs import random_tensor
 from reference.attention import MultiHeadAttention, SelfAttention, causal_mask
 from reference.bert import BertConfig, BertForPreTraining, copy_from_transformers
 from reference.captioning import PrefixCaptioner, PrefixCaptionerConfig
+from reference.fusion import CoAttentionTransformer, FusionConfig
 from reference.generation import DecoderLM, DecoderLMConfig
 from reference.transformer import (
     TransformerDecoder,
@@ -418,3 +423,40 @@ def test_visual_bert_with_triton_matches_transformers(seed, dtype):
                       None if baseline is None else getattr(baseline, field),
                       name=f"VisualBERT {field} backend=triton")
     assert_agrees(grad_candidate, grad_gold, grad_baseline, gradient=True, name="d visual_embeds")
+
+
+# ---- two-stream co-attention (reference/fusion.py) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_co_attention_with_triton_matches_the_reference(seed, dtype):
+    """Cross-attention between streams of different widths (head dims 4 and 6: padded to the 16-wide tile) and
+    lengths, padding in both. Its oracle (torch.nn modules, layer by layer) is suites/reference/test_fusion.py;
+    here gold is the reference stack in float64."""
+    config = FusionConfig(vocab_size=37, max_text_length=32, text_dim=16, image_dim=24, num_heads=4, ffn_ratio=2,
+                          num_text_layers=1, num_image_layers=1, num_fusion_layers=2, image_feature_dim=12,
+                          num_outputs=3, use_position_embeddings=False)
+    torch.manual_seed(seed)
+    reference = CoAttentionTransformer(config).double()
+    with torch.no_grad():  # every parameter random, LayerNorms included
+        for i, parameter in enumerate(reference.parameters()):
+            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
+            parameter.copy_(random_tensor(parameter.shape, seed=seed + 100 + i, dtype=torch.float64, scale=scale))
+    text = random_tensor((3, 11, 16), seed=seed, dtype=torch.float64)
+    image = random_tensor((3, 7, 24), seed=seed + 1, dtype=torch.float64)
+    text_pad, image_pad = _padding(3, 11, seed + 2), _padding(3, 7, seed + 3)
+    weights = (random_tensor((3, 11, 16), seed=seed + 4, dtype=torch.float64),
+               random_tensor((3, 7, 24), seed=seed + 5, dtype=torch.float64))
+
+    def run(model, cast):
+        t, i = text.to(cast).requires_grad_(), image.to(cast).requires_grad_()
+        outs = model(t, i, text_padding_mask=text_pad, image_padding_mask=image_pad)
+        loss = sum((o * w.to(cast)).sum() for o, w in zip(outs, weights, strict=True))
+        return outs, torch.autograd.grad(loss, (t, i))
+
+    gold = run(reference, torch.float64)
+    baseline = _baseline(lambda: run(copy.deepcopy(reference).to(dtype), dtype), dtype) or ((None, None), (None, None))
+    candidate = run(_triton_copy(reference, dtype), dtype)
+    for i, name in enumerate(("text", "image")):
+        assert_agrees(candidate[0][i], gold[0][i], baseline[0][i], name=f"co-attention {name} stream backend=triton")
+        assert_agrees(candidate[1][i], gold[1][i], baseline[1][i], gradient=True, name=f"d {name}")
