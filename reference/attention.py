@@ -334,6 +334,19 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(kv_dim, num_kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
+    @torch.no_grad()
+    def copy_from_torch(self, theirs: nn.MultiheadAttention) -> MultiHeadAttention:
+        """Load the weights of a ``torch.nn.MultiheadAttention`` (packed in_proj) into this module."""
+        same_shape = theirs.embed_dim == self.embed_dim and theirs.num_heads == self.num_heads
+        if self.num_kv_heads != self.num_heads or not same_shape:
+            raise ValueError("copy_from_torch: shapes differ (torch's module has no grouped-query heads)")
+        weights, biases = theirs.in_proj_weight.chunk(3), theirs.in_proj_bias.chunk(3)
+        for proj, weight, bias in zip((self.q_proj, self.k_proj, self.v_proj), weights, biases, strict=True):
+            proj.weight.copy_(weight)
+            proj.bias.copy_(bias)
+        self.out_proj.load_state_dict(theirs.out_proj.state_dict())
+        return self
+
     def _split_heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, n, _ = x.shape
         return x.view(b, n, heads, self.head_dim).transpose(1, 2)  # (B, H, N, Dh)

@@ -130,23 +130,12 @@ def test_varlen_equals_each_sequence_alone(seed):
         assert torch.equal(packed[cu_q[s]:cu_q[s + 1]], alone)
 
 
-def _copy_mha_weights(ours: MultiHeadAttention, theirs: torch.nn.MultiheadAttention) -> None:
-    q_w, k_w, v_w = theirs.in_proj_weight.chunk(3)
-    q_b, k_b, v_b = theirs.in_proj_bias.chunk(3)
-    with torch.no_grad():
-        for proj, w, b in ((ours.q_proj, q_w, q_b), (ours.k_proj, k_w, k_b), (ours.v_proj, v_w, v_b)):
-            proj.weight.copy_(w)
-            proj.bias.copy_(b)
-        ours.out_proj.weight.copy_(theirs.out_proj.weight)
-        ours.out_proj.bias.copy_(theirs.out_proj.bias)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_multihead_attention_matches_torch(seed, dtype):
     torch.manual_seed(seed)
     theirs = torch.nn.MultiheadAttention(48, 6, batch_first=True).double()
     ours = MultiHeadAttention(48, 6).double()
-    _copy_mha_weights(ours, theirs)
+    ours.copy_from_torch(theirs)
     query = random_tensor((3, 10, 48), seed=seed, dtype=torch.float64)
     memory = random_tensor((3, 14, 48), seed=seed + 1, dtype=torch.float64)
     padding = torch.zeros(3, 14, dtype=torch.bool)
@@ -161,7 +150,7 @@ def test_self_attention_matches_torch_with_causal_mask_and_gradients(seed):
     torch.manual_seed(seed)
     theirs = torch.nn.MultiheadAttention(32, 4, batch_first=True).double()
     ours = SelfAttention(32, 4).double()
-    _copy_mha_weights(ours, theirs)
+    ours.copy_from_torch(theirs)
     x = random_tensor((2, 12, 32), seed=seed, dtype=torch.float64).requires_grad_()
     gold = ours(x, is_causal=True)
     upper = ~causal_mask(12, 12)  # torch's bool attn_mask marks the *disallowed* pairs

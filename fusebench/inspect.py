@@ -1,0 +1,231 @@
+"""`fusebench inspect`: a static report of every shipped kernel configuration, compiled with no GPU present.
+
+For each (kernel, configuration, target) the kernel is compiled by Triton for an NVIDIA target
+(``triton.compile(ASTSource(...), target=GPUTarget("cuda", capability, 32))``), and the cubin is read
+with the tools Triton ships:
+
+* ``cuobjdump -res-usage``: registers per thread, local memory, static shared memory;
+* ``ptxas -v`` on the PTX (the ptxas Triton itself uses): spill stores and loads in bytes;
+* ``nvdisasm``: the SASS, in which tensor-core instructions are counted (``HMMA`` on sm_80 and later,
+  ``HGMMA``, i.e. wgmma, on sm_90) and global loads are classified as 128-bit (``LDG.E.128``,
+  ``LDGSTS...128``, TMA ``UTMALDG``) or narrower.
+
+Occupancy is derived from registers, shared memory (Triton's dynamic shared memory plus static) and
+warps with the per-SM limits in ``SM_LIMITS``. The CI gate (``--check``) fails when a shipped
+configuration does not compile, spills, or an attention configuration has no tensor-core instruction
+on sm_90.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+GATED_CAPABILITIES = (80, 90)  # the CI gate applies to these; newer ones are reported when they compile
+EXTRA_CAPABILITIES = (100, 120)
+
+
+@dataclass(frozen=True)
+class SmLimits:
+    registers: int = 65536
+    max_warps: int = 64
+    max_blocks: int = 32
+    shared_bytes: int = 0  # per SM, usable by blocks
+    register_unit: int = 256  # registers are allocated per warp in units of 256
+
+
+# Shared memory per SM available to blocks (CUDA programming guide, compute capability tables):
+# sm_80 (A100) 164 KB, sm_90 (H100/H200) 228 KB, sm_100 228 KB, sm_120 100 KB; 1 KB per block is reserved.
+SM_LIMITS = {
+    80: SmLimits(shared_bytes=164 * 1024),
+    90: SmLimits(shared_bytes=228 * 1024),
+    100: SmLimits(shared_bytes=228 * 1024),
+    120: SmLimits(shared_bytes=100 * 1024, max_warps=48),
+}
+RESERVED_SHARED_PER_BLOCK = 1024
+
+
+@dataclass
+class KernelReport:
+    kernel: str
+    config: str
+    target: str
+    compiled: bool
+    error: str = ""
+    compile_s: float = 0.0
+    registers: int = 0
+    spill_store_bytes: int = 0
+    spill_load_bytes: int = 0
+    local_bytes: int = 0
+    shared_bytes: int = 0  # dynamic (Triton) + static
+    num_warps: int = 0
+    blocks_per_sm: int = 0
+    occupancy: float = 0.0  # resident warps / max warps per SM
+    hmma: int = 0
+    hgmma: int = 0
+    global_loads: int = 0
+    global_loads_128: int = 0
+    expects_tensor_cores: bool = False
+
+    @property
+    def spills(self) -> bool:
+        return self.spill_store_bytes > 0 or self.spill_load_bytes > 0
+
+    def gate_failures(self) -> list[str]:
+        """Why this row fails the CI gate (empty when it passes)."""
+        capability = int(self.target.removeprefix("sm_").rstrip("a"))
+        if capability not in GATED_CAPABILITIES:
+            return []
+        where = f"{self.kernel} [{self.config}] on {self.target}"
+        if not self.compiled:
+            return [f"{where} failed to compile: {self.error}"]
+        failures = []
+        if self.spills:
+            failures.append(f"{where} spills ({self.spill_store_bytes} B stored, {self.spill_load_bytes} B loaded)")
+        if self.expects_tensor_cores and capability == 90 and self.hmma + self.hgmma == 0:
+            failures.append(f"{where} has no tensor-core instruction (HMMA/HGMMA)")
+        return failures
+
+
+def _nvidia_bin() -> Path:
+    import triton
+
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+
+
+def _run(args: list[str]) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(args[0]).name} failed: {result.stderr.strip()[:500]}")
+    return result.stdout + result.stderr
+
+
+def occupancy(registers: int, shared_bytes: int, num_warps: int, limits: SmLimits) -> tuple[int, float]:
+    """Resident blocks per SM and the fraction of the SM's warp slots they fill."""
+    regs_per_warp = -(-max(registers, 1) * 32 // limits.register_unit) * limits.register_unit
+    by_registers = limits.registers // (regs_per_warp * num_warps)
+    by_warps = limits.max_warps // num_warps
+    by_shared = limits.shared_bytes // (shared_bytes + RESERVED_SHARED_PER_BLOCK) if shared_bytes else limits.max_blocks
+    blocks = max(0, min(by_registers, by_warps, by_shared, limits.max_blocks))
+    return blocks, blocks * num_warps / limits.max_warps
+
+
+def _count_sass(sass: str) -> dict[str, int]:
+    opcodes = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass)
+    loads = [op for op in opcodes if op.startswith(("LDG", "LDGSTS", "UTMALDG"))]
+    wide = [op for op in loads if op.startswith("UTMALDG") or ".128" in op]
+    return {
+        "hmma": sum(op.startswith("HMMA") for op in opcodes),
+        "hgmma": sum(op.startswith("HGMMA") for op in opcodes),
+        "global_loads": len(loads),
+        "global_loads_128": len(wide),
+    }
+
+
+def _first_informative_line(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if "fatal" in line or "error" in line.lower():
+            return line[:300]
+    return lines[0][:300] if lines else ""
+
+
+def inspect_spec(spec, capability: int) -> KernelReport:
+    """Compile one CompileSpec for ``sm_<capability>`` and read its resources."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import get_ptxas
+    from triton.runtime.jit import JITFunction
+
+    if not isinstance(spec.fn, JITFunction):
+        raise RuntimeError(
+            f"{spec.kernel}: its jit function was created under TRITON_INTERPRET=1 and cannot be compiled; "
+            "run `fusebench inspect` in a fresh process (it sets TRITON_INTERPRET=0 before importing kernels)"
+        )
+    arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
+    report = KernelReport(spec.kernel, spec.config, f"sm_{capability}", False, num_warps=spec.num_warps,
+                          expects_tensor_cores=spec.expects_tensor_cores)
+    start = time.perf_counter()
+    try:
+        compiled = triton.compile(spec.source(), target=GPUTarget("cuda", capability, 32),
+                                  options={"num_warps": spec.num_warps, "num_stages": spec.num_stages, **spec.options})
+    except Exception as error:  # noqa: BLE001 - any compiler failure is a report row, not a crash
+        report.error = f"{type(error).__name__}: {_first_informative_line(str(error))}"
+        report.compile_s = time.perf_counter() - start
+        return report
+    report.compile_s = time.perf_counter() - start
+    report.compiled = True
+
+    tools = _nvidia_bin()
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin, ptx = Path(tmp) / "k.cubin", Path(tmp) / "k.ptx"
+        cubin.write_bytes(compiled.asm["cubin"])
+        ptx.write_text(compiled.asm["ptx"])
+        usage = _run([str(tools / "cuobjdump"), "-res-usage", str(cubin)])
+        verbose = _run([get_ptxas(capability).path, f"--gpu-name={arch}", "-v", str(ptx), "-o", str(Path(tmp) / "v.o")])
+        sass = _run([str(tools / "nvdisasm"), "-c", str(cubin)])
+
+    fields = dict(re.findall(r"\b(REG|SHARED|LOCAL):(\d+)", usage))
+    report.registers = int(fields.get("REG", 0))
+    report.local_bytes = int(fields.get("LOCAL", 0))
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", verbose)
+    report.spill_store_bytes, report.spill_load_bytes = (int(spills[1]), int(spills[2])) if spills else (0, 0)
+    report.shared_bytes = int(compiled.metadata.shared) + int(fields.get("SHARED", 0))
+    report.blocks_per_sm, report.occupancy = occupancy(report.registers, report.shared_bytes, spec.num_warps,
+                                                       SM_LIMITS.get(capability, SmLimits(shared_bytes=100 * 1024)))
+    for key, value in _count_sass(sass).items():
+        setattr(report, key, value)
+    return report
+
+
+def shipped_specs(modules: list[str] | None = None) -> list:
+    """Every CompileSpec of every kernels/ module that ships them (``compile_specs()``)."""
+    from fusebench.namespace import check_kernels_namespace
+
+    check_kernels_namespace()
+    import kernels
+
+    names = modules or sorted(m.name for m in pkgutil.iter_modules(kernels.__path__) if not m.name.startswith("_"))
+    specs = []
+    for name in names:
+        module = importlib.import_module(f"kernels.{name}")
+        if hasattr(module, "compile_specs"):
+            specs.extend(module.compile_specs())
+    return specs
+
+
+def inspect_all(specs, capabilities=GATED_CAPABILITIES + EXTRA_CAPABILITIES) -> list[KernelReport]:
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # state Triton 3.9's default, silencing its warning
+    return [inspect_spec(spec, capability) for spec in specs for capability in capabilities]
+
+
+def format_reports(reports: list[KernelReport]) -> str:
+    header = ("kernel", "config", "target", "regs", "spill B", "smem KB", "warps", "occ", "HMMA", "HGMMA",
+              "ld128/ld", "compile s")
+    rows = []
+    for r in reports:
+        if not r.compiled:
+            rows.append((r.kernel, r.config, r.target, "-", "-", "-", "-", "-", "-", "-", "-",
+                         f"FAILED: {r.error[:60]}"))
+            continue
+        rows.append((r.kernel, r.config, r.target, r.registers, r.spill_store_bytes + r.spill_load_bytes,
+                     f"{r.shared_bytes / 1024:.1f}", r.num_warps, f"{r.occupancy:.0%}", r.hmma, r.hgmma,
+                     f"{r.global_loads_128}/{r.global_loads}", f"{r.compile_s:.2f}"))
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def as_dicts(reports: list[KernelReport]) -> list[dict]:
+    return [asdict(r) | {"spills": r.spills} for r in reports]
+
+
+def gate(reports: list[KernelReport]) -> list[str]:
+    return [failure for r in reports for failure in r.gate_failures()]

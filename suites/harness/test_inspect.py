@@ -1,0 +1,92 @@
+"""`fusebench inspect` (fusebench/inspect.py) on toy kernels: it reads real resources, and its gate bites.
+
+These compile for NVIDIA targets on the CPU machine (no GPU needed): Triton ships ptxas, cuobjdump
+and nvdisasm. The test session runs kernels under TRITON_INTERPRET=1, whose jit functions cannot be
+compiled, so each inspection runs in a fresh interpreter with TRITON_INTERPRET=0, as the CLI does.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fusebench.inspect import SM_LIMITS, KernelReport, gate, occupancy
+
+HERE = Path(__file__).resolve().parent
+
+
+def _inspect_toy(capabilities, **spec_kwargs) -> list[KernelReport]:
+    code = textwrap.dedent(f"""
+        import json, dataclasses
+        import toy_kernels
+        from fusebench.inspect import inspect_spec
+        spec = toy_kernels.matmul_spec(**{spec_kwargs!r})
+        print(json.dumps([dataclasses.asdict(inspect_spec(spec, c)) for c in {tuple(capabilities)!r}]))
+    """)
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1",
+               PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1])]))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [KernelReport(**row) for row in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
+def test_a_well_behaved_matmul_tile_uses_tensor_cores_and_passes_the_gate():
+    reports = _inspect_toy((80, 90), block=64, num_warps=4)
+    for report in reports:
+        assert report.compiled, report.error
+        assert 0 < report.registers <= 255 and not report.spills
+        assert report.global_loads > 0 and report.global_loads_128 > 0  # aligned fp16 tiles load 128 bits
+        assert 0 < report.occupancy <= 1
+    sm80, sm90 = reports
+    assert sm80.hmma > 0
+    assert sm90.hmma + sm90.hgmma > 0
+    assert gate(reports) == []
+
+
+def test_a_deliberately_spilling_configuration_fails_the_gate():
+    # A 64x64 tile on one warp holds a 128-value fp32 accumulator per thread; capping registers at 40 forces
+    # spills (on sm_90 this takes the mma.sync path: wgmma refuses to compile under 90 registers at all).
+    report, = _inspect_toy((90,), block=64, num_warps=1, maxnreg=40)
+    assert report.compiled and report.spills
+    failures = gate([report])
+    assert len(failures) == 1 and "spills" in failures[0]
+
+
+def test_a_configuration_that_does_not_compile_fails_the_gate():
+    report, = _inspect_toy((80,), block=3, num_warps=4)  # tl.arange needs a power of two
+    assert not report.compiled and report.error
+    assert "failed to compile" in gate([report])[0]
+
+
+def test_a_missing_tensor_core_instruction_fails_the_gate_on_sm90_only():
+    healthy = dict(compiled=True, registers=64, num_warps=4, expects_tensor_cores=True)
+    without = KernelReport("attention.forward", "c", "sm_90", **healthy)
+    assert "no tensor-core instruction" in gate([without])[0]
+    assert gate([KernelReport("attention.forward", "c", "sm_80", **healthy)]) == []  # gated on sm_90 only
+    assert gate([KernelReport("attention.forward", "c", "sm_90", hgmma=4, **healthy)]) == []
+
+
+def test_occupancy_follows_the_tightest_limit():
+    limits = SM_LIMITS[90]
+    assert occupancy(32, 0, 4, limits) == (16, 1.0)  # warp slots bind: 64 / 4
+    assert occupancy(255, 0, 4, limits)[0] == 2  # 256 regs x 32 threads x 4 warps = 32K regs per block
+    assert occupancy(32, 100 * 1024, 4, limits)[0] == 2  # 228 KB / (100 KB + 1 KB)
+
+
+@pytest.mark.parametrize("capability", [80, 90])
+def test_interpreted_kernels_are_refused_with_advice(capability):
+    from fusebench.inspect import inspect_spec
+
+    sys.path.insert(0, str(HERE))
+    try:
+        import toy_kernels
+    finally:
+        sys.path.remove(str(HERE))
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("this session compiles kernels for real; the refusal only applies under the interpreter")
+    with pytest.raises(RuntimeError, match="fresh process"):
+        inspect_spec(toy_kernels.matmul_spec(), capability)
