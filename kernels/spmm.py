@@ -423,13 +423,18 @@ def _check_int32_sizes(index_dtype: torch.dtype, num_nodes: int, num_features: i
 
 
 def _segment_reduce(layout: Layout, schedule: _Schedule, x: torch.Tensor, *, num_out_rows: int, reduce: int,
-                    weight=None, row_scale=None, col_scale=None, arg_in=None, out_dtype=None):
-    """``out (R, F)`` (and the arg-max edge ids for ``_MAX``) of one segment-kernel launch (+ combine)."""
+                    weight=None, row_scale=None, col_scale=None, arg_in=None, out_dtype=None, out=None, arg=None):
+    """``out (R, F)`` (and the arg-max edge ids for ``_MAX``) of one segment-kernel launch (+ combine).
+
+    ``out`` and ``arg`` may be given (contiguous, ``(R, F)``): the tests place them in guard zones.
+    """
     num_features = x.shape[1]
     index_dtype = layout.rowptr.dtype
-    out = torch.empty((num_out_rows, num_features), dtype=out_dtype or x.dtype, device=x.device)
+    if out is None:
+        out = torch.empty((num_out_rows, num_features), dtype=out_dtype or x.dtype, device=x.device)
     is_max = reduce == _MAX
-    arg = torch.empty((num_out_rows, num_features) if is_max else (1,), dtype=index_dtype, device=x.device)
+    if arg is None:
+        arg = torch.empty((num_out_rows, num_features) if is_max else (1,), dtype=index_dtype, device=x.device)
     if num_out_rows == 0 or num_features == 0:
         return out, arg
     if x.stride(1) != 1:

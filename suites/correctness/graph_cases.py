@@ -1,0 +1,68 @@
+"""Shared inputs for the graph-kernel correctness tests (test_spmm.py, test_gat.py).
+
+* :func:`pairwise` builds a small covering array: every pair of values of any two factors appears in
+  at least one case (the all-pairs strategy), instead of the full product, so the interpreter tier
+  stays fast while each factor still meets every other one.
+* :func:`layouts` turns a :class:`reference.graph.Graph` into the kernels' ``Layout`` pair.
+* :func:`random_graph` draws a small arbitrary edge list (empty rows, duplicates, self-loops) for
+  the hypothesis tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from kernels.spmm import Layout
+from reference.graph import Graph
+
+
+def pairwise(factors: dict[str, list]) -> list[dict]:
+    """A deterministic all-pairs covering array of ``factors`` (in-parameter-order greedy growth).
+
+    Rows start as the product of the first two factors; each further factor is added column by column,
+    giving each row the value that covers the most still-missing pairs, and rows are appended for pairs
+    left over (the other entries of such a row take each factor's first value).
+    """
+    names = list(factors)
+    rows = [list(pair) for pair in itertools.product(factors[names[0]], factors[names[1]])]
+    for k in range(2, len(names)):
+        values = factors[names[k]]
+        missing = {(i, a, b) for i in range(k) for a in range(len(factors[names[i]])) for b in range(len(values))}
+        index = [{v: n for n, v in enumerate(factors[name])} for name in names[:k]]
+
+        def covered(row, b, index=index, k=k):
+            return {(i, index[i][row[i]], b) for i in range(k)}
+
+        for row in rows:
+            best = max(range(len(values)), key=lambda b, row=row: (len(covered(row, b) & missing), -b))
+            row.append(values[best])
+            missing -= covered(row, best)
+        for i, a, b in sorted(missing):
+            row = [factors[name][0] for name in names[:k]] + [values[b]]
+            row[i] = factors[names[i]][a]
+            rows.append(row)
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def case_id(case: dict) -> str:
+    def short(value):
+        if isinstance(value, torch.dtype):
+            return str(value).removeprefix("torch.")
+        return str(value)
+
+    return "-".join(short(v) for v in case.values())
+
+
+def layouts(graph: Graph) -> tuple[Layout, Layout]:
+    """``(csr, csc)`` of a graph as the kernels read them."""
+    csr, csc = graph.csr(), graph.csc()
+    return Layout(csr.rowptr, csr.col, csr.perm), Layout(csc.rowptr, csc.col, csc.perm)
+
+
+def random_graph(num_nodes: int, num_edges: int, seed: int, index_dtype: torch.dtype = torch.int64) -> Graph:
+    """Uniform random (source, destination) pairs: duplicates, self-loops and empty rows all occur."""
+    generator = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=generator)
+    return Graph(edge_index.to(index_dtype), num_nodes)
