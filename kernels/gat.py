@@ -207,7 +207,7 @@ def _gat_bwd_dx_kernel(
         dst = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
         z = tl.load(adst_ptr + dst * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_src
         s = tl.where(z > 0, z, z * negative_slope)
-        lse = tl.load(lse_ptr + dst * num_heads + head, mask=mask_e, other=0.0)
+        lse = tl.load(lse_ptr + dst * num_heads + head, mask=mask_e, other=float("inf"))  # masked: exp(-inf) = 0
         p = tl.where(mask_e, tl.exp(s - lse), 0.0)
         gv = tl.load(g_ptr + (dst[:, None] * num_heads + head) * num_channels + offs_c[None, :],
                      mask=mask_e[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
@@ -289,10 +289,14 @@ def _check_int32(index_dtype, num_rows: int, heads: int, channels: int, num_edge
                          "use int64 indices")
 
 
-def _forward(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, negative_slope: float):
+def _forward(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
+             lse=None):
+    """``(out (N, H, C), lse (N, H) float32)``; ``out``/``lse`` may be given contiguous (tests guard them)."""
     num_nodes, heads, channels = x.shape
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    lse = torch.zeros((num_nodes, heads), dtype=torch.float32, device=x.device)
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    if lse is None:
+        lse = torch.zeros((num_nodes, heads), dtype=torch.float32, device=x.device)
     if num_nodes == 0 or heads == 0 or channels == 0:
         return out, lse
     partials = max(schedule.num_partials, 1)

@@ -47,10 +47,10 @@ def _weights(graph: Graph, weighting, seed: int) -> torch.Tensor | None:
 
 def _reference(graph, x, weight, grad_out, *, reduce, normalize, dtype, backend="reference"):
     """Output and gradients of ``aggregate`` with inputs cast to ``dtype`` (gradients only for inputs given)."""
-    x = x.to(dtype).requires_grad_()
+    x = x.detach().to(dtype).requires_grad_()
     inputs = [x]
     if weight is not None:
-        weight = weight.to(dtype).requires_grad_()
+        weight = weight.detach().to(dtype).requires_grad_()
         inputs.append(weight)
     out = aggregate(graph, x, reduce=reduce, edge_weight=weight, normalize=normalize, backend=backend)
     grads = torch.autograd.grad(out, inputs, grad_out.to(dtype), allow_unused=True) if out.numel() else [
@@ -63,10 +63,12 @@ def _kernel(graph, x, weight, grad_out, *, reduce, normalize, dtype, edges_per_p
     if guard:  # every input inside a NaN / sentinel guard zone
         guards = [GuardedTensor(t) for t in (csr.rowptr, csr.col, csr.perm, csc.rowptr, csc.col, csc.perm)]
         csr, csc = Layout(*(g.tensor for g in guards[:3])), Layout(*(g.tensor for g in guards[3:]))
-    x = (GuardedTensor(x.to(dtype)).tensor if guard else x.to(dtype)).requires_grad_()
+    x = x.detach().to(dtype)
+    x = (GuardedTensor(x).tensor if guard else x).requires_grad_()
     inputs = [x]
     if weight is not None:
-        weight = (GuardedTensor(weight.to(dtype)).tensor if guard else weight.to(dtype)).requires_grad_()
+        weight = weight.detach().to(dtype)
+        weight = (GuardedTensor(weight).tensor if guard else weight).requires_grad_()
         inputs.append(weight)
     out = csr_aggregate(x, csr, csc, edge_weight=weight, reduce=reduce, normalize=normalize,
                         edges_per_program=edges_per_program)
@@ -76,6 +78,8 @@ def _kernel(graph, x, weight, grad_out, *, reduce, normalize, dtype, edges_per_p
 
 
 def _check_against_reference(graph, x, weight, grad_out, *, reduce, normalize, dtype, **kernel_options):
+    x = x.to(dtype).double()  # gold sees exactly the values the candidate sees
+    weight = weight.to(dtype).double() if weight is not None else None
     gold = _reference(graph, x, weight, grad_out, reduce=reduce, normalize=normalize, dtype=torch.float64)
     base = _reference(graph, x, weight, grad_out, reduce=reduce, normalize=normalize, dtype=dtype)
     cand = _kernel(graph, x, weight, grad_out, reduce=reduce, normalize=normalize, dtype=dtype, **kernel_options)
