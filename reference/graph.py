@@ -134,9 +134,14 @@ class Compressed:
 
     def row_ids(self) -> torch.Tensor:
         """The row of every position, ``(E,)``: the expansion of ``rowptr``."""
-        counts = (self.rowptr[1:] - self.rowptr[:-1]).long()
-        return torch.repeat_interleave(torch.arange(self.num_rows, device=self.rowptr.device), counts).to(
-            self.col.dtype)
+        return _expand_rowptr(self.rowptr)
+
+
+def _expand_rowptr(rowptr: torch.Tensor) -> torch.Tensor:
+    """``(N+1,) -> (E,)``: row ``r`` repeated ``rowptr[r+1] - rowptr[r]`` times, in ``rowptr``'s dtype."""
+    counts = (rowptr[1:] - rowptr[:-1]).long()  # (N,)
+    rows = torch.arange(counts.numel(), device=rowptr.device)
+    return torch.repeat_interleave(rows, counts).to(rowptr.dtype)
 
 
 def coo_to_compressed(rows: torch.Tensor, cols: torch.Tensor, num_rows: int) -> Compressed:
@@ -187,7 +192,7 @@ def compressed_to_coo(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int, *
     validate_compressed(rowptr, col, num_nodes)
     if rows_are not in ("destination", "source"):
         raise ValueError(f"rows_are must be 'destination' (CSR) or 'source' (CSC), got {rows_are!r}")
-    rows = Compressed(rowptr, col, col).row_ids()  # (E,)
+    rows = _expand_rowptr(rowptr).to(col.dtype)  # (E,)
     pair = (col, rows) if rows_are == "destination" else (rows, col)
     return torch.stack(pair).to(col.dtype)  # (2, E)
 
@@ -217,8 +222,9 @@ class Graph:
         self.edge_index = edge_index
         self.num_nodes = num_nodes
         self.edge_weight = edge_weight
-        self._csr: Compressed | None = None
-        self._csc: Compressed | None = None
+        # Everything derived from the edge structure alone (CSR, CSC, the self-looped structure), computed
+        # on first use. Shared with every reweighted copy (with_edge_weight), since weights do not enter.
+        self._structure_cache: dict = {}
 
     @property
     def num_edges(self) -> int:
@@ -236,22 +242,24 @@ class Graph:
     def device(self) -> torch.device:
         return self.edge_index.device
 
+    def cached(self, key: str, build):
+        """``build()``, computed once per edge structure: for values that depend on the edges only."""
+        if key not in self._structure_cache:
+            self._structure_cache[key] = build()
+        return self._structure_cache[key]
+
     def csr(self) -> Compressed:
         """Rows = destination nodes, ``col`` = sources (cached)."""
-        if self._csr is None:
-            self._csr = coo_to_compressed(self.destination, self.source, self.num_nodes)
-        return self._csr
+        return self.cached("csr", lambda: coo_to_compressed(self.destination, self.source, self.num_nodes))
 
     def csc(self) -> Compressed:
         """Rows = source nodes, ``col`` = destinations (cached)."""
-        if self._csc is None:
-            self._csc = coo_to_compressed(self.source, self.destination, self.num_nodes)
-        return self._csc
+        return self.cached("csc", lambda: coo_to_compressed(self.source, self.destination, self.num_nodes))
 
     def with_edge_weight(self, edge_weight: torch.Tensor | None) -> Graph:
-        """The same edges with other weights; the cached layouts are shared (they do not depend on weights)."""
+        """The same edges with other weights, sharing every cached structure (layouts, self-looped graphs)."""
         graph = Graph(self.edge_index, self.num_nodes, edge_weight)
-        graph._csr, graph._csc = self._csr, self._csc
+        graph._structure_cache = self._structure_cache
         return graph
 
     def to(self, device=None, *, index_dtype: torch.dtype | None = None,
@@ -288,24 +296,29 @@ def _loop_index(graph: Graph) -> torch.Tensor:
 
 def remove_self_loops(graph: Graph) -> Graph:
     """The graph without its edges ``i -> i`` (their weights are dropped too)."""
+    keep, structure = graph.cached("without_self_loops", lambda: _without_loops_structure(graph))
+    return structure if graph.edge_weight is None else structure.with_edge_weight(graph.edge_weight[keep])
+
+
+def _without_loops_structure(graph: Graph) -> tuple[torch.Tensor, Graph]:
     keep = graph.source != graph.destination  # (E,)
-    weight = graph.edge_weight[keep] if graph.edge_weight is not None else None
-    return Graph(graph.edge_index[:, keep], graph.num_nodes, weight)
+    return keep, Graph(graph.edge_index[:, keep], graph.num_nodes)
 
 
 def add_self_loops(graph: Graph, fill_value: float = 1.0) -> Graph:
     """``A + fill_value * I``: one new edge ``i -> i`` per node, appended after the existing edges.
 
-    Existing self-loops are kept, so a node that had one ends with two. Weights: the new loops get
-    ``fill_value`` when the graph is weighted (and the result is weighted only if the input was, or
-    ``fill_value != 1``).
+    Existing self-loops are kept, so a node that had one ends with two. The new loops weigh
+    ``fill_value``; the result is unweighted only if the input was and ``fill_value == 1``.
+    The looped edge structure (and its CSR/CSC) is cached on ``graph``.
     """
-    edge_index = torch.cat([graph.edge_index, _loop_index(graph)], dim=1)  # (2, E + N)
+    structure = graph.cached("with_self_loops", lambda: Graph(
+        torch.cat([graph.edge_index, _loop_index(graph)], dim=1), graph.num_nodes))  # (2, E + N)
     if graph.edge_weight is None and fill_value == 1.0:
-        return Graph(edge_index, graph.num_nodes)
+        return structure
     weight = _weights_or_ones(graph)
     loops = torch.full((graph.num_nodes,), float(fill_value), dtype=weight.dtype, device=graph.device)
-    return Graph(edge_index, graph.num_nodes, torch.cat([weight, loops]))
+    return structure.with_edge_weight(torch.cat([weight, loops]))
 
 
 def add_remaining_self_loops(graph: Graph, fill_value: float = 1.0) -> Graph:
@@ -314,25 +327,28 @@ def add_remaining_self_loops(graph: Graph, fill_value: float = 1.0) -> Graph:
     Existing self-loops are removed; then one loop per node is appended, weighted ``fill_value``, or,
     where the node had a self-loop, that loop's weight (the last one in edge order if it had several).
     Non-loop edges keep their order and come first. For a graph without self-loops this is
-    ``A + fill_value * I``.
+    ``A + fill_value * I``. The looped edge structure (and its CSR/CSC) is cached on ``graph``.
     """
-    is_loop = graph.source == graph.destination  # (E,)
-    edge_index = torch.cat([graph.edge_index[:, ~is_loop], _loop_index(graph)], dim=1)  # (2, E' + N)
+    keep, loop_edge, structure = graph.cached("remaining_self_loops", lambda: _remaining_loops_structure(graph))
     if graph.edge_weight is None and fill_value == 1.0:
-        return Graph(edge_index, graph.num_nodes)
+        return structure
     weight = _weights_or_ones(graph)
-    loops = torch.full((graph.num_nodes,), float(fill_value), dtype=weight.dtype, device=graph.device)
+    fill = torch.full((graph.num_nodes,), float(fill_value), dtype=weight.dtype, device=graph.device)
+    if graph.num_edges:
+        fill = torch.where(loop_edge >= 0, weight[loop_edge.clamp(min=0)], fill)  # (N,)
+    return structure.with_edge_weight(torch.cat([weight[keep], fill]))
+
+
+def _remaining_loops_structure(graph: Graph) -> tuple[torch.Tensor, torch.Tensor, Graph]:
+    """(non-loop mask (E,), the id of each node's last existing loop edge or -1 (N,), the looped graph)."""
+    is_loop = graph.source == graph.destination  # (E,)
     loop_edges = is_loop.nonzero().flatten()  # (L,) in edge order
-    if loop_edges.numel():
-        # The last loop edge of each node wins, chosen by an explicit max over edge ids: a vectorized
-        # index_put with duplicate indices (PyG's way) has no defined winner.
-        nodes = graph.source[loop_edges].long()
-        last = torch.zeros(graph.num_nodes, dtype=torch.long, device=graph.device)
-        last.scatter_reduce_(0, nodes, loop_edges, reduce="amax", include_self=False)
-        has_loop = torch.zeros(graph.num_nodes, dtype=torch.bool, device=graph.device)
-        has_loop[nodes] = True
-        loops = torch.where(has_loop, weight[last], loops)
-    return Graph(edge_index, graph.num_nodes, torch.cat([weight[~is_loop], loops]))
+    # The last loop edge of each node wins, chosen by an explicit max over edge ids: a vectorized
+    # index_put with duplicate indices (PyG's way) has no defined winner.
+    loop_edge = torch.full((graph.num_nodes,), -1, dtype=torch.long, device=graph.device)
+    loop_edge.scatter_reduce_(0, graph.source[loop_edges].long(), loop_edges, reduce="amax")
+    edge_index = torch.cat([graph.edge_index[:, ~is_loop], _loop_index(graph)], dim=1)  # (2, E' + N)
+    return ~is_loop, loop_edge, Graph(edge_index, graph.num_nodes)
 
 
 def in_degree(graph: Graph, *, weighted: bool = False, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -79,6 +79,11 @@ def test_layouts_are_cached_and_shared_by_reweighted_graphs(seed):
     assert graph.csr() is graph.csr() and graph.csc() is graph.csc()
     reweighted = graph.with_edge_weight(_positive_weights(graph, seed))
     assert reweighted.csr() is graph.csr() and reweighted.csc() is graph.csc()
+    # the self-looped structure is cached too, so a layer applied twice reuses one CSR
+    for add in (add_self_loops, add_remaining_self_loops):
+        assert add(graph) is add(graph)
+        assert add(reweighted, 2.0).csr() is add(graph).csr()
+    assert remove_self_loops(reweighted).csc() is remove_self_loops(graph).csc()
 
 
 @pytest.mark.parametrize("name", generator_names())
