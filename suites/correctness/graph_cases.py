@@ -66,3 +66,53 @@ def random_graph(num_nodes: int, num_edges: int, seed: int, index_dtype: torch.d
     generator = torch.Generator().manual_seed(seed)
     edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=generator)
     return Graph(edge_index.to(index_dtype), num_nodes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Module level: reference layers with weights copied from their PyG oracle
+# --------------------------------------------------------------------------------------------------
+
+
+def gcn_pair(seed: int, in_channels: int, out_channels: int, **options):
+    """``(ours, theirs)``: reference.gnn.GCNConv and torch_geometric's GCNConv, float64, same parameters."""
+    import torch_geometric.nn as pyg_nn
+
+    from fusebench.inputs import random_tensor
+    from reference.gnn import GCNConv
+
+    torch.manual_seed(seed % 2**32)
+    theirs = pyg_nn.GCNConv(in_channels, out_channels, **options).double()
+    ours = GCNConv(in_channels, out_channels, **options).double()
+    with torch.no_grad():
+        theirs.bias.copy_(random_tensor((out_channels,), seed=seed + 3, dtype=torch.float64))  # PyG starts at 0
+        ours.lin.weight.copy_(theirs.lin.weight)
+        ours.bias.copy_(theirs.bias)
+    return ours, theirs
+
+
+def gat_pair(seed: int, in_channels: int, out_channels: int, heads: int, **options):
+    """``(ours, theirs)``: reference.gnn.GATConv and torch_geometric's GATConv (dropout 0), float64."""
+    import torch_geometric.nn as pyg_nn
+
+    from fusebench.inputs import random_tensor
+    from reference.gnn import GATConv
+
+    torch.manual_seed(seed % 2**32)
+    theirs = pyg_nn.GATConv(in_channels, out_channels, heads, dropout=0.0, **options).double()
+    ours = GATConv(in_channels, out_channels, heads, **options).double()
+    with torch.no_grad():
+        theirs.bias.copy_(random_tensor(theirs.bias.shape, seed=seed + 3, dtype=torch.float64))  # PyG starts at 0
+        ours.lin.weight.copy_(theirs.lin.weight)
+        ours.att_src.copy_(theirs.att_src[0])  # (1, H, C) -> (H, C)
+        ours.att_dst.copy_(theirs.att_dst[0])
+        ours.bias.copy_(theirs.bias)
+    return ours, theirs
+
+
+def layer_in(layer, dtype: torch.dtype, backend: str):
+    """A copy of ``layer`` in ``dtype`` using aggregation ``backend`` (the original is left untouched)."""
+    import copy
+
+    clone = copy.deepcopy(layer).to(dtype)
+    clone.backend = backend
+    return clone

@@ -9,7 +9,7 @@ level: the "triton" backend of ``attention_aggregate``. The ``gpu`` tier runs re
 
 import pytest
 import torch
-from graph_cases import case_id, layouts, pairwise, random_graph
+from graph_cases import case_id, gat_pair, layer_in, layouts, pairwise, random_graph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -169,6 +169,38 @@ def test_triton_backend_through_the_seam(seed):
     assert_agrees(cand[0], gold[0], name="seam output")
     for c, g in zip(cand[1], gold[1], strict=True):
         assert_agrees(c, g, gradient=True, name="seam gradient")
+
+
+# --------------------------------------------------------------------------------------------------
+# Module level: GATConv with backend="triton" against float64 gold and its PyG oracle
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("generator", "heads", "concat", "dtype"), [
+    ("power_law", 3, True, torch.float32),
+    ("duplicate_edges", 2, False, torch.bfloat16),
+    ("isolated_nodes", 1, True, torch.float16),
+    ("self_loops", 2, True, torch.float32),
+])
+def test_gatconv_with_triton_backend(seed, generator, heads, concat, dtype):
+    graph = make_graph(generator, NUM_NODES, seed=seed)
+    ours, theirs = gat_pair(seed, 11, 5, heads, concat=concat)
+    x = random_tensor((graph.num_nodes, 11), seed=seed, dtype=torch.float64).to(dtype).double()
+    assert_agrees(theirs(x, graph.edge_index), ours(graph, x), name="PyG GATConv (float64)")
+    grad_out, results = None, []
+    for layer, layer_dtype in ((ours, torch.float64), (layer_in(ours, dtype, "reference"), dtype),
+                               (layer_in(ours, dtype, "triton"), dtype)):
+        inputs = x.detach().to(layer_dtype).requires_grad_()
+        out = layer(graph, inputs)
+        if grad_out is None:
+            grad_out = random_tensor(out.shape, seed=seed + 5, dtype=torch.float64)
+        params = [p for _, p in sorted(layer.named_parameters())]
+        results.append((out.detach(), torch.autograd.grad(out, [inputs, *params], grad_out.to(layer_dtype))))
+    (gold, gold_grads), (base, base_grads), (cand, cand_grads) = results
+    assert_agrees(cand, gold, base, name="GATConv output")
+    names = ["dx"] + [n for n, _ in sorted(ours.named_parameters())]
+    for name, c, g, b in zip(names, cand_grads, gold_grads, base_grads, strict=True):
+        assert_agrees(c, g, b, gradient=True, name=f"GATConv {name}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,15 +10,16 @@ hub row of 1M edges) where CUDA is present.
 
 import pytest
 import torch
-from graph_cases import case_id, layouts, pairwise, random_graph
+from graph_cases import case_id, gcn_pair, layer_in, layouts, pairwise, random_graph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch_geometric.nn import MessagePassing as MessagePassingPyG
 
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor
 from kernels import spmm
 from kernels.spmm import Layout, csr_aggregate
-from reference.gnn import aggregate, aggregation_backends
+from reference.gnn import MessagePassing, aggregate, aggregation_backends
 from reference.graph import Graph
 from reference.graph_generators import generator_names, make_graph, power_law
 
@@ -193,6 +194,80 @@ def test_triton_backend_through_the_seam(seed):
     assert_agrees(cand[0], gold[0], name="seam output")
     for c, g in zip(cand[1], gold[1], strict=True):
         assert_agrees(c, g, gradient=True, name="seam gradient")
+
+
+# --------------------------------------------------------------------------------------------------
+# Module level: the reference layers with backend="triton" against float64 gold and their PyG oracle
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_layer(ours, theirs, graph, x, dtype, *, pyg_args=(), name="layer"):
+    """gold = ours (reference, float64); PyG (float64) must agree with gold; candidate = ours with the triton
+    backend in ``dtype``, baseline = ours (reference) in ``dtype``; outputs, dx and every parameter gradient."""
+    x = x.to(dtype).double()  # gold sees exactly the values the candidate sees
+    assert_agrees(theirs(x, graph.edge_index, *pyg_args), ours(graph, x), name=f"PyG {name} (float64)")
+    grad_out = None
+    results = []
+    for layer, layer_dtype in ((ours, torch.float64), (layer_in(ours, dtype, "reference"), dtype),
+                               (layer_in(ours, dtype, "triton"), dtype)):
+        inputs = x.detach().to(layer_dtype).requires_grad_()
+        low_graph = graph.to(weight_dtype=layer_dtype) if graph.edge_weight is not None else graph
+        out = layer(low_graph, inputs)
+        if grad_out is None:
+            grad_out = random_tensor(out.shape, seed=int(x.shape[0]) + 5, dtype=torch.float64)
+        params = [p for _, p in sorted(layer.named_parameters())]
+        grads = torch.autograd.grad(out, [inputs, *params], grad_out.to(layer_dtype))
+        results.append((out.detach(), grads))
+    (gold, gold_grads), (base, base_grads), (cand, cand_grads) = results
+    assert_agrees(cand, gold, base, name=f"{name} output")
+    names = ["dx"] + [n for n, _ in sorted(ours.named_parameters())]
+    for grad_name, c, g, b in zip(names, cand_grads, gold_grads, base_grads, strict=True):
+        assert_agrees(c, g, b, gradient=True, name=f"{name} {grad_name}")
+
+
+@pytest.mark.parametrize(("generator", "reduce", "dtype"), [
+    ("power_law", "sum", torch.float32),
+    ("duplicate_edges", "mean", torch.bfloat16),
+    ("isolated_nodes", "max", torch.float16),
+    ("self_loops", "max", torch.float32),
+])
+def test_message_passing_layer_with_triton_backend(seed, generator, reduce, dtype):
+    graph = make_graph(generator, NUM_NODES, seed=seed)
+    weight = random_tensor((graph.num_edges,), seed=seed + 7, dtype=torch.float64, distribution="uniform").abs()
+    graph = graph.with_edge_weight(weight)
+    x = random_tensor((graph.num_nodes, 11), seed=seed, dtype=torch.float64)
+    gold_layer = MessagePassing(reduce)
+    assert_agrees(_PygWeighted(aggr=reduce)(x, graph.edge_index, weight), gold_layer(graph, x), name="PyG (float64)")
+    x_low = x.to(dtype)
+    gold = gold_layer(graph, x_low.double())
+    base = gold_layer(graph.to(weight_dtype=dtype), x_low)
+    cand = MessagePassing(reduce, backend="triton")(graph.to(weight_dtype=dtype), x_low)
+    assert_agrees(cand, gold, base, name=f"MessagePassing({reduce!r}) triton")
+
+
+class _PygWeighted(MessagePassingPyG):
+    """PyG's MessagePassing with the message w_e * x_j (the reference's default message)."""
+
+    def forward(self, x, edge_index, weight):
+        return self.propagate(edge_index, x=x, weight=weight)
+
+    def message(self, x_j, weight):
+        return x_j * weight.view(-1, 1)
+
+
+@pytest.mark.parametrize(("generator", "options", "dtype"), [
+    ("power_law", {}, torch.float32),
+    ("isolated_nodes", {}, torch.bfloat16),
+    ("self_loops", {"improved": True}, torch.float16),  # A + 2I
+    ("duplicate_edges", {"add_self_loops": False}, torch.float32),  # zero-degree nodes: deg^-1/2 = 0
+])
+def test_gcnconv_with_triton_backend(seed, generator, options, dtype):
+    graph = make_graph(generator, NUM_NODES, seed=seed)
+    weight = random_tensor((graph.num_edges,), seed=seed + 7, dtype=torch.float64, distribution="uniform").abs()
+    graph = graph.with_edge_weight(weight)
+    ours, theirs = gcn_pair(seed, 13, 6, **options)
+    x = random_tensor((graph.num_nodes, 13), seed=seed, dtype=torch.float64)
+    _check_layer(ours, theirs, graph, x, dtype, pyg_args=(graph.edge_weight,), name=f"GCNConv{options}")
 
 
 # --------------------------------------------------------------------------------------------------
