@@ -36,6 +36,9 @@ Supported:
   ``normalize="gcn"`` with any reduction; any feature width (features are tiled by ``BLOCK_F`` of 16,
   64 or 128 and masked: 1, 7, 100, 602 work); float32, float16 and bfloat16 features; weights in the
   features' dtype or float32; index dtypes int32 and int64 (all of rowptr, col, perm of one dtype);
+* rectangular layouts (``num_cols``): ``R`` output rows over the rows of ``x``, e.g. a graph readout
+  (rows = graphs, ``col`` = their nodes: seed section 26's pooling is this kernel with ``sum``/``mean``/
+  ``max``), with the same backward;
 * isolated nodes and empty graphs: a row with no incoming edge is **0** for sum, mean and max (the
   reference's convention); self-loops and duplicate edges are ordinary edges;
 * gradients for ``x``, for ``edge_weight`` (including through the GCN degrees) when it requires grad.
@@ -356,8 +359,12 @@ def _check_device(name: str, t: torch.Tensor) -> None:
                          f"{t.device}; set TRITON_INTERPRET=1 before importing kernels.spmm to emulate it on the CPU")
 
 
-def _validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values: bool) -> None:
-    """Types and shapes always; values (monotonic rowptr, index ranges) when ``check_values``."""
+def _validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values: bool,
+                     num_cols: int | None = None) -> None:
+    """Types and shapes always; values (monotonic rowptr, index ranges) when ``check_values``.
+
+    ``num_nodes`` rows; ``col`` indexes ``num_cols`` columns (default: square, ``num_nodes``)."""
+    num_cols = num_nodes if num_cols is None else num_cols
     if not isinstance(layout, Layout):
         raise TypeError(f"{name} must be a kernels.spmm.Layout (rowptr, col, perm), got {type(layout).__name__}")
     parts = (("rowptr", layout.rowptr), ("col", layout.col), ("perm", layout.perm))
@@ -392,7 +399,7 @@ def _validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values:
     if int(rowptr[-1]) != num_edges:
         raise ValueError(f"{name}.rowptr must end at the edge count E={num_edges}, got {int(rowptr[-1])}")
     if num_edges:
-        for part, t, high in (("col", layout.col, num_nodes), ("perm", layout.perm, num_edges)):
+        for part, t, high in (("col", layout.col, num_cols), ("perm", layout.perm, num_edges)):
             low, top = int(t.min()), int(t.max())
             if low < 0 or top >= high:
                 bad = low if low < 0 else top
@@ -408,7 +415,7 @@ def _check_features(name: str, x, num_rows: int) -> None:
     if x.dim() != 2:
         raise ValueError(f"{name} must be 2-D (num_nodes, features), got shape {tuple(x.shape)}")
     if x.shape[0] != num_rows:
-        raise ValueError(f"{name} must have num_nodes={num_rows} rows (the layout's rows), got {x.shape[0]}")
+        raise ValueError(f"{name} must have num_nodes={num_rows} rows (the layout's columns), got {x.shape[0]}")
 
 
 def _check_int32_sizes(index_dtype: torch.dtype, num_nodes: int, num_features: int) -> None:
@@ -501,19 +508,23 @@ class _Problem:
     csc: Layout | None  # None: derived on first backward
     chunk: int
     is_max: bool
+    num_cols: int  # rows of x (== csr.num_rows for a graph; the number of nodes for a readout)
 
     def csr_schedule(self) -> _Schedule:
         return _schedule(self.csr.rowptr, self.chunk)
 
+    def transposed(self) -> Layout:
+        return self.csc if self.csc is not None else _derive_csc(self.csr, self.num_cols)
 
-def _derive_csc(csr: Layout) -> Layout:
-    """The transposed layout (rows = sources) from a CSR one, by a stable sort of the columns."""
-    num_rows = csr.num_rows
-    rows = torch.repeat_interleave(torch.arange(num_rows, device=csr.col.device),
+
+def _derive_csc(csr: Layout, num_cols: int | None = None) -> Layout:
+    """The transposed layout (rows = sources, ``num_cols`` of them) from a CSR one, by a stable sort."""
+    num_cols = csr.num_rows if num_cols is None else num_cols
+    rows = torch.repeat_interleave(torch.arange(csr.num_rows, device=csr.col.device),
                                    (csr.rowptr[1:] - csr.rowptr[:-1]).long(), output_size=csr.num_edges)
     order = torch.sort(csr.col.long(), stable=True).indices  # CSR positions grouped by source
-    counts = torch.bincount(csr.col.long(), minlength=num_rows)
-    rowptr = torch.zeros(num_rows + 1, dtype=torch.int64, device=csr.col.device)
+    counts = torch.bincount(csr.col.long(), minlength=num_cols)
+    rowptr = torch.zeros(num_cols + 1, dtype=torch.int64, device=csr.col.device)
     rowptr[1:] = torch.cumsum(counts, 0)
     dtype = csr.rowptr.dtype
     return Layout(rowptr.to(dtype), rows[order].to(dtype), csr.perm[order])
@@ -539,7 +550,7 @@ class _CsrAggregate(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_x = grad_w = grad_r = grad_c = None
         if need_x:
-            csc = problem.csc if problem.csc is not None else _derive_csc(problem.csr)
+            csc = problem.transposed()
             # dX = diag(c) A^T diag(r) dOut: the same kernel over the transposed layout, scales swapped
             grad_x, _ = _segment_reduce(csc, _schedule(csc.rowptr, problem.chunk), grad_out,
                                         num_out_rows=x.shape[0], reduce=_MASKED_SUM if problem.is_max else _SUM,
@@ -552,11 +563,11 @@ class _CsrAggregate(torch.autograd.Function):
             if need_r:  # dr[i] = sum over edges into i of w_e c[j] t_e
                 ones = torch.ones((x.shape[0], 1), dtype=torch.float32, device=x.device)
                 grad_r, _ = _segment_reduce(problem.csr, schedule, col_scale[:, None] if col_scale is not None
-                                            else ones, num_out_rows=x.shape[0], reduce=_SUM, weight=u)
+                                            else ones, num_out_rows=problem.csr.num_rows, reduce=_SUM, weight=u)
                 grad_r = grad_r.flatten().to(row_scale.dtype)
             if need_c:  # dc[j] = sum over edges out of j of w_e r[i] t_e
-                csc = problem.csc if problem.csc is not None else _derive_csc(problem.csr)
-                ones = torch.ones((x.shape[0], 1), dtype=torch.float32, device=x.device)
+                csc = problem.transposed()
+                ones = torch.ones((problem.csr.num_rows, 1), dtype=torch.float32, device=x.device)
                 grad_c, _ = _segment_reduce(csc, _schedule(csc.rowptr, problem.chunk), row_scale[:, None]
                                             if row_scale is not None else ones, num_out_rows=x.shape[0],
                                             reduce=_SUM, weight=u)
@@ -575,7 +586,7 @@ def _inverse_sqrt_degree(problem: _Problem, weight: torch.Tensor | None, num_nod
         degree = (problem.csr.rowptr[1:] - problem.csr.rowptr[:-1]).to(torch.float32)
     else:  # deg = A @ 1 through this very kernel: deterministic, and differentiable in the weights
         ones = torch.ones((num_nodes, 1), dtype=torch.float32, device=device)
-        sum_problem = _Problem(problem.csr, problem.csc, problem.chunk, is_max=False)
+        sum_problem = _Problem(problem.csr, problem.csc, problem.chunk, is_max=False, num_cols=num_nodes)
         degree = _CsrAggregate.apply(ones, weight.to(torch.float32), None, None, sum_problem).flatten()
     positive = degree > 0
     return torch.where(positive, torch.where(positive, degree, 1.0).rsqrt(), 0.0)  # safe gradient at 0
@@ -583,7 +594,7 @@ def _inverse_sqrt_degree(problem: _Problem, weight: torch.Tensor | None, num_nod
 
 def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, edge_weight: torch.Tensor | None = None,
                   reduce: str = "sum", normalize: str | None = None, edges_per_program: int | None = None,
-                  check_indices: bool = True) -> torch.Tensor:
+                  check_indices: bool = True, num_cols: int | None = None) -> torch.Tensor:
     """``out[i] = REDUCE over k in row i of c_k * x[csr.col[k]]``, differentiable in ``x`` and ``edge_weight``.
 
     Args:
@@ -598,9 +609,12 @@ def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, ed
             row splitting (tests use it).
         check_indices: check the index values (monotonic rowptr, ranges); skip only for layouts built
             by :class:`reference.graph.Graph`, which validated its edges on construction.
+        num_cols: the rows of ``x`` when the layout is rectangular (``R`` output rows over ``num_cols``
+            inputs, e.g. a graph readout: rows = graphs, ``col`` = their nodes); default: square.
+            ``normalize="gcn"`` needs a square layout.
 
     Shapes:
-        x ``(N, F)`` -> ``(N, F)`` in ``x``'s dtype.
+        x ``(num_cols, F)`` -> ``(R, F)`` in ``x``'s dtype (``R = num_cols = N`` for a graph).
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
@@ -609,11 +623,16 @@ def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, ed
     if not isinstance(csr, Layout):
         raise TypeError(f"csr must be a kernels.spmm.Layout (rowptr, col, perm), got {type(csr).__name__}")
     num_nodes = csr.num_rows
-    _check_features("x", x, num_nodes)
-    _check_int32_sizes(csr.rowptr.dtype, num_nodes, x.shape[1])
-    _validate_layout("csr", csr, num_nodes, check_values=check_indices)
+    if num_cols is not None and (isinstance(num_cols, bool) or not isinstance(num_cols, int) or num_cols < 0):
+        raise ValueError(f"num_cols must be a non-negative int or None, got {num_cols!r}")
+    num_cols = num_nodes if num_cols is None else num_cols
+    if normalize == "gcn" and num_cols != num_nodes:
+        raise ValueError(f"normalize='gcn' needs a square layout, got {num_nodes} rows over num_cols={num_cols}")
+    _check_features("x", x, num_cols)
+    _check_int32_sizes(csr.rowptr.dtype, max(num_nodes, num_cols), x.shape[1])
+    _validate_layout("csr", csr, num_nodes, check_values=check_indices, num_cols=num_cols)
     if csc is not None:
-        _validate_layout("csc", csc, num_nodes, check_values=check_indices)
+        _validate_layout("csc", csc, num_cols, check_values=check_indices, num_cols=num_nodes)
         if csc.num_edges != csr.num_edges or csc.rowptr.dtype != csr.rowptr.dtype:
             raise ValueError(f"csc must describe the same {csr.num_edges} edges with {csr.rowptr.dtype} indices, got "
                              f"{csc.num_edges} edges of {csc.rowptr.dtype}")
@@ -634,7 +653,7 @@ def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, ed
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1 or chunk & (chunk - 1):
         raise ValueError(f"edges_per_program must be a positive power of two, got {edges_per_program!r}")
 
-    problem = _Problem(csr, csc, chunk, is_max=reduce == "max")
+    problem = _Problem(csr, csc, chunk, is_max=reduce == "max", num_cols=num_cols)
     row_scale = col_scale = None
     if normalize == "gcn":
         row_scale = col_scale = _inverse_sqrt_degree(problem, edge_weight, num_nodes, x.device)

@@ -20,7 +20,8 @@ from fusebench.inputs import GuardedTensor, random_tensor
 from kernels import spmm
 from kernels.spmm import Layout, csr_aggregate
 from reference.gnn import MessagePassing, aggregate, aggregation_backends
-from reference.graph import Graph
+from reference.graph import Graph, coo_to_compressed
+from reference.graph_embedding import readout
 from reference.graph_generators import generator_names, make_graph, power_law
 
 NUM_NODES = 19  # odd, and small: the interpreter runs one program per segment
@@ -196,6 +197,26 @@ def test_triton_backend_through_the_seam(seed):
         assert_agrees(c, g, gradient=True, name="seam gradient")
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_rectangular_layout_is_graph_readout(seed, reduce):
+    """A rectangular layout (rows = graphs, col = their nodes) is the graph readout of
+    reference.graph_embedding (seed section 26); graph 2 has no node (a zero row); one graph is split."""
+    num_nodes, num_graphs = 23, 4
+    batch = torch.tensor([0] * 13 + [1] * 6 + [3] * 4)  # graph 2 is empty
+    x = random_tensor((num_nodes, 6), seed=seed, dtype=torch.float64)
+    grad_out = random_tensor((num_graphs, 6), seed=seed + 1, dtype=torch.float64)
+    compressed = coo_to_compressed(batch, torch.arange(num_nodes), num_graphs)
+    csr = Layout(compressed.rowptr, compressed.col, compressed.perm)
+    gold_x = x.clone().requires_grad_()
+    gold = readout(gold_x, batch, reduce=reduce, num_graphs=num_graphs)
+    (gold_grad,) = torch.autograd.grad(gold, gold_x, grad_out)
+    cand_x = x.float().requires_grad_()
+    cand = csr_aggregate(cand_x, csr, reduce=reduce, num_cols=num_nodes, edges_per_program=4)  # 13 = 4 segments
+    (cand_grad,) = torch.autograd.grad(cand, cand_x, grad_out.float())
+    assert_agrees(cand, gold, name=f"readout {reduce}")
+    assert_agrees(cand_grad, gold_grad, gradient=True, name=f"readout {reduce} dx")
+
+
 # --------------------------------------------------------------------------------------------------
 # Module level: the reference layers with backend="triton" against float64 gold and their PyG oracle
 # --------------------------------------------------------------------------------------------------
@@ -330,6 +351,11 @@ def _with(layout: Layout, **parts) -> Layout:
      "edge_weight must be on x's device"),
     (lambda g, csr, csc, x: csr_aggregate(x, csr, edges_per_program=6), ValueError,
      "edges_per_program must be a positive power of two"),
+    (lambda g, csr, csc, x: csr_aggregate(x, csr, num_cols=-1), ValueError, "num_cols must be a non-negative int"),
+    (lambda g, csr, csc, x: csr_aggregate(x[:2], csr, num_cols=2), ValueError,
+     r"csr.col must hold indices in \[0, 2\), found 2"),
+    (lambda g, csr, csc, x: csr_aggregate(x, csr, normalize="gcn", num_cols=4), ValueError,
+     "normalize='gcn' needs a square layout"),
 ])
 def test_validation_errors(make, error, match):
     with pytest.raises(error, match=match):
