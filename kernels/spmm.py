@@ -693,7 +693,12 @@ _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "
 
 
 def compile_specs() -> list[CompileSpec]:
-    """Every configuration the launchers can pick, for each feature dtype and index dtype."""
+    """Every configuration the launchers can pick, for each feature dtype and index dtype.
+
+    Each tile configuration is compiled with every optional operand switched on (weights, both scale
+    vectors): the variant with the most loads and live registers, whose other specializations only drop
+    code. The reduction mode (sum, max, masked sum of the max backward) is compiled separately.
+    """
     specs = []
     for dtype in SUPPORTED_DTYPES:
         for index_dtype in INDEX_DTYPES:

@@ -8,6 +8,8 @@ lists; bit-exact determinism; a negative test per validation error. Seam level: 
 hub row of 1M edges) where CUDA is present.
 """
 
+import itertools
+
 import pytest
 import torch
 from graph_cases import case_id, gcn_pair, layer_in, layouts, pairwise, random_graph
@@ -37,6 +39,18 @@ CASES = pairwise({
     "edges_per_program": [None, 4],  # 4: rows longer than 4 edges are split and combined in a second pass
     "width": [7, 20],  # 7: below the 16-wide feature tile; 20: above it, one masked tile
 })
+
+
+def test_cases_cover_every_pair_of_factors():
+    """The pairwise table really meets every value of each factor with every value of every other."""
+    factors = {"a": list(range(8)), "b": list(range(4)), "c": list(range(3)), "d": [0, 1], "e": [0, 1, 2]}
+    for table, names in ((pairwise(factors), factors), (CASES, None)):
+        names = names or {key: sorted({str(case[key]) for case in CASES}) for key in CASES[0]}
+        for first, second in itertools.combinations(names, 2):
+            seen = {(str(case[first]), str(case[second])) for case in table}
+            wanted = {(str(a), str(b)) for a in names[first] for b in names[second]}
+            assert seen == wanted, f"{first} x {second}: missing {sorted(wanted - seen)}"
+    assert len(CASES) < 60  # far below the full product (8 * 4 * 3 * 3 * 2 * 2 * 2 = 2304)
 
 
 def _weights(graph: Graph, weighting, seed: int) -> torch.Tensor | None:
@@ -145,10 +159,10 @@ def test_guard_zones(seed, reduce):
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(num_nodes=st.integers(1, 9), num_edges=st.integers(0, 24), width=st.sampled_from([1, 3, 17]),
        reduce=st.sampled_from(["sum", "mean", "max"]), edges_per_program=st.sampled_from([None, 2]),
-       graph_seed=st.integers(0, 2**31 - 1))
-def test_random_small_graphs(seed, num_nodes, num_edges, width, reduce, edges_per_program, graph_seed):
+       index_dtype=st.sampled_from([torch.int64, torch.int32]), graph_seed=st.integers(0, 2**31 - 1))
+def test_random_small_graphs(seed, num_nodes, num_edges, width, reduce, edges_per_program, index_dtype, graph_seed):
     """Arbitrary edge lists: empty rows, duplicate edges and self-loops in any mix."""
-    graph = random_graph(num_nodes, num_edges, graph_seed)
+    graph = random_graph(num_nodes, num_edges, graph_seed, index_dtype)
     x = random_tensor((num_nodes, width), seed=seed + graph_seed, dtype=torch.float64)
     weight = random_tensor((num_edges,), seed=seed + graph_seed + 1, dtype=torch.float64)
     grad_out = random_tensor((num_nodes, width), seed=seed + graph_seed + 2, dtype=torch.float64)
