@@ -75,18 +75,21 @@ def _check_against_reference(graph, inputs, grad_out, *, dtype, negative_slope=0
     assert cand[0].dtype == dtype
     assert_agrees(cand[0], gold[0], base[0], name="gat output")
     assert_agrees(cand[1][0], gold[1][0], base[1][0], gradient=True, name="dx")
-    # Score gradients are sums of cancelling terms a_e (<dOut[i], x[j]> - delta[i]) and are often exactly
+    # Score gradients are sums of cancelling terms a_e (<dOut[i], x[j]> - delta[i]) and are often (nearly)
     # zero for a whole tensor: a row whose edges all come from one source, or (d alpha_dst) a row whose
-    # pre-activations share a LeakyReLU side, where the softmax is shift-invariant. Gold then holds only
-    # float64 residue and the policy's bound, relative to max|gold|, collapses to ~1e-40. Such tensors are
-    # judged against the rounding residue of the terms instead: each a_e carries a relative error of
-    # ~|s| * eps (|s| <= ~100 here, so ~1e-5 in float32), times |<dOut, x>| <= C * max|dOut| * max|x|;
-    # 1e-4 of that product leaves ~10x headroom, while a real score gradient is of the order of the
-    # product itself. Tensors whose gold exceeds a tenth of the bound go through the agreement policy.
+    # pre-activations share a LeakyReLU side, where the softmax is shift-invariant. The policy's float32
+    # bound is relative to max|gold|, which then no longer reflects the magnitude of the summands, and
+    # collapses (down to ~1e-40 for an exact zero). Such tensors are judged against the rounding of the
+    # terms instead: each a_e carries a relative error of ~|s| * eps (|s| <= ~100 here, so ~1e-5 in
+    # float32), times |<dOut, x>| <= C * max|dOut| * max|x|; 1e-4 of that product leaves ~10x headroom,
+    # while a missing or misplaced term errs by the order of the product itself. Tensors whose gold reaches
+    # the bound go through the agreement policy, and so do float16/bfloat16 ones always: their k-rule is
+    # relative to the baseline, which sums the same cancelling terms.
     residue_bound = 1e-4 * float(grad_out.abs().max() * inputs[0].abs().max()) * max(inputs[0].shape[-1], 1)
     for name, c, g, b in zip(("d_alpha_src", "d_alpha_dst"), cand[1][1:], gold[1][1:], base[1][1:], strict=True):
-        if g.numel() and float(g.abs().max()) <= residue_bound / 10:
-            assert float(c.abs().max()) <= residue_bound, f"{name}: {float(c.abs().max())} > {residue_bound}"
+        if dtype == torch.float32 and g.numel() and float(g.abs().max()) < residue_bound:
+            error = float((c.double() - g).abs().max())
+            assert error <= residue_bound, f"{name}: max|cand - gold| = {error} > {residue_bound} (cancellation regime)"
         else:
             assert_agrees(c, g, b, gradient=True, name=name)
 
