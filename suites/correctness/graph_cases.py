@@ -116,3 +116,19 @@ def layer_in(layer, dtype: torch.dtype, backend: str):
     clone = copy.deepcopy(layer).to(dtype)
     clone.backend = backend
     return clone
+
+
+def tie_free_columns(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with each column's values made distinct even after rounding to bfloat16, order kept.
+
+    ``max`` has a unique arg-max only without ties, and its gradient is only unique then (the reference
+    splits a tie evenly, the kernel gives it to the first edge: both are valid subgradients). bfloat16
+    has 256 values per binade, so random low-precision features tie often. Value of rank ``r`` in a column
+    of ``n``: ``4 (r + 0.5 + 0.3 tanh(x)) / n - 2``, in (-2, 2), at least ``1.6 / n`` apart, which stays
+    above bfloat16's spacing (2^-6 near 2) for ``n <= 100``.
+    """
+    if x.shape[0] > 100:
+        raise ValueError(f"tie_free_columns keeps bfloat16 values apart for at most 100 rows, got {x.shape[0]}")
+    n = x.shape[0]
+    ranks = x.argsort(0).argsort(0).to(torch.float64)  # (N, F) rank of each value within its column
+    return 4 * (ranks + 0.5 + 0.3 * torch.tanh(x.double())) / max(n, 1) - 2
