@@ -145,10 +145,10 @@ def test_guard_zones(seed):
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(num_nodes=st.integers(1, 8), num_edges=st.integers(0, 20), heads=st.sampled_from([1, 2]),
        channels=st.sampled_from([1, 3, 17]), edges_per_program=st.sampled_from([None, 2]),
-       graph_seed=st.integers(0, 2**31 - 1))
-def test_random_small_graphs(seed, num_nodes, num_edges, heads, channels, edges_per_program, graph_seed):
+       index_dtype=st.sampled_from([torch.int64, torch.int32]), graph_seed=st.integers(0, 2**31 - 1))
+def test_random_small_graphs(seed, num_nodes, num_edges, heads, channels, edges_per_program, index_dtype, graph_seed):
     """Arbitrary edge lists: empty rows, duplicate edges and self-loops in any mix."""
-    graph = random_graph(num_nodes, num_edges, graph_seed)
+    graph = random_graph(num_nodes, num_edges, graph_seed, index_dtype)
     inputs, grad_out = _inputs(graph, heads, channels, seed + graph_seed)
     _check_against_reference(graph, inputs, grad_out, dtype=torch.float32, edges_per_program=edges_per_program)
 

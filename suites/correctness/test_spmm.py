@@ -174,6 +174,31 @@ def test_random_small_graphs(seed, num_nodes, num_edges, width, reduce, edges_pe
                              edges_per_program=edges_per_program)
 
 
+@pytest.mark.parametrize("chunk", [1, 4, 256])
+def test_schedule_splits_long_rows_into_segments(seed, chunk):
+    """Every row is covered by ceil(degree / chunk) segments (one for an empty row) of at most ``chunk``
+    positions, in order; split rows own contiguous partial slots, listed for the combine pass."""
+    graph = make_graph("power_law", 40, seed=seed)
+    rowptr = graph.csr().rowptr
+    schedule = spmm._schedule(rowptr, chunk)
+    degree = (rowptr[1:] - rowptr[:-1]).tolist()
+    starts = {}
+    for row, start in zip(schedule.seg_row.tolist(), schedule.seg_start.tolist(), strict=True):
+        starts.setdefault(row, []).append(start)
+    split_rows = []
+    for row, deg in enumerate(degree):
+        expected = list(range(int(rowptr[row]), int(rowptr[row]) + max(deg, 1), chunk))[: max(1, -(-deg // chunk))]
+        assert starts[row] == expected, f"row {row} (degree {deg})"
+        if len(expected) > 1:
+            split_rows.append(row)
+    assert schedule.split_row.tolist() == split_rows
+    assert schedule.split_count.tolist() == [len(starts[row]) for row in split_rows]
+    parts = schedule.seg_part.tolist()
+    assert sorted(p for p in parts if p >= 0) == list(range(schedule.num_partials))
+    if chunk == 1:
+        assert max(degree) > 1 and split_rows  # the hub rows really are split
+
+
 def test_deterministic_bits(seed):
     """No atomics: two runs give identical bits, split rows and weight gradients included."""
     graph = make_graph("power_law", NUM_NODES, seed=seed)
