@@ -9,7 +9,7 @@ level: the "triton" backend of ``attention_aggregate``. The ``gpu`` tier runs re
 
 import pytest
 import torch
-from graph_cases import case_id, gat_pair, layer_in, layouts, pairwise, random_graph
+from correctness.graph_cases import case_id, gat_pair, layer_in, layouts, pairwise, random_graph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

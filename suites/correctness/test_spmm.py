@@ -12,7 +12,7 @@ import itertools
 
 import pytest
 import torch
-from graph_cases import case_id, gcn_pair, layer_in, layouts, pairwise, random_graph, tie_free_columns
+from correctness.graph_cases import case_id, gcn_pair, layer_in, layouts, pairwise, random_graph, tie_free_columns
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch_geometric.nn import MessagePassing as MessagePassingPyG
