@@ -30,6 +30,16 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(kernel_inspect.as_dicts(reports), indent=2))
     else:
         print(kernel_inspect.format_reports(reports))
+    if not args.no_store and reports:
+        import time
+
+        from fusebench.device import identity
+        from fusebench.store import new_run_id
+
+        timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows = kernel_inspect.store_rows(reports, identity(), new_run_id(), timestamp)
+        path = _store(args).append(rows)
+        print(f"{len(rows)} rows stored in {path}", file=sys.stderr)
     failures = kernel_inspect.gate(reports)
     if args.check and failures:
         print("\nkernel gate FAILED:", *failures, sep="\n  ", file=sys.stderr)
@@ -136,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(handler=_list)
 
+    def results_option(command):
+        command.add_argument("--results", default=None, metavar="DIR",
+                             help="the results directory (default: $FUSEBENCH_RESULTS or the repository's results/)")
+
     inspect = commands.add_parser("inspect", help="compile every shipped kernel config for NVIDIA GPUs (no GPU needed)")
     inspect.add_argument("--targets", nargs="+", type=int, default=[80, 90, 100, 120],
                          help="compute capabilities (80 = sm_80, 90 = sm_90 ...)")
@@ -143,11 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     inspect.add_argument("--check", action="store_true",
                          help="exit 1 if a config fails to compile, spills, or attention lacks tensor cores on sm_90")
+    inspect.add_argument("--no-store", action="store_true", help="print only; do not append rows to the store")
+    results_option(inspect)
     inspect.set_defaults(handler=_inspect)
-
-    def results_option(command):
-        command.add_argument("--results", default=None, metavar="DIR",
-                             help="the results directory (default: $FUSEBENCH_RESULTS or the repository's results/)")
 
     run = commands.add_parser("run", help="benchmark every provider on the cases: agreement, time, memory; store rows")
     run.add_argument("--suite", choices=("attention", "graph", "all"), default="all")
