@@ -50,6 +50,18 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _roofline(args: argparse.Namespace) -> int:
+    from fusebench import roofline
+
+    bounds = roofline.table(modes=args.modes, dtype=args.dtype, devices=args.devices or roofline.DEVICES,
+                            case_names=args.cases)
+    if args.json:
+        print(json.dumps([vars(b) | {"ms": b.ms, "bound_by": b.bound_by} for b in bounds], indent=2))
+    else:
+        print(roofline.format_table(bounds))
+    return 0
+
+
 def _store(args: argparse.Namespace):
     from fusebench.store import ResultsStore
 
@@ -136,6 +148,12 @@ def _dashboard(args: argparse.Namespace) -> int:
     return dashboard.preview(port=args.port)
 
 
+def _roofline_devices() -> tuple[str, ...]:
+    from fusebench.roofline import DEVICES
+
+    return DEVICES
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fusebench.cases import CPU_MODES, MODES, names
 
@@ -145,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="the coverage map: seed sections, references, oracles, backends")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(handler=_list)
+
+    roof = commands.add_parser("roofline", help="analytic lower-bound time of every case on each GPU of the table")
+    roof.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="bfloat16")
+    roof.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    roof.add_argument("--cases", nargs="+", choices=names(), metavar="CASE", help="cases (default: all)")
+    roof.add_argument("--devices", nargs="+", default=None, metavar="GPU",
+                      help="table devices (default: all): " + ", ".join(_roofline_devices()))
+    roof.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    roof.set_defaults(handler=_roofline)
 
     def results_option(command):
         command.add_argument("--results", default=None, metavar="DIR",
