@@ -62,6 +62,15 @@ def _roofline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpu_check(args: argparse.Namespace) -> int:
+    from fusebench import gpu_check
+
+    verdicts = gpu_check.run(args.out)
+    print(gpu_check.format_summary(verdicts))
+    print(f"\nlog, summary and results under {args.out}")
+    return gpu_check.exit_status(verdicts)
+
+
 def _store(args: argparse.Namespace):
     from fusebench.store import ResultsStore
 
@@ -220,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="output directory (default: <results>/report)")
     results_option(rep)
     rep.set_defaults(handler=_report)
+
+    check = commands.add_parser("gpu-check", help="one-call GPU validation (under 8 min); a dry run without CUDA")
+    check.add_argument("out", metavar="OUT", help="output folder: log, summary, results, JUnit XML, asv results")
+    check.set_defaults(handler=_gpu_check)
 
     dash = commands.add_parser("dashboard", help="asv publish + asv preview over results/asv")
     dash.add_argument("--record", action="store_true",
