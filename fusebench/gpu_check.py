@@ -246,7 +246,8 @@ def step_asv(check: Check, budget_s: float) -> str:
     if git_commit()[0] == "unknown":
         raise Skipped("asv records results per commit, and this checkout is not a git repository")
     config = json.loads((ROOT / "asv.conf.json").read_text())
-    config.update(repo=str(ROOT), results_dir=str(check.out / "asv"), html_dir=str(check.out / "asv-html"),
+    config.update(repo=str(ROOT), benchmark_dir=str(ROOT / config["benchmark_dir"]),
+                  results_dir=str(check.out / "asv"), html_dir=str(check.out / "asv-html"),
                   env_dir=str(check.out / "asv-env"))
     path = check.out / "asv.conf.json"
     path.write_text(json.dumps(config, indent=2) + "\n")
