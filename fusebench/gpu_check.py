@@ -210,16 +210,14 @@ def step_roofline(check: Check, budget_s: float) -> str:
     from fusebench.store import ResultsStore
 
     devices = ["H100 SXM5", "H200 SXM"]
-    own = None
     if check.cuda:
         import torch
 
         from fusebench.metrics import spec_peak
 
-        peak = spec_peak(torch.cuda.get_device_name())
-        own = peak and roofline.peak_named(peak.source.removeprefix("spec sheet: "))
-        if own and roofline._label(own) not in devices:
-            devices.append(roofline._label(own))
+        own = spec_peak(torch.cuda.get_device_name())
+        if own is not None and roofline.label(own) not in devices:
+            devices.append(roofline.label(own))
     text = roofline.format_table(roofline.table(modes=GRID_MODES, devices=devices, case_names=GRID))
     frame = ResultsStore(check.results).read().frame
     times = frame[(frame["metric"] == "time") & frame["suite"].isin(["attention", "graph"])]

@@ -31,7 +31,7 @@ from fusebench import cases as catalog
 from fusebench.metrics import PEAKS, DevicePeak
 
 __all__ = ["Bound", "attention_bytes", "graph_flops", "work", "bound", "table", "format_table", "peak_named",
-           "DEVICES"]
+           "label", "DEVICES"]
 
 LSE_BYTES = 4  # the log-sum-exp rows are kept in float32 whatever the dtype
 INDEX_BYTES = 8  # the providers' edge indices are int64
@@ -39,19 +39,20 @@ GAT_SCORE_FLOPS = 5  # per edge and head: add the two terms, leaky ReLU, exp, no
 _VALUE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
-def _label(peak: DevicePeak) -> str:
+def label(peak: DevicePeak) -> str:
+    """The table's short name of a device: its spec-sheet source without the prefix ("H200 SXM")."""
     return peak.source.removeprefix("spec sheet: ")
 
 
-DEVICES: tuple[str, ...] = tuple(_label(p) for p in PEAKS)  # "H100 PCIe", "H100 SXM5", "H200 SXM", ...
+DEVICES: tuple[str, ...] = tuple(label(p) for p in PEAKS)  # "H100 PCIe", "H100 SXM5", "H200 SXM", ...
 
 
-def peak_named(label: str) -> DevicePeak:
-    """The table entry called ``label`` (one of :data:`DEVICES`)."""
+def peak_named(name: str) -> DevicePeak:
+    """The table entry called ``name`` (one of :data:`DEVICES`)."""
     for peak in PEAKS:
-        if _label(peak) == label:
+        if label(peak) == name:
             return peak
-    raise ValueError(f"unknown device {label!r}; the table has {', '.join(DEVICES)}")
+    raise ValueError(f"unknown device {name!r}; the table has {', '.join(DEVICES)}")
 
 
 def _check(mode: str, dtype: str) -> int:
@@ -125,7 +126,7 @@ def bound(case, mode: str, dtype: str, peak: DevicePeak) -> Bound:
     tflops = peak.tflops.get(rate_dtype)
     if not tflops:
         raise ValueError(f"{peak.source} has no {rate_dtype} peak")
-    return Bound(case.name, case.suite, mode, dtype, _label(peak), flops, moved,
+    return Bound(case.name, case.suite, mode, dtype, label(peak), flops, moved,
                  compute_ms=flops / (tflops * 1e12) * 1e3, memory_ms=moved / (peak.bandwidth_gbps * 1e9) * 1e3)
 
 
