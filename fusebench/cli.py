@@ -30,6 +30,16 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(kernel_inspect.as_dicts(reports), indent=2))
     else:
         print(kernel_inspect.format_reports(reports))
+    if not args.no_store and reports:
+        import time
+
+        from fusebench.device import identity
+        from fusebench.store import new_run_id
+
+        timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows = kernel_inspect.store_rows(reports, identity(), new_run_id(), timestamp)
+        path = _store(args).append(rows)
+        print(f"{len(rows)} rows stored in {path}", file=sys.stderr)
     failures = kernel_inspect.gate(reports)
     if args.check and failures:
         print("\nkernel gate FAILED:", *failures, sep="\n  ", file=sys.stderr)
@@ -38,6 +48,27 @@ def _inspect(args: argparse.Namespace) -> int:
         print(f"\nkernel gate passed: {len(specs)} shipped configurations compile for sm_80 and sm_90 without "
               "spills, and every attention configuration uses tensor cores on sm_90", file=sys.stderr)
     return 0
+
+
+def _roofline(args: argparse.Namespace) -> int:
+    from fusebench import roofline
+
+    bounds = roofline.table(modes=args.modes, dtype=args.dtype, devices=args.devices or roofline.DEVICES,
+                            case_names=args.cases)
+    if args.json:
+        print(json.dumps([vars(b) | {"ms": b.ms, "bound_by": b.bound_by} for b in bounds], indent=2))
+    else:
+        print(roofline.format_table(bounds))
+    return 0
+
+
+def _gpu_check(args: argparse.Namespace) -> int:
+    from fusebench import gpu_check
+
+    verdicts = gpu_check.run(args.out)
+    print(gpu_check.format_summary(verdicts))
+    print(f"\nlog, summary and results under {args.out}")
+    return gpu_check.exit_status(verdicts)
 
 
 def _store(args: argparse.Namespace):
@@ -126,6 +157,12 @@ def _dashboard(args: argparse.Namespace) -> int:
     return dashboard.preview(port=args.port)
 
 
+def _roofline_devices() -> tuple[str, ...]:
+    from fusebench.roofline import DEVICES
+
+    return DEVICES
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fusebench.cases import CPU_MODES, MODES, names
 
@@ -136,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(handler=_list)
 
+    roof = commands.add_parser("roofline", help="analytic lower-bound time of every case on each GPU of the table")
+    roof.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="bfloat16")
+    roof.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    roof.add_argument("--cases", nargs="+", choices=names(), metavar="CASE", help="cases (default: all)")
+    roof.add_argument("--devices", nargs="+", default=None, metavar="GPU",
+                      help="table devices (default: all): " + ", ".join(_roofline_devices()))
+    roof.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    roof.set_defaults(handler=_roofline)
+
+    def results_option(command):
+        command.add_argument("--results", default=None, metavar="DIR",
+                             help="the results directory (default: $FUSEBENCH_RESULTS or the repository's results/)")
+
     inspect = commands.add_parser("inspect", help="compile every shipped kernel config for NVIDIA GPUs (no GPU needed)")
     inspect.add_argument("--targets", nargs="+", type=int, default=[80, 90, 100, 120],
                          help="compute capabilities (80 = sm_80, 90 = sm_90 ...)")
@@ -143,11 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     inspect.add_argument("--check", action="store_true",
                          help="exit 1 if a config fails to compile, spills, or attention lacks tensor cores on sm_90")
+    inspect.add_argument("--no-store", action="store_true", help="print only; do not append rows to the store")
+    results_option(inspect)
     inspect.set_defaults(handler=_inspect)
-
-    def results_option(command):
-        command.add_argument("--results", default=None, metavar="DIR",
-                             help="the results directory (default: $FUSEBENCH_RESULTS or the repository's results/)")
 
     run = commands.add_parser("run", help="benchmark every provider on the cases: agreement, time, memory; store rows")
     run.add_argument("--suite", choices=("attention", "graph", "all"), default="all")
@@ -181,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="output directory (default: <results>/report)")
     results_option(rep)
     rep.set_defaults(handler=_report)
+
+    check = commands.add_parser("gpu-check", help="one-call GPU validation (under 8 min); a dry run without CUDA")
+    check.add_argument("out", metavar="OUT", help="output folder: log, summary, results, JUnit XML, asv results")
+    check.set_defaults(handler=_gpu_check)
 
     dash = commands.add_parser("dashboard", help="asv publish + asv preview over results/asv")
     dash.add_argument("--record", action="store_true",

@@ -229,3 +229,40 @@ def as_dicts(reports: list[KernelReport]) -> list[dict]:
 
 def gate(reports: list[KernelReport]) -> list[str]:
     return [failure for r in reports for failure in r.gate_failures()]
+
+
+# (metric, unit, value of a compiled report) of the rows `fusebench inspect` stores, one per report and metric.
+STORED_METRICS = (
+    ("registers", "registers/thread", lambda r: r.registers),
+    ("spill_bytes", "bytes", lambda r: r.spill_store_bytes + r.spill_load_bytes),
+    ("shared_kb", "KB", lambda r: r.shared_bytes / 1024),
+    ("occupancy", "%", lambda r: 100 * r.occupancy),
+    ("hmma", "instructions", lambda r: r.hmma),
+    ("hgmma", "instructions", lambda r: r.hgmma),
+    ("load128_share", "%", lambda r: 100 * r.global_loads_128 / r.global_loads if r.global_loads else 0.0),
+    ("compile_s", "s", lambda r: r.compile_s),
+)
+
+
+def store_rows(reports: list[KernelReport], ident, run_id: str, timestamp: str) -> list[dict]:
+    """Rows for the results store: one per (kernel, config, target, metric).
+
+    Suite ``inspect``; ``case`` is the kernel, ``shape`` the configuration, ``mode`` the target
+    (``sm_90``), ``provider`` ``triton``, ``size`` ``static`` (compiled, never run). A configuration
+    that failed to compile gets one ``compiled`` row of 0 with the error in ``note``; one that
+    compiled gets a ``compiled`` row of 1 and the metrics of :data:`STORED_METRICS`. The identity
+    columns describe the machine that compiled, which need not have a GPU.
+    """
+    from fusebench.runner import _identity_columns
+
+    identity_columns = _identity_columns(ident)
+    rows = []
+    for r in reports:
+        base = {"run_id": run_id, "timestamp": timestamp, "suite": "inspect", "case": r.kernel, "size": "static",
+                "shape": r.config, "x": int(r.target.removeprefix("sm_").rstrip("a")), "provider": "triton",
+                "mode": r.target, "dtype": "", "samples": 1, **identity_columns}
+        value = lambda v: {"p20": float(v), "p50": float(v), "p80": float(v)}
+        rows.append({**base, "metric": "compiled", "unit": "bool", **value(r.compiled), "note": r.error})
+        if r.compiled:
+            rows += [{**base, "metric": metric, "unit": unit, **value(get(r))} for metric, unit, get in STORED_METRICS]
+    return rows

@@ -5,7 +5,8 @@
 * ``graph-gbps-<device>-<dtype>-<mode>.png``: GB/s against average degree, one line per provider,
   one panel per graph family that has several degrees (the ``er-degree`` sweep);
 * ``index.html``: the devices and commits measured, the latest result of every (case, provider, mode)
-  with its agreement ratio, and the plots.
+  with its agreement ratio and, on a GPU of the spec-sheet table, its time over the analytic lower
+  bound (:mod:`fusebench.roofline`), and the plots.
 
 Points are medians (p50) with p20-p80 bars, from each (device, case, provider, mode, dtype)'s most
 recent run. matplotlib draws with the Agg backend (no display needed).
@@ -79,9 +80,31 @@ def _summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     for metric, label in (("tflops", "TFLOP/s"), ("gbps", "GB/s"), ("peak_share", "% peak"), ("memory", "MB")):
         table = table.join(value(metric).rename(label))
     table["MB"] = table["MB"] / 2**20
+    table["x bound"] = [over_bound(key, ms) for key, ms in zip(table.index, table["p50 ms"], strict=True)]
     interpreted = table["p50 ms"].isna() & table["note"].str.startswith("interpreted", na=False)
     table["p50 ms"] = table["p50 ms"].astype(object).where(~interpreted, "interpreted")
     return table.reset_index().sort_values(["device", "suite", "case", "mode", "provider"])
+
+
+def over_bound(key: tuple, measured_ms) -> float:
+    """Measured p50 time over the roofline bound (>= 1; 1 is the hardware's limit), NaN where none applies.
+
+    A bound exists for the real (GPU) size of a catalog case on a device of the spec-sheet table
+    (:data:`fusebench.metrics.PEAKS`), matched by its name; CPU rows and unknown GPUs get none.
+    """
+    from fusebench import cases as catalog
+    from fusebench import roofline
+    from fusebench.metrics import spec_peak
+
+    device, _, case, size, _, mode, dtype = key
+    peak = spec_peak(str(device))
+    if peak is None or size != "gpu" or case not in catalog.CATALOG or not isinstance(measured_ms, float):
+        return float("nan")
+    try:
+        limit = roofline.bound(catalog.get(case), mode, str(dtype), peak)
+    except ValueError:  # a dtype or mode the model does not know
+        return float("nan")
+    return measured_ms / limit.ms
 
 
 def write_report(frame: pd.DataFrame, out_dir) -> list[Path]:
@@ -123,7 +146,10 @@ def _html(frame: pd.DataFrame, rows: pd.DataFrame, images: list[str]) -> str:
         "<h2>Latest result of each case, provider and mode</h2>",
         "<p>agreement: the error against the float64 gold over the allowed error (&le; 1 agrees); every time has "
         "one. A Triton kernel run under TRITON_INTERPRET=1 shows <em>interpreted</em>: an interpreter time is not "
-        "a kernel time and is not reported. Memory: " + html.escape("; ".join(notes) or "n/a") + ".</p>",
+        "a kernel time and is not reported. x bound: the p50 time over the analytic lower bound "
+        "max(FLOPs / peak, bytes / bandwidth) of the device's spec sheet (`fusebench roofline`; 1 is the hardware's "
+        "limit), shown for real-size cases on GPUs of the table. "
+        "Memory: " + html.escape("; ".join(notes) or "n/a") + ".</p>",
         summary.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""),
         "</body></html>",
     ]

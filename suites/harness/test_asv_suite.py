@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+import json
 import pkgutil
 from pathlib import Path
 
@@ -51,3 +52,29 @@ def test_setup_raises_not_implemented_where_a_provider_cannot_run():
         bench.setup("bert-base-128", "flash-attn", "forward")
     bench.setup("bert-base-128", "sdpa-math", "forward")
     assert bench.track_time("bert-base-128", "sdpa-math", "forward") > 0
+
+
+def test_kernel_resources_read_the_compiled_row_and_skip_what_did_not_compile(tmp_path, monkeypatch):
+    from suites.asv import _inspect
+    from suites.asv.bench_inspect import KernelResources
+
+    monkeypatch.setenv("FUSEBENCH_INSPECT_CACHE", str(tmp_path))
+    good, bad = "attention.forward [fp16 D64 M128 N64 w4 s3]", "attention.forward [fp16 D256 M128 N128 w8 s3]"
+    row = dict(kernel="attention.forward", config=good[19:-1], compiled=True, error="", registers=168,
+               spill_store_bytes=8, spill_load_bytes=4, shared_bytes=72 * 1024, hmma=0, hgmma=32, occupancy=0.125)
+    failed = dict(row, config=bad[19:-1], compiled=False, error="OutOfResources: shared memory")
+    # what the first benchmark of (attention, sm_90) would have compiled and cached
+    (tmp_path / f"attention-sm_90-{_inspect._sources_key()}.json").write_text(json.dumps({good: row, bad: failed}))
+    modules = {good: "attention", bad: "attention"}
+    monkeypatch.setattr("suites.asv.bench_inspect._MODULES", modules)
+    bench = KernelResources()
+    bench.setup(good, "sm_90")
+    assert bench.track_registers(good, "sm_90") == 168
+    assert bench.track_spill_bytes(good, "sm_90") == 12
+    assert bench.track_shared_memory(good, "sm_90") == 72
+    assert bench.track_tensor_core_instructions(good, "sm_90") == 32
+    assert bench.track_occupancy(good, "sm_90") == 12.5
+    with pytest.raises(NotImplementedError, match="does not compile for sm_90: OutOfResources"):
+        bench.setup(bad, "sm_90")
+    with pytest.raises(NotImplementedError, match="no shipped kernel configuration"):
+        bench.setup(_inspect.NO_SPECS, "sm_80")

@@ -90,3 +90,38 @@ def test_interpreted_kernels_are_refused_with_advice(capability):
         pytest.skip("this session compiles kernels for real; the refusal only applies under the interpreter")
     with pytest.raises(RuntimeError, match="fresh process"):
         inspect_spec(toy_kernels.matmul_spec(), capability)
+
+
+def test_reports_become_store_rows_one_per_kernel_config_target_and_metric(tmp_path):
+    from fusebench.device import identity
+    from fusebench.inspect import STORED_METRICS, store_rows
+    from fusebench.store import ResultsStore
+
+    compiled = KernelReport("attention.forward", "fp16 D64 M128", "sm_90", True, compile_s=1.5, registers=168,
+                            spill_store_bytes=8, spill_load_bytes=4, shared_bytes=48 * 1024, num_warps=8,
+                            occupancy=0.25, hgmma=24, global_loads=8, global_loads_128=6)
+    failed = KernelReport("attention.forward", "fp16 D64 M128", "sm_80", False, error="CompilationError: boom")
+    rows = store_rows([compiled, failed], identity("cpu"), "run-1", "2026-01-01T00:00:00Z")
+    assert len(rows) == 1 + len(STORED_METRICS) + 1
+    ResultsStore(tmp_path).append(rows)
+    frame = ResultsStore(tmp_path).read(strict=True).frame
+    got = {(r.mode, r.metric): (r.p50, r.unit) for r in frame.itertuples()}
+    assert got[("sm_90", "registers")] == (168, "registers/thread")
+    assert got[("sm_90", "spill_bytes")] == (12, "bytes")
+    assert got[("sm_90", "shared_kb")] == (48, "KB")
+    assert got[("sm_90", "occupancy")] == (25, "%")
+    assert got[("sm_90", "hgmma")] == (24, "instructions")
+    assert got[("sm_90", "load128_share")] == (75, "%")
+    assert got[("sm_90", "compiled")] == (1, "bool")
+    assert got[("sm_80", "compiled")] == (0, "bool")
+    assert not any(mode == "sm_80" and metric != "compiled" for mode, metric in got)
+    assert frame.loc[frame["mode"] == "sm_80", "note"].item() == "CompilationError: boom"
+    assert set(frame["suite"]) == {"inspect"} and set(frame["case"]) == {"attention.forward"}
+
+
+def test_the_cli_stores_rows_unless_told_not_to(tmp_path):
+    from fusebench.cli import build_parser
+
+    args = build_parser().parse_args(["inspect", "--no-store", "--results", str(tmp_path)])
+    assert args.no_store and args.results == str(tmp_path)
+    assert not build_parser().parse_args(["inspect"]).no_store

@@ -1,6 +1,7 @@
 """report: plots and the HTML page are written from stored rows."""
 
 import pandas as pd
+import pytest
 
 from fusebench import report
 from fusebench.store import COLUMNS
@@ -38,3 +39,20 @@ def test_latest_keeps_only_the_newest_run_of_each_key():
     older = frame.assign(timestamp="2025-01-01T00:00:00Z", run_id="r0", p50=99.0)
     kept = report.latest(pd.concat([older, frame]))
     assert (kept["run_id"] == "r1").all() and len(kept) == len(frame)
+
+
+def test_the_report_shows_measured_time_over_the_roofline_bound_on_a_table_gpu(tmp_path):
+    # bert-base-512 forward in bf16 on an H200: 6.44 GFLOP at 989.4 TFLOP/s = 6.51 us binds (25.4 MB at
+    # 4.8 TB/s is 5.28 us), so 13.02 us measured is 2.0x the bound.
+    measured_ms = 2 * (4 * 8 * 12 * 512 * 512 * 64) / 989.4e12 * 1e3
+    row = dict.fromkeys(COLUMNS)
+    row.update(run_id="r2", timestamp="2026-01-02T00:00:00Z", suite="attention", case="bert-base-512", size="gpu",
+               shape="B8", x=512, provider="sdpa-flash", mode="forward", dtype="bfloat16", metric="time", unit="ms",
+               p20=measured_ms, p50=measured_ms, p80=measured_ms, agreement=0.1, agrees=True, device="NVIDIA H200",
+               device_kind="cuda", commit="abc", note="")
+    table = report._summary_table(pd.DataFrame([row], columns=list(COLUMNS)))
+    assert table["x bound"].item() == pytest.approx(2.0)
+    cpu = report._summary_table(_rows())
+    assert cpu["x bound"].isna().all()  # CPU rows have no bound
+    page = report.write_report(pd.concat([_rows(), pd.DataFrame([row], columns=list(COLUMNS))]), tmp_path)[-1]
+    assert "x bound" in page.read_text()

@@ -1,0 +1,80 @@
+"""roofline: FLOPs, fewest bytes and lower-bound times, checked against numbers worked out by hand."""
+
+import math
+
+import pytest
+
+from fusebench import roofline
+from fusebench.cases import CATALOG, AttentionCase, GraphCase, get
+from fusebench.metrics import DevicePeak
+
+# 1 TFLOP/s in every dtype and 1 GB/s: times in ms are FLOPs / 1e9 and bytes / 1e6.
+UNIT = DevicePeak("unit", {"bfloat16": 1.0, "float16": 1.0, "float32": 1.0}, 1.0, "spec sheet: unit")
+# B 2, Hq 4 over Hkv 2 (GQA), N 10, D 8.
+SMALL = AttentionCase("small", "t", batch=2, heads=4, kv_heads=2, seq_q=10, seq_k=10, head_dim=8)
+
+
+def test_attention_bytes_count_each_tensor_once():
+    q_like = 2 * 10 * 4 * 8 * 2  # Q, O, dO, dQ in float16: 1280 B
+    kv_like = 2 * 10 * 2 * 8 * 2  # K, V, dK, dV over the 2 key/value heads: 640 B
+    lse = 2 * 10 * 4 * 4  # float32 log-sum-exp per query row and head: 320 B
+    assert roofline.attention_bytes(SMALL, "forward", "float16") == 2 * q_like + 2 * kv_like + lse == 4160
+    assert roofline.attention_bytes(SMALL, "backward", "float16") == 3 * q_like + 4 * kv_like + lse == 6720
+    assert roofline.attention_bytes(SMALL, "forward+backward", "float16") == 4160 + 6720
+    assert roofline.attention_bytes(SMALL, "forward", "float32") == 2 * 4160 - lse
+
+
+def test_a_small_attention_case_is_memory_bound():
+    limit = roofline.bound(SMALL, "forward", "float16", UNIT)
+    assert limit.flops == 4 * 4 * (2 * 10 * 10) * 8  # 4 Hq D per (query, key) pair: 25,600
+    assert limit.compute_ms == pytest.approx(25_600 / 1e9)
+    assert limit.memory_ms == pytest.approx(4160 / 1e6)
+    assert limit.ms == limit.memory_ms and limit.bound_by == "memory"
+
+
+def test_bert_base_512_on_h100_and_h200():
+    case = get("bert-base-512")  # B 8, H 12, N 512, D 64
+    flops = 4 * 8 * 12 * 512 * 512 * 64  # 6.44 GFLOP
+    moved = 4 * (8 * 512 * 12 * 64 * 2) + 8 * 512 * 12 * 4  # Q, K, V, O in bf16 + LSE: 25.4 MB
+    h100 = roofline.bound(case, "forward", "bfloat16", roofline.peak_named("H100 SXM5"))
+    assert (h100.flops, h100.bytes) == (flops, moved)
+    assert h100.ms == pytest.approx(moved / 3350e9 * 1e3)  # 7.57 us: the bandwidth binds on H100 ...
+    assert h100.bound_by == "memory"
+    h200 = roofline.bound(case, "forward", "bfloat16", roofline.peak_named("H200 SXM"))
+    assert h200.ms == pytest.approx(flops / 989.4e12 * 1e3)  # ... and the tensor cores on H200 (6.51 us)
+    assert h200.bound_by == "compute"
+
+
+def test_causal_halves_the_flops_not_the_bytes():
+    causal = AttentionCase("c", "t", batch=2, heads=4, kv_heads=2, seq_q=10, seq_k=10, head_dim=8, causal=True)
+    assert roofline.work(causal, "forward", "float16") == (25_600 / 2, 4160)
+
+
+def test_graph_cases_use_the_catalog_byte_model_and_the_float32_rate():
+    case = GraphCase("g", "t", "gcn", "erdos_renyi", num_nodes=10, avg_degree=3.0, features=4)  # 30 edges
+    # 30 gathered rows of 4 bf16 + 30 int64 column indices + 11 row pointers + 10 output rows + 30 weights
+    moved = 30 * 4 * 2 + 30 * 8 + 11 * 8 + 10 * 4 * 2 + 30 * 2
+    assert roofline.work(case, "forward", "bfloat16") == (2 * 30 * 4, moved)
+    assert roofline.work(case, "forward+backward", "bfloat16") == (4 * 30 * 4, 2 * moved)
+    no_fp32 = DevicePeak("x", {"bfloat16": 1.0}, 1.0, "spec sheet: x")
+    with pytest.raises(ValueError, match="has no float32 peak"):
+        roofline.bound(case, "forward", "bfloat16", no_fp32)
+    mean = GraphCase("m", "t", "mean", "erdos_renyi", num_nodes=10, avg_degree=3.0, features=4)
+    assert roofline.graph_flops(mean, "forward") == 30 * 4 + 10 * 4
+
+
+def test_the_table_covers_every_case_mode_and_device():
+    bounds = roofline.table()
+    assert len(bounds) == len(CATALOG) * 3 * len(roofline.DEVICES)
+    assert all(b.ms > 0 and math.isfinite(b.ms) for b in bounds)
+    text = roofline.format_table(roofline.table(modes=("forward",), devices=("H100 SXM5", "H200 SXM")))
+    assert "H100 SXM5 us" in text and "H200 SXM us" in text and "gpt-gqa-8k" in text
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        roofline.attention_bytes(SMALL, "sideways", "float16")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        roofline.attention_bytes(SMALL, "forward", "int8")
+    with pytest.raises(ValueError, match="unknown device 'B200'"):
+        roofline.peak_named("B200")
