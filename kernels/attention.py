@@ -1,0 +1,835 @@
+"""Fused attention in Triton, FlashAttention-2 shaped: forward and backward without an (N x N) buffer.
+
+Algorithm (Dao 2023, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning";
+Dao et al. 2022 for the original tiling):
+
+* Forward: each program owns one block of ``BLOCK_M`` queries of one (batch, head) and walks the keys in
+  blocks of ``BLOCK_N``. It keeps a running row maximum ``m``, a running sum ``l`` and an unnormalized
+  output accumulator (the online softmax), rescaling both by ``exp(m_old - m_new)`` when the maximum
+  grows, and divides by ``l`` once at the end. Scores live in base-2 units (``scale * log2(e)`` folded
+  into one multiply) so the exponentials are ``exp2``. One pass over K and V; the only per-row state
+  written out is the natural log-sum-exp ``lse = m + log(l)``.
+* Backward: nothing from the forward but ``lse`` is kept; probabilities are recomputed as
+  ``p = exp(s - lse)``. A small pre-pass computes ``delta = rowsum(dO * O)``; one kernel owns a key
+  block and accumulates dK and dV over every query block (and, for grouped-query attention, over every
+  query head sharing that key/value head); a second kernel owns a query block and accumulates dQ over
+  the key blocks. Memory is O(N) in sequence length for every pass.
+
+Supported (the conventions of ``reference/attention.py``, which is the spec these kernels are checked
+against):
+
+* layout ``(B, H, N, D)`` or ``(B, N, H, D)`` with arbitrary strides (the kernels take every stride; no
+  hidden ``.contiguous()``), and packed variable-length batches ``(total, H, D)`` with ``cu_seqlens``;
+* float16, bfloat16 and float32 inputs, float32 accumulation; any head dimension from 1 to 256 (the D
+  tile is padded to a power of two >= 16 and masked; 16, 32, 64, 80, 96, 128 and 256 are tested), value
+  head dimension may differ from the query/key one; any sequence lengths, cross-attention ``Nq != Nk``;
+* grouped-query and multi-query attention: query head ``h`` reads key/value head ``h // (Hq // Hkv)``;
+* ``is_causal`` aligned to the bottom right (key ``j`` allowed for query ``i`` when ``j <= i + Nk - Nq``),
+  a boolean ``attn_mask`` (True = attend) or an additive float one, broadcastable to ``(B, Hq, Nq, Nk)``
+  and read tile by tile through its strides (stride 0 on broadcast dimensions: never expanded in
+  memory), a boolean ``key_padding_mask`` ``(B, Nk)`` (True = padding), and any combination of them;
+* a query row with no key left yields zeros and ``lse = -inf`` in the forward and zero gradients.
+
+Not supported: float64 (use the reference), dropout, gradients with respect to ``attn_mask`` (an error
+says so when the mask requires grad) or through the returned log-sum-exp (marked non-differentiable),
+head dimensions above 256, masks on varlen batches (only ``causal``).
+
+Differences from the reference:
+
+* The reference materializes the ``(Nq, Nk)`` scores and softmaxes them in the input dtype; here the
+  scores never leave registers and the softmax is accumulated in float32, so low-precision outputs are
+  usually *closer* to the float64 gold than the reference's own.
+* The probabilities are rounded to the input dtype before the ``P @ V`` product (as FlashAttention does).
+* float32 inputs use IEEE float32 products (``input_precision="ieee"``), not TF32, so that float32
+  results meet float32 tolerances; this costs speed on GPUs with TF32 tensor cores.
+* The returned log-sum-exp has the inputs' dtype like the reference's (computed and saved in float32).
+* dQ is computed by its own kernel (a second recompute of ``P``) instead of atomic adds: deterministic,
+  and no float32 scratch buffer, at the cost of one more pass over K and V in the backward.
+
+CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the small
+``_INTERPRETER_CONFIG``):
+
+* What the CPU check covers: the whole program logic of every kernel, executed element by element with
+  numpy: index arithmetic and strides for both layouts and varlen offsets, boundary masks for ragged
+  lengths and padded head dimensions (with guard zones that prove no out-of-bounds read or write), the
+  causal/boolean/additive/padding masks and their broadcast strides, the online softmax and its
+  rescaling, the fully-masked-row handling, the log-sum-exp, the backward recomputation, float32
+  accumulation, and the rounding of loads, stores and ``P`` to float16/bfloat16.
+* The bfloat16 shim: in triton 3.9 the interpreter's ``tl.dot`` on bfloat16 operands multiplies raw
+  bit patterns (upstream triton issue 11584; the outputs are off by ~1e10). When, and only when, the
+  kernels are interpreted, ``_INTERPRETER_BF16_UPCAST`` is True and every ``tl.dot`` upcasts its bfloat16
+  operands to float32 first. Products of two bfloat16 numbers are exact in float32, so this computes the
+  same sums as a bfloat16 tensor-core dot with float32 accumulation, up to summation order. The flag is
+  derived from the very decision triton made when it decorated the kernels (``InterpretedFunction`` or
+  not), and the launchers pass ``UPCAST_BF16=False`` whenever that decision was "compile", so the shim
+  cannot reach compiled GPU code (``compile_specs`` below, used to compile offline, always sets it False).
+* What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself, the code the
+  compiler generates (layouts, software pipelining, ``num_warps``/``num_stages``), the autotuned configs
+  other than the interpreter's, out-of-bounds behaviour of the real hardware, sequence lengths beyond a
+  few hundred (the ``gpu`` test tier runs 1k-16k), and speed. Interpreter timings are not kernel timings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+import reference.attention as _reference_attention
+
+__all__ = ["attention", "varlen_attention", "FWD_CONFIGS", "BWD_CONFIGS", "SUPPORTED_DTYPES"]
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_HEAD_DIM = 256
+_LOG2E = 1.4426950408889634
+
+# --------------------------------------------------------------------------------------------------
+# Autotune configurations (next to the kernels they tune)
+# --------------------------------------------------------------------------------------------------
+
+# GPU configs: (BLOCK_M, BLOCK_N) tiles, warps and pipeline stages of the FlashAttention-2 / Triton
+# tutorial family. Large head dimensions keep the tiles small so that Q, K, V and the accumulator fit in
+# shared memory and registers (see _prune_configs).
+FWD_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+    for bm, bn, w, s in [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (64, 16, 4, 2),
+                         (32, 32, 4, 2), (32, 16, 2, 2)]
+]
+BWD_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+    for bm, bn, w, s in [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2),
+                         (32, 32, 4, 1), (16, 32, 2, 1)]
+]
+# The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
+# never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
+_INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)
+
+
+def _fits(config: triton.Config, block_d: int) -> bool:
+    # Q, K, V tiles and the accumulator of one stage must fit in shared memory and registers: above a
+    # 64-wide head dimension, limit the long side of the tile so that tile * BLOCK_D <= 64 * 128 elements.
+    return block_d <= 64 or max(config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]) * block_d <= 64 * 128
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    args = {**named_args, **kwargs}
+    widest = max(args["BLOCK_D"], args["BLOCK_DV"])
+    return [c for c in configs if _fits(c, widest)] or configs[-1:]
+
+
+# Autotune keys; triton.autotune adds the dtypes of the tensor arguments itself.
+_FWD_KEY = ["N_Q", "N_K", "BLOCK_D", "BLOCK_DV", "IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN"]
+_BWD_KEY = _FWD_KEY
+
+# --------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _dot(a, b, UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``a @ b`` with float32 accumulation; UPCAST_BF16 is the interpreter-only bf16 shim (see the docstring)."""
+    if UPCAST_BF16:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                 IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr):
+    """Apply every mask to a tile of base-2 scores ``s``; ``om``/``on`` broadcast to its shape.
+
+    ``om`` holds query rows and ``on`` key columns, as ``[M, 1]``/``[1, N]`` (forward, dQ) or
+    ``[1, M]``/``[N, 1]`` (the transposed tiles of dK/dV): the code is the same either way.
+    """
+    keep = (om < n_q) & (on < n_k)
+    if IS_CAUSAL:  # bottom-right aligned
+        keep = keep & (on <= om + (n_k - n_q))
+    if HAS_KPM:
+        padding = tl.load(kpm_base + on * stride_kpn, mask=on < n_k, other=1)
+        keep = keep & (padding == 0)
+    if MASK_KIND == 1:  # boolean, True = attend
+        allowed = tl.load(mask_base + om * stride_mm + on * stride_mn, mask=keep, other=0)
+        keep = keep & (allowed != 0)
+    if MASK_KIND == 2:  # additive, natural-log units
+        bias = tl.load(mask_base + om * stride_mm + on * stride_mn, mask=keep, other=0.0)
+        s = s + bias.to(tl.float32) * 1.4426950408889634
+    return tl.where(keep, s, float("-inf"))
+
+
+@triton.jit
+def _attn_fwd_kernel(
+    # pointers
+    Q_ptr, K_ptr, V_ptr, O_ptr, LSE_ptr, MASK_ptr, KPM_ptr, CU_Q_ptr, CU_K_ptr,
+    # strides, (B, H, N, D) order for q, k, v, o; (B, H, N) for lse; (B, H, Nq, Nk) for the mask
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_lb, stride_lh, stride_lm,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_kpb, stride_kpn,
+    # sizes (N_Q, N_K: the lengths, or the maximum lengths of a varlen batch)
+    H, GROUPS, N_Q, N_K, sm_scale,
+    # meta-parameters
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
+    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    kvh = h // GROUPS
+    if IS_VARLEN:  # sequence b of a packed batch: offsets along N, batch strides unused
+        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
+        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
+        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
+        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
+        q_base = Q_ptr + q_start * stride_qm
+        k_base = K_ptr + k_start * stride_kn
+        v_base = V_ptr + k_start * stride_vn
+        o_base = O_ptr + q_start * stride_om
+        l_base = LSE_ptr + q_start * stride_lm
+    else:
+        n_q = N_Q
+        n_k = N_K
+        q_base = Q_ptr + b.to(tl.int64) * stride_qb
+        k_base = K_ptr + b.to(tl.int64) * stride_kb
+        v_base = V_ptr + b.to(tl.int64) * stride_vb
+        o_base = O_ptr + b.to(tl.int64) * stride_ob
+        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
+    q_base += h.to(tl.int64) * stride_qh
+    k_base += kvh.to(tl.int64) * stride_kh
+    v_base += kvh.to(tl.int64) * stride_vh
+    o_base += h.to(tl.int64) * stride_oh
+    l_base += h.to(tl.int64) * stride_lh
+    mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
+    kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
+
+    if pid_m * BLOCK_M < n_q:
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        row_ok = offs_m < n_q
+        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                    mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
+
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max, base-2 units
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
+        acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+        qk_scale = sm_scale * 1.4426950408889634
+        hi = n_k
+        if IS_CAUSAL:  # keys past the last query's diagonal are never attended by this block
+            hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
+        for start_n in range(0, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            col_ok = offs_n < n_k
+            k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                          mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
+            s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                             kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # A row that has seen only masked keys keeps m = -inf; subtracting 0 instead keeps exp2 at 0
+            # rather than exp2(-inf + inf) = NaN.
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.math.exp2(s - m_safe[:, None])
+            alpha = tl.math.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
+                        mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_N, BLOCK_DV)
+            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)
+            m_i = m_new
+
+        empty = l_i == 0.0  # fully masked rows: zeros and lse = -inf
+        l_safe = tl.where(empty, 1.0, l_i)
+        out = acc / l_safe[:, None]
+        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) / 1.4426950408889634)
+        tl.store(o_base + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od, out.to(O_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+        tl.store(l_base + offs_m * stride_lm, lse, mask=row_ok)
+
+
+@triton.jit
+def _attn_bwd_delta_kernel(
+    O_ptr, DO_ptr, DELTA_ptr, CU_Q_ptr,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_lb, stride_lh, stride_lm,
+    H, N_Q,
+    HEAD_DIM_V: tl.constexpr, BLOCK_DV: tl.constexpr, IS_VARLEN: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    """delta = rowsum(dO * O), the softmax-backward correction, per query row (float32)."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    if IS_VARLEN:
+        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
+        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
+        o_base = O_ptr + q_start * stride_om
+        do_base = DO_ptr + q_start * stride_dom
+        l_base = DELTA_ptr + q_start * stride_lm
+    else:
+        n_q = N_Q
+        o_base = O_ptr + b.to(tl.int64) * stride_ob
+        do_base = DO_ptr + b.to(tl.int64) * stride_dob
+        l_base = DELTA_ptr + b.to(tl.int64) * stride_lb
+    o_base += h.to(tl.int64) * stride_oh
+    do_base += h.to(tl.int64) * stride_doh
+    l_base += h.to(tl.int64) * stride_lh
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    ok = (offs_m[:, None] < n_q) & (offs_dv[None, :] < HEAD_DIM_V)
+    o = tl.load(o_base + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od, mask=ok, other=0.0)
+    do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod, mask=ok, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(l_base + offs_m * stride_lm, delta, mask=offs_m < n_q)
+
+
+@triton.jit
+def _attn_bwd_dkdv_kernel(
+    # pointers
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, DELTA_ptr, DK_ptr, DV_ptr, MASK_ptr, KPM_ptr, CU_Q_ptr, CU_K_ptr,
+    # strides
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_lb, stride_lh, stride_lm,  # lse and delta share one layout
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_kpb, stride_kpn,
+    # sizes
+    H_KV, GROUPS, N_Q, N_K, sm_scale,
+    # meta-parameters
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
+    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dK and dV of one key block of one key/value head, summed over the GROUPS query heads that read it."""
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H_KV
+    kvh = pid_bh % H_KV
+    if IS_VARLEN:
+        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
+        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
+        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
+        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
+        q_base = Q_ptr + q_start * stride_qm
+        do_base = DO_ptr + q_start * stride_dom
+        l_base = LSE_ptr + q_start * stride_lm
+        d_base = DELTA_ptr + q_start * stride_lm
+        k_base = K_ptr + k_start * stride_kn
+        v_base = V_ptr + k_start * stride_vn
+        dk_base = DK_ptr + k_start * stride_dkn
+        dv_base = DV_ptr + k_start * stride_dvn
+    else:
+        n_q = N_Q
+        n_k = N_K
+        q_base = Q_ptr + b.to(tl.int64) * stride_qb
+        do_base = DO_ptr + b.to(tl.int64) * stride_dob
+        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
+        d_base = DELTA_ptr + b.to(tl.int64) * stride_lb
+        k_base = K_ptr + b.to(tl.int64) * stride_kb
+        v_base = V_ptr + b.to(tl.int64) * stride_vb
+        dk_base = DK_ptr + b.to(tl.int64) * stride_dkb
+        dv_base = DV_ptr + b.to(tl.int64) * stride_dvb
+    k_base += kvh.to(tl.int64) * stride_kh
+    v_base += kvh.to(tl.int64) * stride_vh
+    dk_base += kvh.to(tl.int64) * stride_dkh
+    dv_base += kvh.to(tl.int64) * stride_dvh
+    kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
+
+    if pid_n * BLOCK_N < n_k:
+        start_n = pid_n * BLOCK_N
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK_D)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        col_ok = offs_n < n_k
+        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                    mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_N, BLOCK_D)
+        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
+                    mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_N, BLOCK_DV)
+        dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+        qk_scale = sm_scale * 1.4426950408889634
+        lo = 0
+        if IS_CAUSAL:  # queries before this block's first key (shifted by Nk - Nq) never see it
+            lo = tl.maximum(start_n - (n_k - n_q), 0) // BLOCK_M * BLOCK_M
+        for g in range(0, GROUPS):
+            h = kvh * GROUPS + g
+            q_head = q_base + h.to(tl.int64) * stride_qh
+            do_head = do_base + h.to(tl.int64) * stride_doh
+            l_head = l_base + h.to(tl.int64) * stride_lh
+            d_head = d_base + h.to(tl.int64) * stride_lh
+            mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
+            for start_m in range(lo, n_q, BLOCK_M):
+                offs_m = start_m + tl.arange(0, BLOCK_M)
+                row_ok = offs_m < n_q
+                q_t = tl.load(q_head + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qd,
+                              mask=row_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_M)
+                s_t = _dot(k, q_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+                s_t = _mask_scores(s_t, offs_m[None, :], offs_n[:, None], n_q, n_k, mask_base, stride_mm,
+                                   stride_mn, kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
+                lse = tl.load(l_head + offs_m * stride_lm, mask=row_ok, other=0.0) * 1.4426950408889634
+                lse = tl.where(lse == float("-inf"), 0.0, lse)  # fully masked rows: s = -inf gives p = 0
+                p_t = tl.math.exp2(s_t - lse[None, :])  # (BLOCK_N, BLOCK_M)
+                do = tl.load(do_head + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
+                             mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
+                dv += _dot(p_t.to(do.dtype), do, UPCAST_BF16, DOT_PRECISION)
+                dp_t = _dot(v, tl.trans(do), UPCAST_BF16, DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+                delta = tl.load(d_head + offs_m * stride_lm, mask=row_ok, other=0.0)
+                ds_t = p_t * (dp_t - delta[None, :])
+                dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), UPCAST_BF16, DOT_PRECISION)
+        dk = dk * sm_scale
+        tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
+                 mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+        tl.store(dv_base + offs_n[:, None] * stride_dvn + offs_dv[None, :] * stride_dvd,
+                 dv.to(DV_ptr.dtype.element_ty), mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+
+
+@triton.jit
+def _attn_bwd_dq_kernel(
+    # pointers
+    Q_ptr, K_ptr, V_ptr, DO_ptr, LSE_ptr, DELTA_ptr, DQ_ptr, MASK_ptr, KPM_ptr, CU_Q_ptr, CU_K_ptr,
+    # strides
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    stride_lb, stride_lh, stride_lm,
+    stride_mb, stride_mh, stride_mm, stride_mn,
+    stride_kpb, stride_kpn,
+    # sizes
+    H, GROUPS, N_Q, N_K, sm_scale,
+    # meta-parameters
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
+    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """dQ of one query block of one query head, accumulated over its key blocks."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    kvh = h // GROUPS
+    if IS_VARLEN:
+        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
+        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
+        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
+        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
+        q_base = Q_ptr + q_start * stride_qm
+        do_base = DO_ptr + q_start * stride_dom
+        dq_base = DQ_ptr + q_start * stride_dqm
+        l_base = LSE_ptr + q_start * stride_lm
+        d_base = DELTA_ptr + q_start * stride_lm
+        k_base = K_ptr + k_start * stride_kn
+        v_base = V_ptr + k_start * stride_vn
+    else:
+        n_q = N_Q
+        n_k = N_K
+        q_base = Q_ptr + b.to(tl.int64) * stride_qb
+        do_base = DO_ptr + b.to(tl.int64) * stride_dob
+        dq_base = DQ_ptr + b.to(tl.int64) * stride_dqb
+        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
+        d_base = DELTA_ptr + b.to(tl.int64) * stride_lb
+        k_base = K_ptr + b.to(tl.int64) * stride_kb
+        v_base = V_ptr + b.to(tl.int64) * stride_vb
+    q_base += h.to(tl.int64) * stride_qh
+    do_base += h.to(tl.int64) * stride_doh
+    dq_base += h.to(tl.int64) * stride_dqh
+    l_base += h.to(tl.int64) * stride_lh
+    d_base += h.to(tl.int64) * stride_lh
+    k_base += kvh.to(tl.int64) * stride_kh
+    v_base += kvh.to(tl.int64) * stride_vh
+    mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
+    kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
+
+    if pid_m * BLOCK_M < n_q:
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        row_ok = offs_m < n_q
+        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                    mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
+        do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
+                     mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
+        lse = tl.load(l_base + offs_m * stride_lm, mask=row_ok, other=0.0) * 1.4426950408889634
+        lse = tl.where(lse == float("-inf"), 0.0, lse)
+        delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
+        dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        qk_scale = sm_scale * 1.4426950408889634
+        hi = n_k
+        if IS_CAUSAL:
+            hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
+        for start_n in range(0, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            col_ok = offs_n < n_k
+            k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                          mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
+            s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                             kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
+            p = tl.math.exp2(s - lse[:, None])
+            v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
+                          mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
+            dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+            ds = p * (dp - delta[:, None])
+            dq += _dot(ds.to(k_t.dtype), tl.trans(k_t), UPCAST_BF16, DOT_PRECISION)
+        dq = dq * sm_scale
+        tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+
+
+# The interpreter decision, taken by triton when it decorated the kernels above (TRITON_INTERPRET at import).
+_INTERPRETING = isinstance(_attn_fwd_kernel, InterpretedFunction)
+# The bf16 shim of the docstring: True only when the kernels are interpreted, never for compiled code.
+_INTERPRETER_BF16_UPCAST = _INTERPRETING
+
+
+def _autotuned(kernel, configs, key):
+    # Under the interpreter a single small config: triton.autotune never times a lone config.
+    chosen = [_INTERPRETER_CONFIG] if _INTERPRETING else configs
+    prune = None if _INTERPRETING else {"early_config_prune": _prune_configs}
+    return triton.autotune(configs=chosen, key=key, prune_configs_by=prune)(kernel)
+
+
+_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _FWD_KEY)
+_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, BWD_CONFIGS, _BWD_KEY)
+_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, BWD_CONFIGS, _BWD_KEY)
+_DELTA_BLOCK_M = 16 if _INTERPRETING else 64
+
+
+# --------------------------------------------------------------------------------------------------
+# Launchers: check inputs, allocate, launch
+# --------------------------------------------------------------------------------------------------
+
+
+def _block(dim: int) -> int:
+    """The padded tile width of a head dimension: a power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, triton.next_power_of_2(dim))
+
+
+def _check_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16 or float32 (the kernel accumulates in float32), "
+                        f"got {t.dtype}")
+    if not _INTERPRETING and t.device.type != "cuda":
+        raise ValueError(f"{name} must be a CUDA tensor (the Triton kernel compiles for GPUs), got device "
+                         f"{t.device}; set TRITON_INTERPRET=1 before importing kernels.attention to emulate it "
+                         "on the CPU")
+
+
+def _check_qkv(q, k, v, *, rank: int, shape_text: str, head_axis: int) -> None:
+    """dtype, device, rank, heads and head dimensions of q, k, v (rank 4 dense, rank 3 packed varlen)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(name, t)
+        if t.dim() != rank:
+            raise ValueError(f"{name} must have shape {shape_text}, got rank {t.dim()} shape {tuple(t.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(f"k and v must agree in every dimension but the last, got k {tuple(k.shape)} and "
+                         f"v {tuple(v.shape)}")
+    if rank == 4 and k.shape[0] != q.shape[0]:
+        raise ValueError(f"k must have the batch size of q ({q.shape[0]}), got {k.shape[0]}")
+    hq, hkv = q.shape[head_axis], k.shape[head_axis]
+    if hkv == 0 or hq % hkv != 0:
+        raise ValueError(f"the heads of q ({hq}) must be a multiple of the heads of k and v ({hkv})")
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"k must have the head dimension of q ({q.shape[-1]}), got {k.shape[-1]}")
+    for name, t in (("q", q), ("v", v)):
+        if not 1 <= t.shape[-1] <= MAX_HEAD_DIM:
+            raise ValueError(f"the head dimension of {name} must be between 1 and {MAX_HEAD_DIM}, got {t.shape[-1]}")
+
+
+def _check_masks(q4, k4, attn_mask, key_padding_mask) -> None:
+    """Masks against the (B, Hq, Nq, D) / (B, Hkv, Nk, D) views."""
+    b, hq, nq, _ = q4.shape
+    nk = k4.shape[2]
+    if attn_mask is not None:
+        if not isinstance(attn_mask, torch.Tensor):
+            raise TypeError(f"attn_mask must be a tensor, got {type(attn_mask).__name__}")
+        if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
+            raise TypeError(f"attn_mask must be bool (True = attend) or float (additive), got {attn_mask.dtype}")
+        try:
+            fits = attn_mask.dim() <= 4 and torch.broadcast_shapes(attn_mask.shape, (b, hq, nq, nk)) == (b, hq, nq, nk)
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"attn_mask must broadcast to (B, Hq, Nq, Nk) = {(b, hq, nq, nk)}, "
+                             f"got {tuple(attn_mask.shape)}")
+        if attn_mask.device != q4.device:
+            raise ValueError(f"attn_mask must be on the device of q ({q4.device}), got {attn_mask.device}")
+        if attn_mask.requires_grad:
+            raise NotImplementedError("the triton attention backend has no gradient for attn_mask; detach it")
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+            raise TypeError("key_padding_mask must be a bool tensor (True = padding)")
+        if tuple(key_padding_mask.shape) != (b, nk):
+            raise ValueError(f"key_padding_mask must have shape (B, Nk) = {(b, nk)}, "
+                             f"got {tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != q4.device:
+            raise ValueError(f"key_padding_mask must be on the device of q ({q4.device}), "
+                             f"got {key_padding_mask.device}")
+
+
+def _check_scale(scale) -> None:
+    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool)
+                                  and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+
+
+def _check_cu_seqlens(name: str, cu, total: int, device) -> None:
+    if not isinstance(cu, torch.Tensor) or cu.dtype not in (torch.int32, torch.int64) or cu.dim() != 1:
+        raise TypeError(f"{name} must be a 1-D int32 or int64 tensor")
+    if cu.device != device:
+        raise ValueError(f"{name} must be on the device of q ({device}), got {cu.device}")
+    if cu.numel() < 1 or int(cu[0]) != 0:
+        raise ValueError(f"{name} must start at 0")
+    if (cu[1:] < cu[:-1]).any():
+        raise ValueError(f"{name} must be non-decreasing")
+    if int(cu[-1]) != total:
+        raise ValueError(f"{name} must end at the packed length {total}, got {int(cu[-1])}")
+
+
+def _empty_like_layout(t: torch.Tensor, last: int, dtype: torch.dtype, *, zero: bool = False) -> torch.Tensor:
+    """A new (B, H, N, last) tensor whose memory orders B, H, N like ``t``'s (a (B, N, H, D) input gets a
+    (B, N, H, last) buffer), so outputs and gradients keep the caller's layout."""
+    order = sorted(range(3), key=lambda i: -t.stride(i))  # outer dimensions, largest stride first
+    shape = [t.shape[i] for i in order] + [last]
+    make = torch.zeros if zero else torch.empty
+    buffer = make(shape, dtype=dtype, device=t.device)
+    inverse = [order.index(i) for i in range(3)] + [3]
+    return buffer.permute(inverse)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One attention call in kernel terms: (B, H, N, D) views of any strides and the flags of the kernels."""
+
+    batch: int  # sequences: B, or the number of packed sequences of a varlen batch
+    n_q: int  # query length (varlen: the longest sequence)
+    n_k: int
+    causal: bool
+    scale: float
+    cu_q: torch.Tensor | None
+    cu_k: torch.Tensor | None
+
+
+def _mask_views(q4, attn_mask, key_padding_mask, batch, n_q, n_k):
+    """The mask pointers, strides and flags: broadcast dimensions get stride 0 (expand is a view)."""
+    hq = q4.shape[1]
+    if attn_mask is None:
+        mask, mask_strides, kind = q4, (0, 0, 0, 0), 0
+    else:
+        expanded = attn_mask.expand(batch, hq, n_q, n_k)  # a view, no copy
+        kind = 1 if attn_mask.dtype == torch.bool else 2
+        mask = expanded.view(torch.uint8) if kind == 1 else expanded
+        mask_strides = expanded.stride()
+    if key_padding_mask is None:
+        kpm, kpm_strides = q4, (0, 0)
+    else:
+        kpm, kpm_strides = key_padding_mask.view(torch.uint8), key_padding_mask.stride()
+    return mask, mask_strides, kind, kpm, kpm_strides
+
+
+def _meta(q4, v4, problem: _Problem, mask_kind: int, has_kpm: bool) -> dict:
+    return dict(
+        HEAD_DIM=q4.shape[-1], HEAD_DIM_V=v4.shape[-1], BLOCK_D=_block(q4.shape[-1]), BLOCK_DV=_block(v4.shape[-1]),
+        IS_CAUSAL=problem.causal, MASK_KIND=mask_kind, HAS_KPM=has_kpm, IS_VARLEN=problem.cu_q is not None,
+        UPCAST_BF16=_INTERPRETER_BF16_UPCAST and q4.dtype == torch.bfloat16,
+        DOT_PRECISION="ieee" if q4.dtype == torch.float32 else "tf32",
+    )
+
+
+def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem):
+    """Launch the forward kernel: returns (out (B, Hq, Nq, Dv) in q's layout, lse (B, Hq, Nq) float32)."""
+    hq, hkv = q4.shape[1], k4.shape[1]
+    out = _empty_like_layout(q4, v4.shape[-1], q4.dtype)
+    lse = torch.empty(q4.shape[:3], dtype=torch.float32, device=q4.device)
+    if out.numel() == 0 and lse.numel() == 0:
+        return out, lse
+    mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
+                                                             problem.n_q, problem.n_k)
+    cu_q = problem.cu_q if problem.cu_q is not None else lse
+    cu_k = problem.cu_k if problem.cu_k is not None else lse
+
+    def grid(meta):
+        return (triton.cdiv(problem.n_q, meta["BLOCK_M"]), problem.batch * hq)
+
+    _attn_fwd[grid](
+        q4, k4, v4, out, lse, mask, kpm, cu_q, cu_k,
+        *q4.stride(), *k4.stride(), *v4.stride(), *out.stride(), *lse.stride(), *mask_strides, *kpm_strides,
+        hq, hq // hkv, problem.n_q, problem.n_k, problem.scale,
+        **_meta(q4, v4, problem, kind, key_padding_mask is not None),
+    )
+    return out, lse
+
+
+def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _Problem):
+    """Launch the delta pre-pass, then the dK/dV and dQ kernels: returns (dq, dk, dv) in the inputs' layouts."""
+    hq, hkv = q4.shape[1], k4.shape[1]
+    dq = _empty_like_layout(q4, q4.shape[-1], q4.dtype)
+    no_queries = problem.n_q == 0  # then dK and dV are zero: no kernel would write them
+    dk = _empty_like_layout(k4, k4.shape[-1], k4.dtype, zero=no_queries)
+    dv = _empty_like_layout(v4, v4.shape[-1], v4.dtype, zero=no_queries)
+    if no_queries or problem.batch * hq == 0:
+        return dq, dk, dv
+    delta = torch.empty_like(lse)
+    mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
+                                                             problem.n_q, problem.n_k)
+    cu_q = problem.cu_q if problem.cu_q is not None else lse
+    cu_k = problem.cu_k if problem.cu_k is not None else lse
+    meta = _meta(q4, v4, problem, kind, key_padding_mask is not None)
+
+    _attn_bwd_delta_kernel[(triton.cdiv(problem.n_q, _DELTA_BLOCK_M), problem.batch * hq)](
+        out, do4, delta, cu_q, *out.stride(), *do4.stride(), *delta.stride(), hq, problem.n_q,
+        HEAD_DIM_V=meta["HEAD_DIM_V"], BLOCK_DV=meta["BLOCK_DV"], IS_VARLEN=meta["IS_VARLEN"],
+        BLOCK_M=_DELTA_BLOCK_M,
+    )
+    if problem.n_k > 0:
+        _attn_bwd_dkdv[lambda m: (triton.cdiv(problem.n_k, m["BLOCK_N"]), problem.batch * hkv)](
+            q4, k4, v4, do4, lse, delta, dk, dv, mask, kpm, cu_q, cu_k,
+            *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dk.stride(), *dv.stride(), *lse.stride(),
+            *mask_strides, *kpm_strides,
+            hkv, hq // hkv, problem.n_q, problem.n_k, problem.scale, **meta,
+        )
+    _attn_bwd_dq[lambda m: (triton.cdiv(problem.n_q, m["BLOCK_M"]), problem.batch * hq)](
+        q4, k4, v4, do4, lse, delta, dq, mask, kpm, cu_q, cu_k,
+        *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(), *lse.stride(),
+        *mask_strides, *kpm_strides,
+        hq, hq // hkv, problem.n_q, problem.n_k, problem.scale, **meta,
+    )
+    return dq, dk, dv
+
+
+# --------------------------------------------------------------------------------------------------
+# Autograd
+# --------------------------------------------------------------------------------------------------
+
+
+class _FlashAttention(torch.autograd.Function):
+    """Forward saves (q, k, v, out, lse); backward recomputes the probabilities from lse."""
+
+    @staticmethod
+    def forward(ctx, q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem):
+        out, lse = _forward(q4, k4, v4, attn_mask, key_padding_mask, problem)
+        ctx.save_for_backward(q4, k4, v4, out, lse, attn_mask, key_padding_mask)
+        ctx.problem = problem
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, d_out, _d_lse):
+        q4, k4, v4, out, lse, attn_mask, key_padding_mask = ctx.saved_tensors
+        dq, dk, dv = _backward(d_out, q4, k4, v4, out, lse, attn_mask, key_padding_mask, ctx.problem)
+        return dq, dk, dv, None, None, None
+
+
+# --------------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------------
+
+
+def _default_scale(scale, head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+
+
+def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn_mask=None, key_padding_mask=None,
+              layout: str = "bhnd", return_lse: bool = False):
+    """Fused attention ``softmax(q k^T * scale + mask) v`` with the conventions of ``reference/attention.py``.
+
+    Args:
+        q: ``(B, Hq, Nq, D)`` (``layout="bhnd"``) or ``(B, Nq, Hq, D)`` (``layout="bnhd"``), any strides.
+        k: ``(B, Hkv, Nk, D)`` or ``(B, Nk, Hkv, D)``, ``Hq % Hkv == 0``; v: the same with head dimension Dv.
+        causal: bottom-right aligned (key ``j`` allowed for query ``i`` when ``j <= i + Nk - Nq``).
+        scale: softmax scale, default ``1 / sqrt(D)``.
+        attn_mask: bool (True = attend) or additive float, broadcastable to ``(B, Hq, Nq, Nk)`` whatever the layout.
+        key_padding_mask: bool ``(B, Nk)``, True = padding.
+        return_lse: also return the natural log-sum-exp ``(B, Hq, Nq)`` (``(B, Nq, Hq)`` for bnhd), not differentiable.
+
+    Returns:
+        the output in the layout of ``q`` (a new tensor in the same memory order), and the lse when asked.
+    """
+    if layout not in ("bhnd", "bnhd"):
+        raise ValueError(f"layout must be 'bhnd' or 'bnhd', got {layout!r}")
+    head_axis = 1 if layout == "bhnd" else 2
+    shape_text = "(B, H, N, D)" if layout == "bhnd" else "(B, N, H, D)"
+    _check_qkv(q, k, v, rank=4, shape_text=shape_text, head_axis=head_axis)
+    if layout == "bnhd":
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D) views, no copy
+    _check_masks(q, k, attn_mask, key_padding_mask)
+    _check_scale(scale)
+    problem = _Problem(batch=q.shape[0], n_q=q.shape[2], n_k=k.shape[2], causal=bool(causal),
+                       scale=_default_scale(scale, q.shape[-1]), cu_q=None, cu_k=None)
+    out, lse = _FlashAttention.apply(q, k, v, attn_mask, key_padding_mask, problem)
+    if layout == "bnhd":
+        out, lse = out.transpose(1, 2), lse.transpose(1, 2)
+    return (out, lse.to(q.dtype)) if return_lse else out
+
+
+def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int | None = None,
+                     max_seqlen_k: int | None = None, causal: bool = False, is_causal: bool | None = None,
+                     scale: float | None = None, return_lse: bool = False):
+    """Attention over a packed batch of variable-length sequences, as ``reference.attention.varlen_attention``.
+
+    Args:
+        q: ``(total_q, Hq, D)``, the sequences concatenated; k: ``(total_k, Hkv, D)``; v: ``(total_k, Hkv, Dv)``.
+        cu_seqlens_q / cu_seqlens_k: int ``(S + 1,)`` offsets from 0 to the total length, non-decreasing.
+        max_seqlen_q / max_seqlen_k: the longest sequence (computed from cu_seqlens when omitted; passing it
+            avoids a device-to-host read).
+        causal (or its reference spelling ``is_causal``): bottom-right aligned within each sequence.
+
+    Returns:
+        ``(total_q, Hq, Dv)``, and the log-sum-exp ``(total_q, Hq)`` when ``return_lse``.
+    """
+    causal = causal if is_causal is None else is_causal
+    _check_qkv(q, k, v, rank=3, shape_text="(total, H, D)", head_axis=1)
+    for name, cu, total in (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
+        _check_cu_seqlens(name, cu, total, q.device)
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError("cu_seqlens_q and cu_seqlens_k must describe the same number of sequences")
+    _check_scale(scale)
+    lengths_q, lengths_k = cu_seqlens_q.diff(), cu_seqlens_k.diff()
+    longest_q = int(lengths_q.max()) if lengths_q.numel() else 0
+    longest_k = int(lengths_k.max()) if lengths_k.numel() else 0
+    for name, given, longest in (("max_seqlen_q", max_seqlen_q, longest_q), ("max_seqlen_k", max_seqlen_k, longest_k)):
+        if given is not None and (not isinstance(given, int) or given < longest):
+            raise ValueError(f"{name} must be an int at least the longest sequence ({longest}), got {given!r}")
+    q4, k4, v4 = (t.unsqueeze(0).transpose(1, 2) for t in (q, k, v))  # (1, H, total, D) views
+    problem = _Problem(batch=cu_seqlens_q.numel() - 1,
+                       n_q=longest_q if max_seqlen_q is None else max_seqlen_q,
+                       n_k=longest_k if max_seqlen_k is None else max_seqlen_k,
+                       causal=bool(causal), scale=_default_scale(scale, q.shape[-1]),
+                       cu_q=cu_seqlens_q.to(torch.int32), cu_k=cu_seqlens_k.to(torch.int32))
+    out, lse = _FlashAttention.apply(q4, k4, v4, None, None, problem)
+    out = out[0].transpose(0, 1)  # (total_q, Hq, Dv)
+    lse = lse[0].transpose(0, 1)  # (total_q, Hq)
+    return (out, lse.to(q.dtype)) if return_lse else out
+
+
+def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse):
+    """``reference.attention.scaled_dot_product_attention(..., backend="triton")``: (B, H, N, D) inputs."""
+    return attention(q, k, v, causal=is_causal, scale=scale, attn_mask=attn_mask,
+                     key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse)
+
+
+_reference_attention.register_attention_backend("triton", _triton_backend)
