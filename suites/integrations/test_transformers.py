@@ -45,8 +45,8 @@ def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def _with(model: torch.nn.Module, impl: str, dtype: torch.dtype) -> torch.nn.Module:
-    twin = copy.deepcopy(model).to(dtype)
+def _with(model: torch.nn.Module, impl: str, dtype: torch.dtype, device: str = "cpu") -> torch.nn.Module:
+    twin = copy.deepcopy(model).to(dtype=dtype, device=device)
     twin.set_attn_implementation(impl)
     return twin
 
@@ -66,9 +66,31 @@ def _padding_mask(lengths, n: int, side: str) -> torch.Tensor:
     return mask
 
 
+@dataclass(frozen=True)
+class Size:
+    """Model and input sizes: ``TINY`` for the CPU interpreter, ``REAL`` for the gpu tier."""
+
+    hidden: int
+    layers: int
+    heads: int  # BERT/ViT/CLIP/GPT-2 heads; Llama/Mistral use ``gqa_heads``
+    gqa_heads: tuple[int, int]  # (query heads, key/value heads)
+    ffn: int
+    seq: int  # the longest text sequence
+    short: int  # the padded sequence's real tokens
+    image: int
+    patch: int
+    window: int  # Mistral's sliding window, shorter than ``seq``
+    vocab: int = 101  # prime: not a multiple of any block
+
+
+TINY = Size(hidden=32, layers=2, heads=2, gqa_heads=(4, 2), ffn=37, seq=13, short=8, image=16, patch=4, window=5)
+REAL = Size(hidden=768, layers=4, heads=12, gqa_heads=(12, 4), ffn=3072, seq=1024, short=600, image=224, patch=16,
+            window=256)
+
+
 @dataclass
 class Case:
-    """A tiny model (float64, eager) and its inputs; ``sequence_axis`` names the inputs cut per sequence."""
+    """A model (float64, eager) and its inputs; ``per_token`` names the inputs cut to a sequence's real tokens."""
 
     model: torch.nn.Module
     inputs: dict
@@ -79,73 +101,85 @@ class Case:
     per_token: tuple = field(default=("input_ids", "token_type_ids"))
 
 
-def _bert(seed):
-    config = transformers.BertConfig(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=37, max_position_embeddings=32, hidden_dropout_prob=0.0,
+def _bert(seed, size=TINY):
+    config = transformers.BertConfig(vocab_size=size.vocab, hidden_size=size.hidden, num_hidden_layers=size.layers,
+                                     num_attention_heads=size.heads, intermediate_size=size.ffn,
+                                     max_position_embeddings=size.seq, hidden_dropout_prob=0.0,
                                      attention_probs_dropout_prob=0.0)
-    mask = _padding_mask([13, 9], 13, "right")
-    return Case(transformers.BertModel(config, add_pooling_layer=False),
-                dict(input_ids=_ids(seed, (2, 13), 101), token_type_ids=_ids(seed + 1, (2, 13), 5) % 2), mask)
+    ids = _ids(seed, (2, size.seq), size.vocab)
+    types = _ids(seed + 1, (2, size.seq), size.vocab) % 2
+    return Case(transformers.BertModel(config, add_pooling_layer=False), dict(input_ids=ids, token_type_ids=types),
+                _padding_mask([size.seq, size.short], size.seq, "right"))
 
 
-def _vit(seed):
-    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
-                                    num_attention_heads=2, intermediate_size=37, hidden_dropout_prob=0.0,
-                                    attention_probs_dropout_prob=0.0)
-    pixels = random_tensor((2, 3, 16, 16), seed=seed, dtype=torch.float64)  # 16 patches + CLS = 17 tokens
-    return Case(transformers.ViTModel(config, add_pooling_layer=False), dict(pixel_values=pixels))
+def _pixels(seed, size):
+    return random_tensor((2, 3, size.image, size.image), seed=seed, dtype=torch.float64)
 
 
-def _clip_text(seed):
-    config = transformers.CLIPTextConfig(vocab_size=101, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                         num_attention_heads=2, max_position_embeddings=32)
-    mask = _padding_mask([11, 7], 11, "right")
-    return Case(transformers.CLIPTextModel(config), dict(input_ids=_ids(seed, (2, 11), 101)), mask)
+def _vit(seed, size=TINY):
+    config = transformers.ViTConfig(image_size=size.image, patch_size=size.patch, hidden_size=size.hidden,
+                                    num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                                    intermediate_size=size.ffn, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0)  # TINY: 16 patches + CLS = 17 tokens
+    return Case(transformers.ViTModel(config, add_pooling_layer=False), dict(pixel_values=_pixels(seed, size)))
 
 
-def _clip_vision(seed):
-    config = transformers.CLIPVisionConfig(image_size=16, patch_size=4, hidden_size=32, intermediate_size=37,
-                                           num_hidden_layers=2, num_attention_heads=2)
-    pixels = random_tensor((2, 3, 16, 16), seed=seed, dtype=torch.float64)
-    return Case(transformers.CLIPVisionModel(config), dict(pixel_values=pixels))
+def _clip_text(seed, size=TINY):
+    config = transformers.CLIPTextConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.ffn,
+                                         num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                                         max_position_embeddings=size.seq)
+    return Case(transformers.CLIPTextModel(config), dict(input_ids=_ids(seed, (2, size.seq), size.vocab)),
+                _padding_mask([size.seq, size.short], size.seq, "right"))
 
 
-def _gpt2(seed):
-    config = transformers.GPT2Config(vocab_size=101, n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0)
-    mask = _padding_mask([12, 7], 12, "left")
-    return Case(transformers.GPT2Model(config), dict(input_ids=_ids(seed, (2, 12), 101)), mask, positions=True)
+def _clip_vision(seed, size=TINY):
+    config = transformers.CLIPVisionConfig(image_size=size.image, patch_size=size.patch, hidden_size=size.hidden,
+                                           intermediate_size=size.ffn, num_hidden_layers=size.layers,
+                                           num_attention_heads=size.heads)
+    return Case(transformers.CLIPVisionModel(config), dict(pixel_values=_pixels(seed, size)))
 
 
-def _llama_config(**overrides):
-    return transformers.LlamaConfig(**{**dict(vocab_size=101, hidden_size=32, intermediate_size=40,
-                                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                              max_position_embeddings=64, pad_token_id=0), **overrides})
+def _gpt2_config(size=TINY):
+    return transformers.GPT2Config(vocab_size=size.vocab, n_positions=size.seq + 8, n_embd=size.hidden,
+                                   n_layer=size.layers, n_head=size.heads, resid_pdrop=0.0, embd_pdrop=0.0,
+                                   attn_pdrop=0.0, pad_token_id=0)
 
 
-def _llama(seed):
-    mask = _padding_mask([12, 7], 12, "left")  # 4 query heads share 2 key/value heads: grouped-query attention
-    return Case(transformers.LlamaModel(_llama_config()), dict(input_ids=_ids(seed, (2, 12), 101)), mask,
-                positions=True)
+def _gpt2(seed, size=TINY):
+    return Case(transformers.GPT2Model(_gpt2_config(size)), dict(input_ids=_ids(seed, (2, size.seq), size.vocab)),
+                _padding_mask([size.seq, size.short], size.seq, "left"), positions=True)
 
 
-def _mistral(seed):
-    config = transformers.MistralConfig(vocab_size=101, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                        sliding_window=5, pad_token_id=0)  # window 5 < 12 tokens: it masks
-    mask = _padding_mask([12, 9], 12, "left")
-    return Case(transformers.MistralModel(config), dict(input_ids=_ids(seed, (2, 12), 101)), mask, positions=True)
+def _llama_config(size=TINY):
+    return transformers.LlamaConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.ffn,
+                                    num_hidden_layers=size.layers, num_attention_heads=size.gqa_heads[0],
+                                    num_key_value_heads=size.gqa_heads[1], max_position_embeddings=size.seq + 8,
+                                    pad_token_id=0)
 
 
-def _visual_bert(seed):
-    config = transformers.VisualBertConfig(vocab_size=101, hidden_size=32, visual_embedding_dim=12,
-                                           num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+def _llama(seed, size=TINY):  # query heads share key/value heads: grouped-query attention
+    return Case(transformers.LlamaModel(_llama_config(size)), dict(input_ids=_ids(seed, (2, size.seq), size.vocab)),
+                _padding_mask([size.seq, size.short], size.seq, "left"), positions=True)
+
+
+def _mistral(seed, size=TINY):
+    config = transformers.MistralConfig(vocab_size=size.vocab, hidden_size=size.hidden, intermediate_size=size.ffn,
+                                        num_hidden_layers=size.layers, num_attention_heads=size.gqa_heads[0],
+                                        num_key_value_heads=size.gqa_heads[1], max_position_embeddings=size.seq,
+                                        sliding_window=size.window, pad_token_id=0)  # window < sequence: it masks
+    return Case(transformers.MistralModel(config), dict(input_ids=_ids(seed, (2, size.seq), size.vocab)),
+                _padding_mask([size.seq, size.short], size.seq, "left"), positions=True)
+
+
+def _visual_bert(seed, size=TINY):
+    config = transformers.VisualBertConfig(vocab_size=size.vocab, hidden_size=size.hidden, visual_embedding_dim=12,
+                                           num_hidden_layers=size.layers, num_attention_heads=size.heads,
+                                           intermediate_size=size.ffn, max_position_embeddings=size.seq,
                                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    mask = _padding_mask([9, 6], 9, "right")
-    inputs = dict(input_ids=_ids(seed, (2, 9), 101),
+    inputs = dict(input_ids=_ids(seed, (2, size.seq), size.vocab),
                   visual_embeds=random_tensor((2, 5, 12), seed=seed + 1, dtype=torch.float64))
-    return Case(transformers.VisualBertModel(config, add_pooling_layer=False), inputs, mask,
-                baseline_impl="eager", legacy=True)
+    return Case(transformers.VisualBertModel(config, add_pooling_layer=False), inputs,
+                _padding_mask([size.seq, size.short], size.seq, "right"), baseline_impl="eager", legacy=True)
 
 
 MODELS = {
@@ -159,16 +193,16 @@ MODELS = {
 def _forward(model: torch.nn.Module, case: Case, rows: slice, mask: torch.Tensor | None, alone: bool = False):
     """last_hidden_state of rows of the batch; ``alone``: one sequence cut to its real tokens, unpadded."""
     inputs = {k: v[rows] for k, v in case.inputs.items()}
-    dtype = next(model.parameters()).dtype
-    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    weight = next(model.parameters())
+    inputs = {k: (v.to(weight.dtype) if v.is_floating_point() else v).to(weight.device) for k, v in inputs.items()}
     if alone:  # one sequence: its real tokens, no mask
-        row_mask = mask[rows][0]
-        inputs = {k: v[:, row_mask.bool()] if k in case.per_token else v for k, v in inputs.items()}
+        real = mask[rows][0].bool().to(weight.device)
+        inputs = {k: v[:, real] if k in case.per_token else v for k, v in inputs.items()}
         mask = None
     if mask is not None:
-        inputs["attention_mask"] = mask[rows]
+        inputs["attention_mask"] = mask[rows].to(weight.device)
         if case.positions:
-            inputs["position_ids"] = (mask[rows].cumsum(-1) - 1).clamp(min=0)
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         return model(**inputs).last_hidden_state
 
@@ -192,23 +226,34 @@ def _real_tokens(hidden: torch.Tensor, case: Case) -> torch.Tensor:
     if case.mask is None:
         return hidden.flatten(0, 1)
     real = torch.cat([case.mask.bool(), torch.ones(case.mask.shape[0], _extra_tokens(case), dtype=torch.bool)], 1)
-    return hidden[real]
+    return hidden[real.to(hidden.device)]
+
+
+def _check_hidden_states(seed, model_name, dtype, size, device):
+    case = MODELS[model_name](seed, size)
+    case.model = _randomize(case.model.double().eval(), seed)
+    gold = _gold_on_real_tokens(case, _with(case.model, "eager", torch.float64, device))
+    baseline = _forward(_with(case.model, case.baseline_impl, dtype, device), case, slice(None), case.mask)
+    fused = _with(case.model, NAME, dtype, device)
+    if case.legacy:
+        assert patch_legacy_attention(fused) == case.model.config.num_hidden_layers
+    candidate = _forward(fused, case, slice(None), case.mask)
+    return assert_agrees(_real_tokens(candidate, case), gold, _real_tokens(baseline, case),
+                         name=f"{model_name} last_hidden_state")
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_hidden_states_agree_with_eager_float64(seed, model_name, dtype, record_property):
-    case = MODELS[model_name](seed)
-    case.model = _randomize(case.model.double().eval(), seed)
-    gold = _gold_on_real_tokens(case, _with(case.model, "eager", torch.float64))
-    baseline = _forward(_with(case.model, case.baseline_impl, dtype), case, slice(None), case.mask)
-    fused = _with(case.model, NAME, dtype)
-    if case.legacy:
-        assert patch_legacy_attention(fused) == case.model.config.num_hidden_layers
-    candidate = _forward(fused, case, slice(None), case.mask)
-    verdict = assert_agrees(_real_tokens(candidate, case), gold, _real_tokens(baseline, case),
-                            name=f"{model_name} last_hidden_state")
-    record_property("agreement_ratio", verdict.ratio)
+    record_property("agreement_ratio", _check_hidden_states(seed, model_name, dtype, TINY, "cpu").ratio)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_hidden_states_agree_with_eager_float64_at_real_sizes(seed, model_name, dtype, record_property):
+    """768 wide, 12 heads (Llama/Mistral: 12 query, 4 key/value), 4 layers, 1024 tokens, 224x224 images."""
+    record_property("agreement_ratio", _check_hidden_states(seed, model_name, dtype, REAL, "cuda").ratio)
 
 
 def _generate(model, ids, mask, new_tokens):
@@ -220,36 +265,46 @@ def _generate(model, ids, mask, new_tokens):
     return out.sequences[:, ids.shape[1]:], torch.stack(out.logits, dim=1)
 
 
-@pytest.mark.parametrize("model_name", ["gpt2", "llama"])
-@pytest.mark.parametrize("padded", [False, True], ids=["one_prompt", "left_padded_batch"])
-def test_greedy_generate_gives_the_float64_tokens(seed, model_name, padded, record_property):
+def _check_generate(seed, model_name, padded, size, device, prompt, new_tokens):
     """Same tokens as float64 eager, prompt by prompt, and the logits of every step agree (prefill and KV-cache
     decoding: tiny random models often pick the same token whatever the attention does, the logits do not)."""
     if model_name == "gpt2":
-        config = transformers.GPT2Config(vocab_size=101, n_positions=32, n_embd=32, n_layer=2, n_head=2,
-                                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0)
-        model = transformers.GPT2LMHeadModel(config)
+        model = transformers.GPT2LMHeadModel(_gpt2_config(size))
     else:
-        model = transformers.LlamaForCausalLM(_llama_config())
+        model = transformers.LlamaForCausalLM(_llama_config(size))
     model = _randomize(model.double().eval(), seed)
-    lengths = [8, 5] if padded else [8]  # one prompt: no mask at all, the kernel's mask-free paths
-    mask = _padding_mask(lengths, 8, "left")
-    ids = _ids(seed, (len(lengths), 8), 101).masked_fill(mask == 0, 0)
+    lengths = [prompt, prompt * 2 // 3] if padded else [prompt]  # one prompt: no mask, the mask-free paths
+    mask = _padding_mask(lengths, prompt, "left").to(device)
+    ids = _ids(seed, (len(lengths), prompt), size.vocab).to(device).masked_fill(mask == 0, 0)
     batch_mask = mask if padded else None
-    tokens, logits = _generate(_with(model, NAME, torch.float32), ids, batch_mask, new_tokens=5)
-    _, baseline_logits = _generate(_with(model, "sdpa", torch.float32), ids, batch_mask, new_tokens=5)
-    gold_model = _with(model, "eager", torch.float64)
+    tokens, logits = _generate(_with(model, NAME, torch.float32, device), ids, batch_mask, new_tokens)
+    _, baseline_logits = _generate(_with(model, "sdpa", torch.float32, device), ids, batch_mask, new_tokens)
+    gold_model = _with(model, "eager", torch.float64, device)
     ratios = []
     for row, length in enumerate(lengths):
-        prompt = ids[row:row + 1, 8 - length:]
-        gold_tokens, _ = _generate(gold_model, prompt, None, new_tokens=5)
+        alone = ids[row:row + 1, prompt - length:]
+        gold_tokens, _ = _generate(gold_model, alone, None, new_tokens)
         assert tokens[row].tolist() == gold_tokens[0].tolist(), (
             f"prompt {row}: fusebench float32 {tokens[row].tolist()} != eager float64 {gold_tokens[0].tolist()}")
         with torch.no_grad():  # generate() returns float32 logits; the float64 ones by teacher forcing
-            gold_logits = gold_model(input_ids=torch.cat([prompt, gold_tokens[:, :-1]], 1)).logits[0, -5:]
+            gold_logits = gold_model(input_ids=torch.cat([alone, gold_tokens[:, :-1]], 1)).logits[0, -new_tokens:]
         verdict = assert_agrees(logits[row], gold_logits, baseline_logits[row], name=f"prompt {row} logits")
         ratios.append(verdict.ratio)
-    record_property("agreement_ratio", max(ratios))
+    return max(ratios)
+
+
+@pytest.mark.parametrize("model_name", ["gpt2", "llama"])
+@pytest.mark.parametrize("padded", [False, True], ids=["one_prompt", "left_padded_batch"])
+def test_greedy_generate_gives_the_float64_tokens(seed, model_name, padded, record_property):
+    record_property("agreement_ratio", _check_generate(seed, model_name, padded, TINY, "cpu", prompt=8, new_tokens=5))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model_name", ["gpt2", "llama"])
+@pytest.mark.parametrize("padded", [False, True], ids=["one_prompt", "left_padded_batch"])
+def test_greedy_generate_gives_the_float64_tokens_at_real_sizes(seed, model_name, padded, record_property):
+    ratio = _check_generate(seed, model_name, padded, REAL, "cuda", prompt=500, new_tokens=24)
+    record_property("agreement_ratio", ratio)
 
 
 def test_training_gradients_agree_with_eager_float64(seed, record_property):
@@ -257,8 +312,8 @@ def test_training_gradients_agree_with_eager_float64(seed, record_property):
     query/key/value weights, with a padded row; the loss weighs real tokens only, by random weights."""
     case = _bert(seed)
     case.model = _randomize(case.model.double(), seed).train()
-    embeds = random_tensor((2, 13, 32), seed=seed + 5, dtype=torch.float64)
-    weights = random_tensor((2, 13, 32), seed=seed + 6, dtype=torch.float64) * case.mask[..., None]
+    embeds = random_tensor((2, TINY.seq, TINY.hidden), seed=seed + 5, dtype=torch.float64)
+    weights = random_tensor((2, TINY.seq, TINY.hidden), seed=seed + 6, dtype=torch.float64) * case.mask[..., None]
 
     def gradients(impl, dtype):
         model = _with(case.model, impl, dtype)
