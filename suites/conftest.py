@@ -6,6 +6,9 @@
 * Every run draws a fresh base seed, printed in the header; FUSEBENCH_SEED=<n> replays a run.
   The `seed` fixture derives a per-test seed from it and the test's id.
 * Tests marked `gpu` are skipped, with the reason, where CUDA is absent.
+* torch uses one CPU thread: the tests run many tiny ops, for which thread hand-offs cost more than
+  they save (measured: tiny-model tests ran up to 30x slower on 2 threads on a busy 2-core machine).
+  Set FUSEBENCH_TEST_THREADS to change it.
 """
 
 import os
@@ -13,6 +16,9 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("FUSEBENCH_TEST_THREADS", "1")))
 
 from fusebench.inputs import run_seed, seed_for  # noqa: E402
 

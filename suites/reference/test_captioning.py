@@ -1,0 +1,160 @@
+"""reference/captioning.py: ClipCap-style prefix captioning has no library twin, so it is checked by what it must do.
+
+* The loss is the cross-entropy of the caption tokens only, recomputed here from the decoder's raw logits.
+* A toy batch is overfit (the loss falls from ~log(V) below a stated bound), after which greedy captioning
+  reproduces the training captions; greedy captioning is deterministic and independent of the batch.
+* The prefix has shape (B, P, E), and malformed inputs are rejected with errors naming the argument.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fusebench.agreement import assert_agrees
+from fusebench.inputs import random_tensor
+from reference.captioning import PrefixCaptioner, PrefixCaptionerConfig
+from reference.generation import DecoderLM, DecoderLMConfig
+
+VOCAB, CONTEXT, D_MODEL = 61, 16, 32
+IMAGE_DIM, PREFIX = 24, 4
+BATCH, CAPTION = 4, 7
+
+
+def _captioner(seed: int) -> PrefixCaptioner:
+    torch.manual_seed(seed)
+    decoder = DecoderLM(DecoderLMConfig(vocab_size=VOCAB, context_length=CONTEXT, d_model=D_MODEL, num_layers=2,
+                                        num_heads=4))
+    return PrefixCaptioner(PrefixCaptionerConfig(image_dim=IMAGE_DIM, prefix_length=PREFIX), decoder)
+
+
+def _toy_batch(seed: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    images = random_tensor((BATCH, IMAGE_DIM), seed=seed, dtype=dtype)
+    captions = torch.randint(0, VOCAB, (BATCH, CAPTION), generator=torch.Generator().manual_seed(seed))
+    return images, captions
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Ops this small gain nothing from intra-op threads, and on a shared CPU the threads' spinning makes a
+    training step ~30x slower; run single-threaded and restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_prefix_has_shape_batch_prefix_length_model_width(seed):
+    captioner = _captioner(seed)
+    images, _ = _toy_batch(seed)
+    prefix = captioner.prefix(images)
+    assert prefix.shape == (BATCH, PREFIX, D_MODEL)
+    assert not torch.equal(prefix[0], prefix[1]), "different images must give different prefixes"
+
+
+def test_loss_is_cross_entropy_of_the_caption_tokens_only(seed):
+    captioner = _captioner(seed).double()
+    images, captions = _toy_batch(seed, dtype=torch.float64)
+    # Recompute from the decoder's raw logits over [prefix; all caption tokens]: position P - 1 + t predicts
+    # caption token t, and the prefix's first P - 1 positions and the last position predict nothing.
+    inputs = torch.cat([captioner.prefix(images), captioner.decoder.token_embedding(captions)], dim=1)
+    logits = captioner.decoder(inputs_embeds=inputs)  # (B, P + L, V)
+    predicting = logits[:, PREFIX - 1 : PREFIX - 1 + CAPTION]  # (B, L, V)
+    token_losses = -predicting.log_softmax(dim=-1).gather(-1, captions[..., None])[..., 0]  # (B, L)
+    assert_agrees(captioner.loss(images, captions), token_losses.mean(), name="caption loss")
+
+    mask = (torch.arange(CAPTION)[None, :] < torch.tensor([[7], [3], [1], [5]])).long()  # right padding
+    assert_agrees(captioner.loss(images, captions, mask), token_losses[mask == 1].mean(), name="masked loss")
+    changed = captions.masked_fill(mask == 0, 0)  # what stands in the padding must not matter
+    assert_agrees(captioner.loss(images, changed, mask), token_losses[mask == 1].mean(), name="padding ignored")
+
+
+def test_gradient_reaches_the_mapping_network_and_the_decoder(seed):
+    captioner = _captioner(seed)
+    captioner.loss(*_toy_batch(seed)).backward()
+    for name, param in captioner.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, f"{name} gets no gradient"
+
+
+# The toy batch: 4 random image embeddings, each with a random 7-token caption over 61 tokens.
+# * At GPT-2's initialization (std 0.02, head tied to the embeddings) the logits have std ~0.02 * sqrt(E) = 0.1,
+#   so the first loss is log(61) = 4.11 plus ~0.01: the test checks it lies within 0.25 of log(V).
+# * 0.05 nats per token means the right token has probability ~0.95 on average; with a mapping network and two
+#   trainable decoder layers for 28 tokens, Adam (lr 1e-2) gets there in 27 to 32 steps (40 seeds tried);
+#   200 steps leave ~6x headroom. float32 is enough: the bound is ~1e5 times float32's rounding of the loss.
+# * Greedy captions reproduce the training captions when every caption token is the argmax given the earlier
+#   ones, which holds when every token's loss is below log 2 (probability above 1/2): asserted separately.
+OVERFIT_BOUND = 0.05  # nats per caption token
+OVERFIT_STEPS = 200
+
+
+def test_toy_batch_is_overfit_and_greedy_captions_reproduce_it(seed):
+    captioner = _captioner(seed)
+    images, captions = _toy_batch(seed)
+    optimizer = torch.optim.Adam(captioner.parameters(), lr=1e-2)
+    first = captioner.loss(images, captions).item()
+    assert abs(first - math.log(VOCAB)) < 0.25, f"initial loss {first:.3f} is not near log(V) = {math.log(VOCAB):.3f}"
+    losses = []
+    for _ in range(OVERFIT_STEPS):
+        loss = captioner.loss(images, captions)
+        losses.append(loss.item())
+        if losses[-1] < OVERFIT_BOUND:
+            break
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < OVERFIT_BOUND, f"loss {losses[-1]:.4f} after {len(losses)} steps (started at {first:.3f})"
+
+    with torch.no_grad():
+        token_losses = F.cross_entropy(captioner(images, captions).transpose(1, 2), captions, reduction="none")
+    assert token_losses.max() < math.log(2), f"a caption token still has loss {token_losses.max():.3f}"
+    assert torch.equal(captioner.caption(images, CAPTION), captions)
+
+
+def test_greedy_captioning_is_deterministic_and_independent_of_the_batch(seed):
+    captioner = _captioner(seed).double()  # float64: the argmax check below must not hinge on rounding
+    with torch.no_grad():  # sharpen the untrained model: GPT-2's init gives near-uniform, near-tied logits
+        for param in captioner.parameters():
+            param.mul_(10)
+    images, _ = _toy_batch(seed, dtype=torch.float64)
+    captions = captioner.caption(images, 9)
+    assert captions.shape == (BATCH, 9) and captions.dtype == torch.long
+    assert torch.equal(captioner.caption(images, 9), captions)
+    for row in range(BATCH):
+        assert torch.equal(captioner.caption(images[row : row + 1], 9)[0], captions[row])
+    # Greedy means each token is the argmax after the prefix and the tokens before it.
+    logits = captioner(images, captions)
+    assert torch.equal(logits.argmax(dim=-1), captions)
+
+
+def test_bad_inputs_are_rejected(seed):
+    captioner = _captioner(seed)
+    images, captions = _toy_batch(seed)
+    with pytest.raises(ValueError, match=r"image_embeddings must have shape \(B, image_dim\) = \(B, 24\)"):
+        captioner.prefix(images[:, :-1])
+    with pytest.raises(ValueError, match=r"image_embeddings must have shape \(B, image_dim\)"):
+        captioner.prefix(images[0])
+    with pytest.raises(TypeError, match="image_embeddings must be a floating-point tensor"):
+        captioner.prefix(images.long())
+    with pytest.raises(ValueError, match=r"captions must have the batch size of image_embeddings \(4\), got 3"):
+        captioner.loss(images, captions[:3])
+    with pytest.raises(TypeError, match="captions must be an int32 or int64 tensor"):
+        captioner.loss(images, captions.double())
+    with pytest.raises(ValueError, match=r"captions must have shape \(B, L\)"):
+        captioner.loss(images, captions[:, :0])
+    too_long = torch.zeros(BATCH, CONTEXT - PREFIX + 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="captions: length 14 does not fit after the prefix of 4"):
+        captioner.loss(images, too_long)
+    with pytest.raises(ValueError, match="caption_mask must have the shape of captions"):
+        captioner.loss(images, captions, torch.ones(BATCH, CAPTION - 1))
+    with pytest.raises(ValueError, match="max_length .* must fit after the prefix: at most 12 tokens"):
+        captioner.caption(images, CONTEXT - PREFIX + 1)
+    with pytest.raises(ValueError, match="max_length must be a positive integer"):
+        captioner.caption(images, 0)
+    with pytest.raises(ValueError, match="prefix_length must be a positive integer"):
+        PrefixCaptionerConfig(image_dim=IMAGE_DIM, prefix_length=0)
+    with pytest.raises(ValueError, match=r"prefix_length \(16\) must be shorter than the decoder's context_length"):
+        PrefixCaptioner(PrefixCaptionerConfig(image_dim=IMAGE_DIM, prefix_length=CONTEXT), captioner.decoder)
+    with pytest.raises(TypeError, match="decoder must be a reference.generation.DecoderLM"):
+        PrefixCaptioner(PrefixCaptionerConfig(image_dim=IMAGE_DIM), torch.nn.Linear(2, 2))
