@@ -229,8 +229,10 @@ def _real_tokens(hidden: torch.Tensor, case: Case) -> torch.Tensor:
     return hidden[real.to(hidden.device)]
 
 
-def _check_hidden_states(seed, model_name, dtype, size, device):
+def _check_hidden_states(seed, model_name, dtype, size, device, padded=True):
     case = MODELS[model_name](seed, size)
+    if not padded:
+        case.mask = None
     case.model = _randomize(case.model.double().eval(), seed)
     gold = _gold_on_real_tokens(case, _with(case.model, "eager", torch.float64, device))
     baseline = _forward(_with(case.model, case.baseline_impl, dtype, device), case, slice(None), case.mask)
@@ -246,6 +248,13 @@ def _check_hidden_states(seed, model_name, dtype, size, device):
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_hidden_states_agree_with_eager_float64(seed, model_name, dtype, record_property):
     record_property("agreement_ratio", _check_hidden_states(seed, model_name, dtype, TINY, "cpu").ratio)
+
+
+@pytest.mark.parametrize("model_name", ["clip_text", "llama"])
+def test_causal_models_without_padding(seed, model_name):
+    """No padding: transformers passes no mask at all, and causality only through ``is_causal`` (CLIP's text
+    encoder as an argument, Llama through ``module.is_causal``)."""
+    _check_hidden_states(seed, model_name, torch.float32, TINY, "cpu", padded=False)
 
 
 @pytest.mark.gpu
