@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference._validation import check_token_ids
 from reference.transformer import ACTIVATIONS, TransformerEncoder, TransformerEncoderLayer
 
 __all__ = ["BertConfig", "BertEmbeddings", "BertPooler", "BertModel", "MaskedLMHead", "BertPreTrainingOutput",
@@ -79,34 +80,9 @@ class BertConfig:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_ids(name: str, ids: torch.Tensor, shape: tuple[int, ...], low: int, high: int, *,
-               ignore: int | None = None) -> None:
-    """``ids`` must be an integer tensor of ``shape`` with values in ``[low, high)`` (or equal to ``ignore``)."""
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(ids).__name__}")
-    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
-        raise TypeError(f"{name} must be an integer tensor of token ids, got {ids.dtype}")
-    if tuple(ids.shape) != tuple(shape):
-        expected = "(B, N)" if len(shape) == 2 else "(B,)"
-        raise ValueError(f"{name} must have shape {expected} = {tuple(shape)}, got {tuple(ids.shape)}")
-    valid = (ids >= low) & (ids < high)
-    if ignore is not None:
-        valid |= ids == ignore
-    if not bool(valid.all()):
-        bad = ids[~valid][0].item()
-        also = f" or equal {ignore}" if ignore is not None else ""
-        raise ValueError(f"{name} must lie in [{low}, {high}){also}, got {bad}")
-
-
 def _check_input_ids(config: BertConfig, input_ids: torch.Tensor) -> None:
-    if not isinstance(input_ids, torch.Tensor):
-        raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape (B, N), got rank {input_ids.dim()} shape {tuple(input_ids.shape)}")
-    if input_ids.shape[1] > config.max_position_embeddings:
-        raise ValueError(f"input_ids has {input_ids.shape[1]} tokens per sequence, more than "
-                         f"max_position_embeddings={config.max_position_embeddings}")
-    _check_ids("input_ids", input_ids, tuple(input_ids.shape), 0, config.vocab_size)
+    check_token_ids("input_ids", input_ids, config.vocab_size, max_length=config.max_position_embeddings,
+                    length_limit="max_position_embeddings")
 
 
 def _key_padding_mask(attention_mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
@@ -184,7 +160,7 @@ class BertModel(nn.Module):
             raise ValueError("attention_mask must mark at least one real token (a 1) in every row")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)  # every token in segment A
-        _check_ids("token_type_ids", token_type_ids, tuple(input_ids.shape), 0, self.config.type_vocab_size)
+        check_token_ids("token_type_ids", token_type_ids, self.config.type_vocab_size, shape=tuple(input_ids.shape))
         hidden = self.encoder(self.embeddings(input_ids, token_type_ids), key_padding_mask=key_padding_mask)
         return hidden, self.pooler(hidden)  # (B, N, E), (B, E)
 
@@ -262,9 +238,9 @@ class BertForPreTraining(nn.Module):
                 next_sentence_label: torch.Tensor | None = None) -> BertPreTrainingOutput:
         hidden, pooled = self.bert(input_ids, attention_mask, token_type_ids)  # (B, N, E), (B, E)
         if labels is not None:
-            _check_ids("labels", labels, tuple(input_ids.shape), 0, self.config.vocab_size, ignore=IGNORE_INDEX)
+            check_token_ids("labels", labels, self.config.vocab_size, shape=tuple(input_ids.shape), ignore=IGNORE_INDEX)
         if next_sentence_label is not None:
-            _check_ids("next_sentence_label", next_sentence_label, (input_ids.shape[0],), 0, 2)
+            check_token_ids("next_sentence_label", next_sentence_label, 2, shape=(input_ids.shape[0],))
         out = BertPreTrainingOutput(self.mlm(hidden), self.nsp(pooled), hidden, pooled)
         if labels is not None:
             out.mlm_loss = masked_lm_loss(out.prediction_logits, labels)
@@ -367,11 +343,7 @@ def mask_tokens(input_ids: torch.Tensor, *, special_token_ids, mask_token_id: in
     """
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if not isinstance(input_ids, torch.Tensor):
-        raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape (B, N), got rank {input_ids.dim()} shape {tuple(input_ids.shape)}")
-    _check_ids("input_ids", input_ids, tuple(input_ids.shape), 0, vocab_size)
+    check_token_ids("input_ids", input_ids, vocab_size)
     if not 0.0 < mlm_probability <= 1.0:
         raise ValueError(f"mlm_probability must lie in (0, 1], got {mlm_probability}")
     if not 0 <= mask_token_id < vocab_size:

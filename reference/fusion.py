@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference._validation import check_token_ids
 from reference.attention import MultiHeadAttention
 from reference.transformer import TransformerEncoder, TransformerEncoderLayer
 from reference.vit import VisionTransformer, ViTConfig
@@ -181,15 +182,8 @@ class TextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         config = self.config
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int32, torch.int64):
-            raise TypeError("input_ids must be an integer tensor of shape (B, Nt)")
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (B, Nt), got {tuple(input_ids.shape)}")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
-            raise ValueError(f"input_ids must lie in [0, vocab_size = {config.vocab_size})")
-        if input_ids.shape[1] > config.max_text_length:
-            raise ValueError(f"input_ids has {input_ids.shape[1]} tokens, more than max_text_length "
-                             f"({config.max_text_length})")
+        check_token_ids("input_ids", input_ids, config.vocab_size, max_length=config.max_text_length,
+                        length_limit="max_text_length")
         _check_padding("text_padding_mask", padding_mask, tuple(input_ids.shape))
         x = self.token_embeddings(input_ids)  # (B, Nt, Dt)
         if self.position_embeddings is not None:

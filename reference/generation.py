@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference._validation import check_token_ids
 from reference.transformer import TransformerEncoderLayer
 
 __all__ = ["DecoderLMConfig", "KVCache", "DecoderLM", "top_k_filter", "top_p_filter", "next_token"]
@@ -198,7 +199,7 @@ class DecoderLM(nn.Module):
                 raise ValueError(f"inputs_embeds must have shape (B, N, {self.config.d_model}), "
                                  f"got {tuple(inputs_embeds.shape)}")
             return inputs_embeds
-        _check_token_ids("input_ids", input_ids, self.config.vocab_size)
+        check_token_ids("input_ids", input_ids, self.config.vocab_size)
         return self.token_embedding(input_ids)  # (B, N, E)
 
     @staticmethod
@@ -229,7 +230,7 @@ class DecoderLM(nn.Module):
         Returns:
             ``(B, N + max_new_tokens)``: the prompts followed by the generated tokens.
         """
-        _check_token_ids("input_ids", input_ids, self.config.vocab_size, allow_empty=prefix_embeds is not None)
+        check_token_ids("input_ids", input_ids, self.config.vocab_size, allow_empty=prefix_embeds is not None)
         _check_sampling_arguments(temperature, top_k, top_p)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
@@ -331,17 +332,6 @@ def _check_sampling_arguments(temperature, top_k, top_p) -> None:
         raise ValueError(f"top_k must be an integer >= 1 (or None), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] (or None), got {top_p!r}")
-
-
-def _check_token_ids(name: str, ids, vocab_size: int, allow_empty: bool = False) -> None:
-    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"{name} must be an int32 or int64 tensor of token ids, got "
-                        f"{getattr(ids, 'dtype', type(ids).__name__)}")
-    if ids.dim() != 2 or (ids.shape[1] == 0 and not allow_empty):
-        raise ValueError(f"{name} must have shape (B, N) with N >= 1, got {tuple(ids.shape)}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(f"{name} must hold token ids in [0, {vocab_size}), got values in "
-                         f"[{int(ids.min())}, {int(ids.max())}]")
 
 
 def _as_token_mask(attention_mask, batch: int, length: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from reference._validation import check_token_ids
 from reference.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = ["VisualBertConfig", "VisualBertEmbeddings", "VisualBertEncoder", "VisualBertOutput"]
@@ -94,10 +95,7 @@ def _keep_mask(mask, name: str, shape: tuple[int, int], device) -> torch.Tensor:
 def _token_types(ids, name: str, default: int, shape: tuple[int, int], type_vocab_size: int, device):
     if ids is None:
         return torch.full(shape, default, dtype=torch.long, device=device)
-    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int32, torch.int64) or tuple(ids.shape) != shape:
-        raise ValueError(f"{name} must be an integer tensor of shape {shape}")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= type_vocab_size):
-        raise ValueError(f"{name} must lie in [0, {type_vocab_size})")
+    check_token_ids(name, ids, type_vocab_size, shape=shape)
     return ids
 
 
@@ -125,15 +123,8 @@ class VisualBertEncoder(nn.Module):
 
     def _validate(self, input_ids, visual_embeds) -> None:
         config = self.config
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int32, torch.int64):
-            raise TypeError("input_ids must be an integer tensor of shape (B, Nt)")
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must have shape (B, Nt), got {tuple(input_ids.shape)}")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
-            raise ValueError(f"input_ids must lie in [0, vocab_size = {config.vocab_size})")
-        if input_ids.shape[1] > config.max_position_embeddings:
-            raise ValueError(f"input_ids has {input_ids.shape[1]} tokens, more than max_position_embeddings "
-                             f"({config.max_position_embeddings})")
+        check_token_ids("input_ids", input_ids, config.vocab_size, max_length=config.max_position_embeddings,
+                        length_limit="max_position_embeddings")
         if not isinstance(visual_embeds, torch.Tensor) or not visual_embeds.is_floating_point():
             raise TypeError("visual_embeds must be a floating-point tensor of shape (B, Nv, visual_embedding_dim)")
         expected = (input_ids.shape[0], config.visual_embedding_dim)

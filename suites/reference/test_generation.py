@@ -337,9 +337,9 @@ def test_prompts_longer_than_the_context_are_rejected(seed):
 def test_bad_token_ids_and_masks_are_rejected(seed):
     _, ours = _models(seed)
     ids = _token_ids((2, 6), seed)
-    with pytest.raises(ValueError, match=r"input_ids must hold token ids in \[0, 97\)"):
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 97\)"):
         ours(ids + VOCAB)
-    with pytest.raises(TypeError, match="input_ids must be an int32 or int64 tensor"):
+    with pytest.raises(TypeError, match="input_ids must be an integer tensor of token ids"):
         ours.generate(ids.double(), 1)
     with pytest.raises(ValueError, match=r"input_ids must have shape \(B, N\)"):
         ours.generate(ids[0], 1)

@@ -135,7 +135,7 @@ def test_bad_inputs_are_rejected(seed):
     inputs = _inputs(seed, 2, 5, 4)
     bad_cases = [
         ({"input_ids": inputs["input_ids"].double()}, TypeError, "input_ids must be an integer tensor"),
-        ({"input_ids": inputs["input_ids"][0]}, ValueError, r"input_ids must have shape \(B, Nt\)"),
+        ({"input_ids": inputs["input_ids"][0]}, ValueError, r"input_ids must have shape \(B, N\)"),
         ({"input_ids": inputs["input_ids"] + VOCAB}, ValueError, "input_ids must lie in"),
         ({"visual_embeds": inputs["visual_embeds"][..., :-1]}, ValueError,
          r"visual_embeds must have shape \(B, Nv, visual_embedding_dim\) = \(2, Nv, 20\)"),
@@ -145,7 +145,7 @@ def test_bad_inputs_are_rejected(seed):
          "visual_attention_mask must hold only 0"),
         ({"token_type_ids": inputs["token_type_ids"] + TYPES}, ValueError, "token_type_ids must lie in"),
         ({"visual_token_type_ids": inputs["visual_token_type_ids"][:, :2]}, ValueError,
-         "visual_token_type_ids must be an integer tensor of shape"),
+         "visual_token_type_ids must have shape"),
         ({"attention_mask": torch.zeros(2, 5), "visual_attention_mask": torch.zeros(2, 4)}, ValueError,
          "leave a sequence with no real token"),
     ]

@@ -1,0 +1,35 @@
+"""Input checks shared by the reference models: one wording for one mistake, wherever it is made."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_token_ids(name: str, ids, high: int, *, shape: tuple[int, ...] | None = None, low: int = 0,
+                    ignore: int | None = None, max_length: int | None = None, length_limit: str = "",
+                    allow_empty: bool = False) -> None:
+    """``ids`` must be an integer tensor of token ids with values in ``[low, high)`` (or equal to ``ignore``).
+
+    Args:
+        shape: the exact shape expected; default any ``(B, N)``.
+        max_length / length_limit: at most this many tokens per row, and the config field that sets it.
+        allow_empty: accept ``N == 0`` (e.g. a prompt made only of a prefix).
+    """
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}")
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise TypeError(f"{name} must be an integer tensor of token ids, got {ids.dtype}")
+    if shape is not None and tuple(ids.shape) != tuple(shape):
+        expected = "(B, N)" if len(shape) == 2 else "(B,)"
+        raise ValueError(f"{name} must have shape {expected} = {tuple(shape)}, got {tuple(ids.shape)}")
+    if shape is None and (ids.dim() != 2 or (ids.shape[1] == 0 and not allow_empty)):
+        raise ValueError(f"{name} must have shape (B, N) with N >= 1, got {tuple(ids.shape)}")
+    if max_length is not None and ids.dim() == 2 and ids.shape[1] > max_length:
+        raise ValueError(f"{name} has {ids.shape[1]} tokens, more than {length_limit or 'the limit'} ({max_length})")
+    valid = (ids >= low) & (ids < high)
+    if ignore is not None:
+        valid |= ids == ignore
+    if not bool(valid.all()):
+        bad = ids[~valid][0].item()
+        also = f" or equal {ignore}" if ignore is not None else ""
+        raise ValueError(f"{name} must lie in [{low}, {high}){also}, got {bad}")
