@@ -23,6 +23,7 @@ import pytest
 import torch
 import transformers
 
+import fusebench.integrations.transformers as integration
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor
 from fusebench.integrations.transformers import (
@@ -229,7 +230,22 @@ def _real_tokens(hidden: torch.Tensor, case: Case) -> torch.Tensor:
     return hidden[real.to(hidden.device)]
 
 
-def _check_hidden_states(seed, model_name, dtype, size, device, padded=True):
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list:
+    """Counts the Triton kernel calls the integration makes: proof that the candidate ran on the kernel
+    (a model that ignored the interface would run eager attention and agree trivially)."""
+    calls = []
+    kernel = integration.attention
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(integration, "attention", counted)
+    return calls
+
+
+def _check_hidden_states(seed, model_name, dtype, size, device, kernel_calls, padded=True):
     case = MODELS[model_name](seed, size)
     if not padded:
         case.mask = None
@@ -240,29 +256,33 @@ def _check_hidden_states(seed, model_name, dtype, size, device, padded=True):
     if case.legacy:
         assert patch_legacy_attention(fused) == case.model.config.num_hidden_layers
     candidate = _forward(fused, case, slice(None), case.mask)
+    assert len(kernel_calls) == case.model.config.num_hidden_layers, "one kernel call per layer"
     return assert_agrees(_real_tokens(candidate, case), gold, _real_tokens(baseline, case),
                          name=f"{model_name} last_hidden_state")
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=str)
 @pytest.mark.parametrize("model_name", list(MODELS))
-def test_hidden_states_agree_with_eager_float64(seed, model_name, dtype, record_property):
-    record_property("agreement_ratio", _check_hidden_states(seed, model_name, dtype, TINY, "cpu").ratio)
+def test_hidden_states_agree_with_eager_float64(seed, model_name, dtype, record_property, kernel_calls):
+    verdict = _check_hidden_states(seed, model_name, dtype, TINY, "cpu", kernel_calls)
+    record_property("agreement_ratio", verdict.ratio)
 
 
 @pytest.mark.parametrize("model_name", ["clip_text", "llama"])
-def test_causal_models_without_padding(seed, model_name):
+def test_causal_models_without_padding(seed, model_name, kernel_calls):
     """No padding: transformers passes no mask at all, and causality only through ``is_causal`` (CLIP's text
     encoder as an argument, Llama through ``module.is_causal``)."""
-    _check_hidden_states(seed, model_name, torch.float32, TINY, "cpu", padded=False)
+    _check_hidden_states(seed, model_name, torch.float32, TINY, "cpu", kernel_calls, padded=False)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("model_name", list(MODELS))
-def test_hidden_states_agree_with_eager_float64_at_real_sizes(seed, model_name, dtype, record_property):
+def test_hidden_states_agree_with_eager_float64_at_real_sizes(seed, model_name, dtype, record_property,
+                                                              kernel_calls):
     """768 wide, 12 heads (Llama/Mistral: 12 query, 4 key/value), 4 layers, 1024 tokens, 224x224 images."""
-    record_property("agreement_ratio", _check_hidden_states(seed, model_name, dtype, REAL, "cuda").ratio)
+    verdict = _check_hidden_states(seed, model_name, dtype, REAL, "cuda", kernel_calls)
+    record_property("agreement_ratio", verdict.ratio)
 
 
 def _generate(model, ids, mask, new_tokens):
@@ -274,7 +294,7 @@ def _generate(model, ids, mask, new_tokens):
     return out.sequences[:, ids.shape[1]:], torch.stack(out.logits, dim=1)
 
 
-def _check_generate(seed, model_name, padded, size, device, prompt, new_tokens):
+def _check_generate(seed, model_name, padded, size, device, prompt, new_tokens, kernel_calls):
     """Same tokens as float64 eager, prompt by prompt, and the logits of every step agree (prefill and KV-cache
     decoding: tiny random models often pick the same token whatever the attention does, the logits do not)."""
     if model_name == "gpt2":
@@ -287,6 +307,8 @@ def _check_generate(seed, model_name, padded, size, device, prompt, new_tokens):
     ids = _ids(seed, (len(lengths), prompt), size.vocab).to(device).masked_fill(mask == 0, 0)
     batch_mask = mask if padded else None
     tokens, logits = _generate(_with(model, NAME, torch.float32, device), ids, batch_mask, new_tokens)
+    query_lengths = [shape[2] for shape in kernel_calls]  # every layer: the prompt once, then one token per step
+    assert query_lengths == [prompt] * size.layers + [1] * size.layers * (new_tokens - 1), query_lengths
     _, baseline_logits = _generate(_with(model, "sdpa", torch.float32, device), ids, batch_mask, new_tokens)
     gold_model = _with(model, "eager", torch.float64, device)
     ratios = []
@@ -304,15 +326,18 @@ def _check_generate(seed, model_name, padded, size, device, prompt, new_tokens):
 
 @pytest.mark.parametrize("model_name", ["gpt2", "llama"])
 @pytest.mark.parametrize("padded", [False, True], ids=["one_prompt", "left_padded_batch"])
-def test_greedy_generate_gives_the_float64_tokens(seed, model_name, padded, record_property):
-    record_property("agreement_ratio", _check_generate(seed, model_name, padded, TINY, "cpu", prompt=8, new_tokens=5))
+def test_greedy_generate_gives_the_float64_tokens(seed, model_name, padded, record_property, kernel_calls):
+    ratio = _check_generate(seed, model_name, padded, TINY, "cpu", prompt=8, new_tokens=5, kernel_calls=kernel_calls)
+    record_property("agreement_ratio", ratio)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("model_name", ["gpt2", "llama"])
 @pytest.mark.parametrize("padded", [False, True], ids=["one_prompt", "left_padded_batch"])
-def test_greedy_generate_gives_the_float64_tokens_at_real_sizes(seed, model_name, padded, record_property):
-    ratio = _check_generate(seed, model_name, padded, REAL, "cuda", prompt=500, new_tokens=24)
+def test_greedy_generate_gives_the_float64_tokens_at_real_sizes(seed, model_name, padded, record_property,
+                                                                kernel_calls):
+    ratio = _check_generate(seed, model_name, padded, REAL, "cuda", prompt=500, new_tokens=24,
+                            kernel_calls=kernel_calls)
     record_property("agreement_ratio", ratio)
 
 
