@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -13,12 +14,6 @@ def _list(args: argparse.Namespace) -> int:
     rows = coverage_rows()
     print(json.dumps(as_dicts(rows), indent=2) if args.json else format_table(rows))
     return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    from fusebench.quickrun import run
-
-    return run(dtypes=args.dtype, backends=args.backends)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -45,18 +40,101 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace):
+    from fusebench.store import ResultsStore
+
+    return ResultsStore(args.results)
+
+
+def _read_store(args: argparse.Namespace):
+    """The stored rows; every file that is not valid results is reported on stderr with its path."""
+    read = _store(args).read()
+    for problem in read.problems:
+        print(f"warning: not read: {problem}", file=sys.stderr)
+    return read.frame
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fusebench.device import emulate_triton_without_gpu, identity
+
+    emulate_triton_without_gpu()
+    from fusebench import runner
+    from fusebench.cases import CPU_MODES, MODES
+    from fusebench.metrics import measure_ceilings
+
+    ident = identity()
+    suites = ("attention", "graph") if args.suite == "all" else (args.suite,)
+    ceilings = measure_ceilings((args.dtype or "bfloat16",)) if ident.kind == "cuda" and args.ceilings else None
+    modes = args.modes or (MODES if ident.kind == "cuda" else CPU_MODES)
+    report = runner.run(suites=suites, case_names=args.cases, provider_names=args.providers, modes=modes,
+                        dtype=args.dtype, ident=ident, store=None if args.no_store else _store(args),
+                        progress=True, ceilings=ceilings)
+    print(runner.format_summary(report))
+    return 1 if report.failed else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from fusebench import compare
+
+    frame = _read_store(args)
+    if frame.empty:
+        print(f"no results stored under {_store(args).table_dir}; run `fusebench run` first", file=sys.stderr)
+        return 1
+    filters = {"suite": args.suite, "mode": args.mode, "dtype": args.dtype}
+    if args.providers:
+        tables = [compare.providers(frame, *args.providers, device=args.device, commit=args.commit, **filters)]
+    elif args.devices:
+        tables = [compare.devices(frame, *args.devices, provider=args.provider, commit=args.commit, **filters)]
+    elif args.commits:
+        tables = [compare.commits(frame, *args.commits, device=args.device, provider=args.provider, **filters)]
+    else:
+        tables = compare.against_reference(frame, device=args.device, commit=args.commit, **filters)
+    for table in tables:
+        print(compare.format_table(table))
+        print()
+    print(compare.LEGEND)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fusebench import report
+
+    frame = _read_store(args)
+    if frame.empty:
+        print(f"no results stored under {_store(args).table_dir}; run `fusebench run` first", file=sys.stderr)
+        return 1
+    out = args.out or os.path.join(_store(args).root, "report")
+    for path in report.write_report(frame, out):
+        print(path)
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from fusebench import dashboard
+
+    if args.record:
+        dashboard.record(bench=args.bench)
+    results = dashboard.results_dir()
+    if not any(results.glob("*/machine.json")):
+        print(f"no asv results under {results}; record this commit's first: fusebench dashboard --record",
+              file=sys.stderr)
+        return 1
+    dashboard.publish()
+    if args.no_preview:
+        print(f"published to {dashboard.html_dir()}")
+        return 0
+    return dashboard.preview(port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from fusebench.cases import CPU_MODES, MODES, names
+
     parser = argparse.ArgumentParser(prog="fusebench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     listing = commands.add_parser("list", help="the coverage map: seed sections, references, oracles, backends")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(handler=_list)
-
-    run = commands.add_parser("run", help="run every available backend on the CPU-sized cases: agreement and time")
-    run.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"], help="candidate dtypes")
-    run.add_argument("--backends", nargs="+", default=None, help="attention backends (default: all available)")
-    run.set_defaults(handler=_run)
 
     inspect = commands.add_parser("inspect", help="compile every shipped kernel config for NVIDIA GPUs (no GPU needed)")
     inspect.add_argument("--targets", nargs="+", type=int, default=[80, 90, 100, 120],
@@ -66,6 +144,51 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--check", action="store_true",
                          help="exit 1 if a config fails to compile, spills, or attention lacks tensor cores on sm_90")
     inspect.set_defaults(handler=_inspect)
+
+    def results_option(command):
+        command.add_argument("--results", default=None, metavar="DIR",
+                             help="the results directory (default: $FUSEBENCH_RESULTS or the repository's results/)")
+
+    run = commands.add_parser("run", help="benchmark every provider on the cases: agreement, time, memory; store rows")
+    run.add_argument("--suite", choices=("attention", "graph", "all"), default="all")
+    run.add_argument("--cases", nargs="+", choices=names(), metavar="CASE", help=f"cases (default all): {names()}")
+    run.add_argument("--providers", nargs="+", metavar="NAME", help="providers (default: every one that runs here)")
+    run.add_argument("--modes", nargs="+", choices=MODES, default=None,
+                     help=f"default: all on a GPU, {' and '.join(CPU_MODES)} on a CPU")
+    run.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                     help="candidate dtype (default bfloat16 on a GPU, float32 on a CPU)")
+    run.add_argument("--no-store", action="store_true", help="print the table without storing rows")
+    run.add_argument("--no-ceilings", dest="ceilings", action="store_false",
+                     help="on a GPU, skip measuring the device's bandwidth and matmul ceilings")
+    results_option(run)
+    run.set_defaults(handler=_run)
+
+    cmp = commands.add_parser("compare", help="speedup tables from the store: providers, GPUs or commits")
+    which = cmp.add_mutually_exclusive_group()
+    which.add_argument("--providers", nargs=2, metavar=("A", "B"), help="provider A vs provider B on one device")
+    which.add_argument("--devices", nargs=2, metavar=("X", "Y"), help="device X vs device Y (names as stored)")
+    which.add_argument("--commits", nargs=2, metavar=("A", "B"), help="commit A vs commit B (prefixes allowed)")
+    cmp.add_argument("--device", help="restrict to this device (default: the most recently measured)")
+    cmp.add_argument("--commit", help="restrict to this commit (default: the most recently measured)")
+    cmp.add_argument("--provider", help="restrict device/commit comparisons to one provider")
+    cmp.add_argument("--suite", choices=("attention", "graph"))
+    cmp.add_argument("--mode", choices=MODES)
+    cmp.add_argument("--dtype")
+    results_option(cmp)
+    cmp.set_defaults(handler=_compare)
+
+    rep = commands.add_parser("report", help="plots (TFLOP/s vs sequence length, GB/s vs degree) and an HTML page")
+    rep.add_argument("--out", default=None, help="output directory (default: <results>/report)")
+    results_option(rep)
+    rep.set_defaults(handler=_report)
+
+    dash = commands.add_parser("dashboard", help="asv publish + asv preview over results/asv")
+    dash.add_argument("--record", action="store_true",
+                      help="first run the asv suites for the checked-out commit (asv run -E existing)")
+    dash.add_argument("--bench", default=None, help="with --record: a regular expression selecting benchmarks")
+    dash.add_argument("--no-preview", action="store_true", help="publish only; do not serve")
+    dash.add_argument("--port", type=int, default=8080)
+    dash.set_defaults(handler=_dashboard)
     return parser
 
 

@@ -1,0 +1,66 @@
+"""What the asv benchmark classes share: the provider lists they are parametrized over.
+
+asv needs ``params`` fixed when it discovers benchmarks, so each class lists every provider fusebench
+knows by name; ``setup`` raises ``NotImplementedError`` (asv: skipped) where one cannot run here.
+"""
+
+ATTENTION_PROVIDERS = ["reference", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "triton", "flash-attn"]
+GRAPH_PROVIDERS = ["reference", "torch-sparse", "pyg", "triton"]
+
+
+def prepare(case: str, provider: str, mode: str, *, timed: bool):
+    """:func:`fusebench.runner.prepare`, refusing interpreted Triton runs when ``timed``."""
+    from fusebench.device import emulate_triton_without_gpu
+
+    emulate_triton_without_gpu()
+    from fusebench.runner import INTERPRETER_NOTE, prepare
+
+    prepared = prepare(case, provider, mode)
+    if timed and prepared.interpreted:
+        raise NotImplementedError(INTERPRETER_NOTE)
+    return prepared
+
+
+class _SpeedBase:
+    """track_time (device time: CUDA events via do_bench on a GPU), track_peak_memory, track_throughput."""
+
+    timeout = 600
+
+    def setup(self, case, provider, mode):
+        self.prepared = prepare(case, provider, mode, timed=True)
+
+    def track_time(self, case, provider, mode):
+        from fusebench.metrics import measure_time
+
+        return measure_time(self.prepared.call, self.prepared.workload.device)[0].p50
+
+    track_time.unit = "ms"
+
+    def track_peak_memory(self, case, provider, mode):
+        from fusebench.metrics import peak_memory
+
+        return peak_memory(self.prepared.call, self.prepared.workload.device)[0]
+
+    track_peak_memory.unit = "bytes"
+
+
+class _AgreementBase:
+    """track_agreement: the agreement ratio (error / allowed error, <= 1 agrees) of the mode's result."""
+
+    timeout = 600
+
+    def setup(self, case, provider, mode):
+        self.prepared = prepare(case, provider, mode, timed=False)
+
+    def track_agreement(self, case, provider, mode):
+        return self.prepared.agreement().ratio
+
+    track_agreement.unit = "error/allowed"
+
+
+def throughput(prepared) -> float:
+    from fusebench.metrics import measure_time
+
+    work, unit = prepared.work()
+    seconds = measure_time(prepared.call, prepared.workload.device)[0].p50 * 1e-3
+    return work / seconds / (1e12 if unit == "TFLOP/s" else 1e9)
