@@ -8,9 +8,9 @@ Dao et al. 2022 for the original tiling):
   output accumulator (the online softmax), rescaling both by ``exp(m_old - m_new)`` when the maximum
   grows, and divides by ``l`` once at the end. Scores live in base-2 units (``scale * log2(e)`` folded
   into one multiply) so the exponentials are ``exp2``. One pass over K and V; the only per-row state
-  written out is the natural log-sum-exp ``lse = m + log(l)``.
-* Backward: nothing from the forward but ``lse`` is kept; probabilities are recomputed as
-  ``p = exp(s - lse)``. A small pre-pass computes ``delta = rowsum(dO * O)``; one kernel owns a key
+  written out is the log-sum-exp (kept in base 2, ``lse2 = m + log2(l)``, for the backward).
+* Backward: nothing from the forward but ``lse2`` is kept; probabilities are recomputed as
+  ``p = exp2(s - lse2)``. A small pre-pass computes ``delta = rowsum(dO * O)``; one kernel owns a key
   block and accumulates dK and dV over every query block (and, for grouped-query attention, over every
   query head sharing that key/value head); a second kernel owns a query block and accumulates dQ over
   the key blocks. Memory is O(N) in sequence length for every pass.
@@ -42,9 +42,21 @@ Differences from the reference:
 * The probabilities are rounded to the input dtype before the ``P @ V`` product (as FlashAttention does).
 * float32 inputs use IEEE float32 products (``input_precision="ieee"``), not TF32, so that float32
   results meet float32 tolerances; this costs speed on GPUs with TF32 tensor cores.
-* The returned log-sum-exp has the inputs' dtype like the reference's (computed and saved in float32).
+* The returned log-sum-exp has the inputs' dtype like the reference's (computed and saved in float32,
+  in base 2). It is not differentiable.
+* The backward recomputes the scores exactly as the forward computed them (same orientation
+  ``Q @ K^T``, same scaling): at logits ~1e3 an ulp of disagreement between the forward's scores and
+  the backward's is a ~1e-4 relative error in every probability (the dK/dV kernel of the Triton
+  tutorial computes ``K @ Q^T`` instead, and loses that much in float32 at such logits).
 * dQ is computed by its own kernel (a second recompute of ``P``) instead of atomic adds: deterministic,
   and no float32 scratch buffer, at the cost of one more pass over K and V in the backward.
+* A fully masked row gives zeros and ``lse = -inf`` whichever mask empties it (causal with ``Nq > Nk``,
+  padding, a boolean row of False, an additive row of ``-inf``), and zero gradients.
+
+Autotuning: ``FWD_CONFIGS``, ``DKDV_CONFIGS`` and ``DQ_CONFIGS`` sit next to the kernels with their
+``key=``; ``_fits`` prunes the tiles that would not fit (register spills measured with ``fusebench inspect``)
+at the padded head dimension, and ``compile_specs()`` lists every shipped (kernel, config) for offline
+compilation.
 
 CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the small
 ``_INTERPRETER_CONFIG``):
@@ -63,6 +75,8 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
   derived from the very decision triton made when it decorated the kernels (``InterpretedFunction`` or
   not), and the launchers pass ``UPCAST_BF16=False`` whenever that decision was "compile", so the shim
   cannot reach compiled GPU code (``compile_specs`` below, used to compile offline, always sets it False).
+* Strides: the interpreter reads memory through the same pointer arithmetic, so strided and transposed
+  views are covered; 64-bit offsets are used for batch and head bases (large tensors) on both paths.
 * What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself, the code the
   compiler generates (layouts, software pipelining, ``num_warps``/``num_stages``), the autotuned configs
   other than the interpreter's, out-of-bounds behaviour of the real hardware, sequence lengths beyond a
@@ -80,12 +94,14 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 import reference.attention as _reference_attention
+from kernels._compile import CompileSpec
 
-__all__ = ["attention", "varlen_attention", "FWD_CONFIGS", "BWD_CONFIGS", "SUPPORTED_DTYPES"]
+__all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKDV_CONFIGS", "DQ_CONFIGS",
+           "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
-_LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 (exp2 is the fast exp)
 
 # --------------------------------------------------------------------------------------------------
 # Autotune configurations (next to the kernels they tune)
@@ -93,32 +109,54 @@ _LOG2E = 1.4426950408889634
 
 # GPU configs: (BLOCK_M, BLOCK_N) tiles, warps and pipeline stages of the FlashAttention-2 / Triton
 # tutorial family. Large head dimensions keep the tiles small so that Q, K, V and the accumulator fit in
-# shared memory and registers (see _prune_configs).
+# shared memory and registers (see _fits).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
     for bm, bn, w, s in [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (64, 16, 4, 2),
                          (32, 32, 4, 2), (32, 16, 2, 2)]
 ]
-BWD_CONFIGS = [
+DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 2), (16, 64, 4, 2),
-                         (32, 32, 4, 1), (16, 32, 2, 1)]
+    for bm, bn, w, s in [(32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1),
+                         (16, 32, 4, 1), (16, 16, 2, 1)]
+]
+DKDV_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+    for bm, bn, w, s in [(64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2),
+                         (16, 16, 4, 1)]
 ]
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)
 
 
-def _fits(config: triton.Config, block_d: int) -> bool:
-    # Q, K, V tiles and the accumulator of one stage must fit in shared memory and registers: above a
-    # 64-wide head dimension, limit the long side of the tile so that tile * BLOCK_D <= 64 * 128 elements.
-    return block_d <= 64 or max(config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]) * block_d <= 64 * 128
+def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
+    """Whether a config's tiles fit registers and shared memory at this (padded) head dimension.
+
+    Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
+    the tile shrinks so that tile * BLOCK_D <= 64 * 128 elements. dK/dV: two (BLOCK_N, BLOCK_D) float32
+    accumulators live through the whole loop, so BLOCK_M * BLOCK_N shrinks with BLOCK_D squared. The
+    bounds are where ``fusebench inspect`` (sm_80 and sm_90, float16 and bfloat16) measured no register
+    spill: it measured spills for dK/dV at M64 N128 (D64), M32 N64 (D128) and M16 N32 (D256), and for dQ
+    at M32 N32 (D256). Register allocation is not monotone in the tile (M64 N64 spills with 4 warps and
+    not with 8 on sm_80, a 16x16 dK/dV tile with 2 warps spills at D128), so the lists keep only configs
+    whose every shipped (config, head dim) compiled spill-free on both targets.
+    """
+    bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    if kernel == "dkdv":
+        return bm * bn * block_d * max(block_d, 64) <= 64**4
+    if kernel == "dq" and block_d > 128:
+        return bm * bn <= 16 * 32
+    return block_d <= 64 or max(bm, bn) * block_d <= 64 * 128
 
 
-def _prune_configs(configs, named_args, **kwargs):
-    args = {**named_args, **kwargs}
-    widest = max(args["BLOCK_D"], args["BLOCK_DV"])
-    return [c for c in configs if _fits(c, widest)] or configs[-1:]
+def _pruner(kernel: str):
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        widest = max(args["BLOCK_D"], args["BLOCK_DV"])
+        return [c for c in configs if _fits(c, widest, kernel)] or configs[-1:]
+
+    return prune
 
 
 # Autotune keys; triton.autotune adds the dtypes of the tensor arguments itself.
@@ -158,7 +196,7 @@ def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base,
         keep = keep & (allowed != 0)
     if MASK_KIND == 2:  # additive, natural-log units
         bias = tl.load(mask_base + om * stride_mm + on * stride_mn, mask=keep, other=0.0)
-        s = s + bias.to(tl.float32) * 1.4426950408889634
+        s = s + bias.to(tl.float32) * _LOG2E
     return tl.where(keep, s, float("-inf"))
 
 
@@ -166,7 +204,7 @@ def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base,
 def _attn_fwd_kernel(
     # pointers
     Q_ptr, K_ptr, V_ptr, O_ptr, LSE_ptr, MASK_ptr, KPM_ptr, CU_Q_ptr, CU_K_ptr,
-    # strides, (B, H, N, D) order for q, k, v, o; (B, H, N) for lse; (B, H, Nq, Nk) for the mask
+    # strides, (B, H, N, D) order for q, k, v, o; (B, H, N) for lse2; (B, H, Nq, Nk) for the mask
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -224,7 +262,7 @@ def _attn_fwd_kernel(
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max, base-2 units
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
         acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
-        qk_scale = sm_scale * 1.4426950408889634
+        qk_scale = sm_scale * _LOG2E
         hi = n_k
         if IS_CAUSAL:  # keys past the last query's diagonal are never attended by this block
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
@@ -251,10 +289,10 @@ def _attn_fwd_kernel(
         empty = l_i == 0.0  # fully masked rows: zeros and lse = -inf
         l_safe = tl.where(empty, 1.0, l_i)
         out = acc / l_safe[:, None]
-        lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) / 1.4426950408889634)
+        lse2 = tl.where(empty, float("-inf"), m_i + tl.math.log2(l_safe))  # base 2: lse * log2(e)
         tl.store(o_base + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od, out.to(O_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
-        tl.store(l_base + offs_m * stride_lm, lse, mask=row_ok)
+        tl.store(l_base + offs_m * stride_lm, lse2, mask=row_ok)
 
 
 @triton.jit
@@ -357,13 +395,13 @@ def _attn_bwd_dkdv_kernel(
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
         col_ok = offs_n < n_k
-        k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                    mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_N, BLOCK_D)
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
-                    mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_N, BLOCK_DV)
+        k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                      mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
+        v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
+                      mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
-        qk_scale = sm_scale * 1.4426950408889634
+        qk_scale = sm_scale * _LOG2E
         lo = 0
         if IS_CAUSAL:  # queries before this block's first key (shifted by Nk - Nq) never see it
             lo = tl.maximum(start_n - (n_k - n_q), 0) // BLOCK_M * BLOCK_M
@@ -377,21 +415,23 @@ def _attn_bwd_dkdv_kernel(
             for start_m in range(lo, n_q, BLOCK_M):
                 offs_m = start_m + tl.arange(0, BLOCK_M)
                 row_ok = offs_m < n_q
-                q_t = tl.load(q_head + offs_m[None, :] * stride_qm + offs_d[:, None] * stride_qd,
-                              mask=row_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_M)
-                s_t = _dot(k, q_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
-                s_t = _mask_scores(s_t, offs_m[None, :], offs_n[:, None], n_q, n_k, mask_base, stride_mm,
-                                   stride_mn, kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-                lse = tl.load(l_head + offs_m * stride_lm, mask=row_ok, other=0.0) * 1.4426950408889634
-                lse = tl.where(lse == float("-inf"), 0.0, lse)  # fully masked rows: s = -inf gives p = 0
-                p_t = tl.math.exp2(s_t - lse[None, :])  # (BLOCK_N, BLOCK_M)
+                q = tl.load(q_head + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                            mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
+                # The scores in the forward's orientation and order, bit for bit the forward's: at logits ~1e3
+                # an ulp of difference between forward and backward scores is a 1e-4 error in every p.
+                s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+                s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                                 kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
+                lse2 = tl.load(l_head + offs_m * stride_lm, mask=row_ok, other=0.0)
+                lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # fully masked rows: s = -inf gives p = 0
+                p = tl.math.exp2(s - lse2[:, None])  # (BLOCK_M, BLOCK_N)
                 do = tl.load(do_head + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
                              mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
-                dv += _dot(p_t.to(do.dtype), do, UPCAST_BF16, DOT_PRECISION)
-                dp_t = _dot(v, tl.trans(do), UPCAST_BF16, DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
+                dv += _dot(tl.trans(p.to(do.dtype)), do, UPCAST_BF16, DOT_PRECISION)
+                dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
                 delta = tl.load(d_head + offs_m * stride_lm, mask=row_ok, other=0.0)
-                ds_t = p_t * (dp_t - delta[None, :])
-                dk += _dot(ds_t.to(q_t.dtype), tl.trans(q_t), UPCAST_BF16, DOT_PRECISION)
+                ds = p * (dp - delta[:, None])
+                dk += _dot(tl.trans(ds.to(q.dtype)), q, UPCAST_BF16, DOT_PRECISION)
         dk = dk * sm_scale
         tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
                  mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
@@ -467,11 +507,11 @@ def _attn_bwd_dq_kernel(
                     mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
         do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
                      mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
-        lse = tl.load(l_base + offs_m * stride_lm, mask=row_ok, other=0.0) * 1.4426950408889634
-        lse = tl.where(lse == float("-inf"), 0.0, lse)
+        lse2 = tl.load(l_base + offs_m * stride_lm, mask=row_ok, other=0.0)
+        lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
         delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        qk_scale = sm_scale * 1.4426950408889634
+        qk_scale = sm_scale * _LOG2E
         hi = n_k
         if IS_CAUSAL:
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
@@ -483,7 +523,7 @@ def _attn_bwd_dq_kernel(
             s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
                              kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-            p = tl.math.exp2(s - lse[:, None])
+            p = tl.math.exp2(s - lse2[:, None])
             v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
                           mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
             dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
@@ -500,17 +540,80 @@ _INTERPRETING = isinstance(_attn_fwd_kernel, InterpretedFunction)
 _INTERPRETER_BF16_UPCAST = _INTERPRETING
 
 
-def _autotuned(kernel, configs, key):
+def _autotuned(kernel, configs, key, name):
     # Under the interpreter a single small config: triton.autotune never times a lone config.
     chosen = [_INTERPRETER_CONFIG] if _INTERPRETING else configs
-    prune = None if _INTERPRETING else {"early_config_prune": _prune_configs}
+    prune = None if _INTERPRETING else {"early_config_prune": _pruner(name)}
     return triton.autotune(configs=chosen, key=key, prune_configs_by=prune)(kernel)
 
 
-_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _FWD_KEY)
-_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, BWD_CONFIGS, _BWD_KEY)
-_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, BWD_CONFIGS, _BWD_KEY)
-_DELTA_BLOCK_M = 16 if _INTERPRETING else 64
+_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _FWD_KEY, "forward")
+_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, DKDV_CONFIGS, _BWD_KEY, "dkdv")
+_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, _BWD_KEY, "dq")
+_DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memory bound
+
+
+# --------------------------------------------------------------------------------------------------
+# Compile specifications: every shipped configuration, compilable with no GPU (fusebench inspect)
+# --------------------------------------------------------------------------------------------------
+
+_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+_INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
+
+
+def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_warps: int, num_stages: int,
+                  label: str) -> CompileSpec:
+    """A contiguous-layout launch of ``fn``: unit strides on D (and on lse's N) are specialized to 1 as a
+    real launch specializes them; every other stride and every pointer is 16-divisible."""
+    element = _TRITON_DTYPE[dtype]
+    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*u8"}
+    signature, values, aligned = {}, dict(constexprs), []
+    for name in fn.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = pointer.get(name, f"*{element}")
+            aligned.append(name)
+        elif name.startswith("stride_") and (name.endswith("d") or name == "stride_lm"):
+            signature[name], values[name] = "constexpr", 1
+        elif name.startswith("stride_"):
+            signature[name] = "i32"
+            aligned.append(name)
+        elif name in _INT_ARGS:
+            signature[name] = "i32"
+        elif name == "sm_scale":
+            signature[name] = "fp32"
+        else:
+            raise AssertionError(f"{kernel}: no compile type for argument {name}")
+    return CompileSpec(kernel, fn, signature, values, num_warps=num_warps, num_stages=num_stages, config=label,
+                       aligned=tuple(aligned), expects_tensor_cores=kernel != "attention.bwd_delta")
+
+
+def compile_specs() -> list[CompileSpec]:
+    """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256, float16 and
+    bfloat16, plain (no mask, not causal) and causal with a key-padding mask; the interpreter shim is off
+    (``UPCAST_BF16=False``): these are what a GPU runs."""
+    specs = []
+    kernels = (("forward", _attn_fwd_kernel, FWD_CONFIGS), ("dkdv", _attn_bwd_dkdv_kernel, DKDV_CONFIGS),
+               ("dq", _attn_bwd_dq_kernel, DQ_CONFIGS))
+    cases = ((torch.float16, 64, False), (torch.float16, 128, True), (torch.bfloat16, 128, False),
+             (torch.bfloat16, 256, True))
+    for dtype, head_dim, causal in cases:
+        flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=causal,
+                     MASK_KIND=0, HAS_KPM=causal, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
+        for name, fn, configs in kernels:
+            for config in configs:
+                if not _fits(config, head_dim, name):
+                    continue
+                bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{' causal+padding' if causal else ''} "
+                         f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
+                specs.append(_compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
+                                           config.num_stages, label))
+        specs.append(_compile_spec("attention.bwd_delta", _attn_bwd_delta_kernel, dtype,
+                                   dict(HEAD_DIM_V=head_dim, BLOCK_DV=head_dim, IS_VARLEN=False, BLOCK_M=64),
+                                   4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4"))
+    return specs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -610,13 +713,12 @@ def _check_cu_seqlens(name: str, cu, total: int, device) -> None:
         raise ValueError(f"{name} must end at the packed length {total}, got {int(cu[-1])}")
 
 
-def _empty_like_layout(t: torch.Tensor, last: int, dtype: torch.dtype, *, zero: bool = False) -> torch.Tensor:
+def _empty_like_layout(t: torch.Tensor, last: int, dtype: torch.dtype) -> torch.Tensor:
     """A new (B, H, N, last) tensor whose memory orders B, H, N like ``t``'s (a (B, N, H, D) input gets a
     (B, N, H, last) buffer), so outputs and gradients keep the caller's layout."""
     order = sorted(range(3), key=lambda i: -t.stride(i))  # outer dimensions, largest stride first
     shape = [t.shape[i] for i in order] + [last]
-    make = torch.zeros if zero else torch.empty
-    buffer = make(shape, dtype=dtype, device=t.device)
+    buffer = torch.empty(shape, dtype=dtype, device=t.device)
     inverse = [order.index(i) for i in range(3)] + [3]
     return buffer.permute(inverse)
 
@@ -660,11 +762,16 @@ def _meta(q4, v4, problem: _Problem, mask_kind: int, has_kpm: bool) -> dict:
     )
 
 
-def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem):
-    """Launch the forward kernel: returns (out (B, Hq, Nq, Dv) in q's layout, lse (B, Hq, Nq) float32)."""
+def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem, *, out=None, lse=None):
+    """Launch the forward kernel: returns (out (B, Hq, Nq, Dv) in q's layout, lse2 (B, Hq, Nq) float32).
+
+    ``lse2`` is the log-sum-exp in base 2 (``lse * log2(e)``), what the backward kernels read: converting
+    to natural units and back would round a value of magnitude ~|scores| twice.
+
+    ``out``/``lse`` may be given (any strides; the tests pass views inside guard zones)."""
     hq, hkv = q4.shape[1], k4.shape[1]
-    out = _empty_like_layout(q4, v4.shape[-1], q4.dtype)
-    lse = torch.empty(q4.shape[:3], dtype=torch.float32, device=q4.device)
+    out = _empty_like_layout(q4, v4.shape[-1], q4.dtype) if out is None else out
+    lse = torch.empty(q4.shape[:3], dtype=torch.float32, device=q4.device) if lse is None else lse
     if out.numel() == 0 and lse.numel() == 0:
         return out, lse
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
@@ -684,14 +791,16 @@ def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem):
     return out, lse
 
 
-def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _Problem):
+def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _Problem, *, dq=None, dk=None,
+              dv=None):
     """Launch the delta pre-pass, then the dK/dV and dQ kernels: returns (dq, dk, dv) in the inputs' layouts."""
     hq, hkv = q4.shape[1], k4.shape[1]
-    dq = _empty_like_layout(q4, q4.shape[-1], q4.dtype)
-    no_queries = problem.n_q == 0  # then dK and dV are zero: no kernel would write them
-    dk = _empty_like_layout(k4, k4.shape[-1], k4.dtype, zero=no_queries)
-    dv = _empty_like_layout(v4, v4.shape[-1], v4.dtype, zero=no_queries)
-    if no_queries or problem.batch * hq == 0:
+    dq = _empty_like_layout(q4, q4.shape[-1], q4.dtype) if dq is None else dq
+    dk = _empty_like_layout(k4, k4.shape[-1], k4.dtype) if dk is None else dk
+    dv = _empty_like_layout(v4, v4.shape[-1], v4.dtype) if dv is None else dv
+    if problem.n_q == 0 or problem.batch * hq == 0:  # no query: nothing flows back to the keys
+        dk.zero_()
+        dv.zero_()
         return dq, dk, dv
     delta = torch.empty_like(lse)
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
@@ -749,6 +858,11 @@ class _FlashAttention(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
+def _natural(lse2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The base-2 log-sum-exp the kernels keep, in natural units and the inputs' dtype (as the reference)."""
+    return (lse2 * math.log(2.0)).to(dtype)
+
+
 def _default_scale(scale, head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
@@ -783,7 +897,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
     out, lse = _FlashAttention.apply(q, k, v, attn_mask, key_padding_mask, problem)
     if layout == "bnhd":
         out, lse = out.transpose(1, 2), lse.transpose(1, 2)
-    return (out, lse.to(q.dtype)) if return_lse else out
+    return (out, _natural(lse, q.dtype)) if return_lse else out
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int | None = None,
@@ -823,11 +937,20 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
     out, lse = _FlashAttention.apply(q4, k4, v4, None, None, problem)
     out = out[0].transpose(0, 1)  # (total_q, Hq, Dv)
     lse = lse[0].transpose(0, 1)  # (total_q, Hq)
-    return (out, lse.to(q.dtype)) if return_lse else out
+    return (out, _natural(lse, q.dtype)) if return_lse else out
 
 
 def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse):
-    """``reference.attention.scaled_dot_product_attention(..., backend="triton")``: (B, H, N, D) inputs."""
+    """``reference.attention.scaled_dot_product_attention(..., backend="triton")``: (B, H, N, D) inputs.
+
+    The seam has validated shapes already; what this backend cannot run here (float64, CPU tensors without
+    the interpreter) raises ``NotImplementedError``, the seam's contract, so callers that try every backend
+    (``fusebench run``) report it instead of failing."""
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise NotImplementedError(f"backend 'triton' runs float16, bfloat16 and float32, not {q.dtype}")
+    if not _INTERPRETING and q.device.type != "cuda":
+        raise NotImplementedError(f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 set "
+                                  "before kernels.attention is imported (the CPU interpreter)")
     return attention(q, k, v, causal=is_causal, scale=scale, attn_mask=attn_mask,
                      key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse)
 

@@ -1,0 +1,558 @@
+"""Fused graph attention aggregation (GAT) in Triton: edge scores, LeakyReLU, edge softmax, weighted sum.
+
+Algorithm (Velickovic et al. 2018, "Graph Attention Networks", eq. 3-4). For destination ``i``, head
+``h`` and each incoming edge ``e = (j -> i)`` (CSR row ``i``; see ``reference/graph.py``):
+
+    s_e      = LeakyReLU(alpha_src[j, h] + alpha_dst[i, h])
+    a_e      = exp(s_e) / sum over edges e' into i of exp(s_e')
+    out[i,h] = sum over e into i of a_e * x[j, h, :]
+
+One pass over the row: a program walks the row's edges in blocks and keeps a running maximum ``m``, a
+running sum ``l`` and an unnormalized accumulator (the online softmax of FlashAttention), rescaling by
+``exp(m_old - m_new)`` when the maximum grows, and divides by ``l`` at the end. The scores are never
+written to memory; the only per-(node, head) state kept for the backward is the log-sum-exp
+``lse = m + log(l)``. All heads run in one launch (the grid's second axis), and the channels of a
+head are tiled by ``BLOCK_C`` (any width, masked).
+
+Backward (no atomics, deterministic): probabilities are recomputed as ``a_e = exp(s_e - lse[i])``.
+
+* ``dX[j] = sum over edges e out of j of a_e dOut[i]``: the same walk over the CSC layout (rows =
+  sources), which ``Graph.csc()`` caches (derived from the CSR when not given).
+* ``ds_e = a_e (<dOut[i, h], x[j, h]> - delta[i, h])`` with ``delta = rowsum(dOut * out)``, then through
+  the LeakyReLU (slope where the pre-activation is <= 0, as ``torch.nn.functional.leaky_relu``); one
+  per-edge kernel writes ``dz (E, H)`` (each edge once), and ``d alpha_dst`` / ``d alpha_src`` are its
+  per-row sums over the CSR / CSC layouts, taken by the segment kernel of ``kernels/spmm.py``.
+
+Row scheduling (power-law graphs): as in ``kernels/spmm.py``, a program owns a segment of at most
+``edges_per_program`` (default 256) edges of one row. A split row's segments write their partial
+``(m, l, acc)`` in float32, and a second launch merges them in segment order with the same rescaling
+(the split-softmax combine of flash-decoding), so a hub does not serialize the launch.
+
+Supported: float32, float16, bfloat16 (scores, softmax and sums in float32; output in ``x``'s dtype),
+any number of heads and channels, int32 and int64 indices (the int32 path raises before launch when
+``num_nodes * heads * channels`` or the edge count would reach 2^31), self-loops, duplicate edges
+(each counts once in the softmax), and isolated nodes: a destination with no incoming edge gets **0**
+(and passes no gradient), as in the reference. Not supported: float64, attention dropout, edge
+features in the score (the score is built from the two per-node terms only, as in the reference seam).
+
+Differences from the reference: the reference materializes the ``(E, H)`` scores and softmaxes them in
+the input dtype; here scores and weights stay in float32 registers, so low-precision outputs are usually
+closer to the float64 gold. ``delta = rowsum(dOut * out)`` uses the output rounded to the input dtype
+(as FlashAttention does).
+
+Validation before launch: x ``(N, H, C)``, alpha_src/alpha_dst ``(N, H)`` in x's dtype and on x's
+device; the layouts as in ``kernels/spmm.py`` (rowptr monotonic from 0 to ``E``, indices in range).
+Every load and store is masked to those ranges: no input that passes makes a kernel access memory out
+of bounds.
+
+CPU interpreter (``TRITON_INTERPRET=1``): the CPU check covers all program logic (the online softmax,
+its rescaling across blocks and across the segments of split rows, empty rows, the LeakyReLU branch
+and its gradient, the recomputation from ``lse``, the channel-tile masks) with guard zones around
+inputs and outputs. No ``tl.dot`` is used (the weighted sum is a broadcast multiply and a reduction,
+since a GAT row is a vector-matrix product per head), so the bfloat16 ``tl.dot`` interpreter bug
+(upstream triton issue 11584) does not apply. Only a GPU run confirms the compiled code (``fusebench
+inspect`` compiles the shipped configurations for sm_80/sm_90 and checks spills), real sizes (the
+``gpu`` tier) and speed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._compile import CompileSpec
+from kernels.spmm import (
+    _SUM,
+    DEFAULT_EDGES_PER_PROGRAM,
+    INDEX_DTYPES,
+    SUPPORTED_DTYPES,
+    Layout,
+    _check_device,
+    _combine_kernel,
+    _derive_csc,
+    _Schedule,
+    _schedule,
+    _segment_reduce,
+    _validate_layout,
+)
+
+__all__ = ["gat_aggregate"]
+
+_INT32_LIMIT = 2**31 - 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _gat_fwd_kernel(
+    # layout (CSR) and segment schedule
+    rowptr_ptr, col_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr,
+    # operands
+    x_ptr, asrc_ptr, adst_ptr,
+    # outputs: final rows and lse, or partials (m, l, acc) of split rows
+    out_ptr, lse_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
+    # sizes and strides
+    num_heads, num_channels, stride_xn, stride_xh, stride_an, stride_ah, negative_slope,
+    BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    head = tl.program_id(1)
+    pid_c = tl.program_id(2)
+    row = tl.load(seg_row_ptr + pid_s)
+    start = tl.load(seg_start_ptr + pid_s)
+    part = tl.load(seg_part_ptr + pid_s)
+    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < num_channels
+    a_dst = tl.load(adst_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+
+    m = tl.full([], float("-inf"), tl.float32)
+    l = tl.zeros([], tl.float32)
+    acc = tl.zeros([BLOCK_C], tl.float32)
+    for k0 in range(start, end, BLOCK_E):
+        offs_e = k0 + tl.arange(0, BLOCK_E)
+        mask_e = offs_e < end
+        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+        z = tl.load(asrc_ptr + src * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_dst
+        s = tl.where(z > 0, z, z * negative_slope)  # LeakyReLU
+        s = tl.where(mask_e, s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=0))  # finite: the block holds at least one edge
+        p = tl.exp(s - m_new)  # (BLOCK_E,), 0 on masked lanes
+        correction = tl.exp(m - m_new)
+        l = l * correction + tl.sum(p, axis=0)
+        xv = tl.load(x_ptr + src[:, None] * stride_xn + head * stride_xh + offs_c[None, :],
+                     mask=mask_e[:, None] & mask_c[None, :], other=0.0).to(tl.float32)  # (BLOCK_E, BLOCK_C)
+        acc = acc * correction + tl.sum(p[:, None] * xv, axis=0)
+        m = m_new
+
+    if part < 0:
+        nonempty = l > 0
+        out = tl.where(nonempty, acc / tl.where(nonempty, l, 1.0), 0.0)  # an empty row is 0
+        tl.store(out_ptr + (row * num_heads + head) * num_channels + offs_c, out.to(out_ptr.dtype.element_ty),
+                 mask=mask_c)
+        if pid_c == 0:
+            tl.store(lse_ptr + row * num_heads + head, tl.where(nonempty, m + tl.log(tl.where(nonempty, l, 1.0)), 0.0))
+    else:
+        tl.store(part_acc_ptr + (part * num_heads + head) * num_channels + offs_c, acc, mask=mask_c)
+        if pid_c == 0:
+            tl.store(part_m_ptr + part * num_heads + head, m)
+            tl.store(part_l_ptr + part * num_heads + head, l)
+
+
+@triton.jit
+def _gat_combine_kernel(
+    split_row_ptr, split_first_ptr, split_count_ptr,
+    part_m_ptr, part_l_ptr, part_acc_ptr, out_ptr, lse_ptr,
+    num_heads, num_channels,
+    BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Merge a split row's partial softmax states (m, l, acc) in segment order."""
+    pid_r = tl.program_id(0)
+    head = tl.program_id(1)
+    pid_c = tl.program_id(2)
+    row = tl.load(split_row_ptr + pid_r)
+    first = tl.load(split_first_ptr + pid_r)
+    count = tl.load(split_count_ptr + pid_r)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < num_channels
+    m = tl.full([], float("-inf"), tl.float32)
+    l = tl.zeros([], tl.float32)
+    acc = tl.zeros([BLOCK_C], tl.float32)
+    for s0 in range(0, count, BLOCK_S):
+        offs_s = s0 + tl.arange(0, BLOCK_S)
+        mask_s = offs_s < count
+        parts = first + offs_s
+        m_s = tl.load(part_m_ptr + parts * num_heads + head, mask=mask_s, other=float("-inf"))
+        l_s = tl.load(part_l_ptr + parts * num_heads + head, mask=mask_s, other=0.0)
+        acc_s = tl.load(part_acc_ptr + (parts[:, None] * num_heads + head) * num_channels + offs_c[None, :],
+                        mask=mask_s[:, None] & mask_c[None, :], other=0.0)
+        m_new = tl.maximum(m, tl.max(m_s, axis=0))  # every segment of a split row holds edges: finite
+        scale = tl.exp(m_s - m_new)  # (BLOCK_S,), 0 on masked lanes
+        correction = tl.exp(m - m_new)
+        l = l * correction + tl.sum(l_s * scale, axis=0)
+        acc = acc * correction + tl.sum(scale[:, None] * acc_s, axis=0)
+        m = m_new
+    tl.store(out_ptr + (row * num_heads + head) * num_channels + offs_c, (acc / l).to(out_ptr.dtype.element_ty),
+             mask=mask_c)
+    if pid_c == 0:
+        tl.store(lse_ptr + row * num_heads + head, m + tl.log(l))
+
+
+@triton.jit
+def _gat_bwd_dx_kernel(
+    # layout: CSC (rows = sources, col = destinations) and its schedule
+    rowptr_ptr, col_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr,
+    asrc_ptr, adst_ptr, lse_ptr, g_ptr,
+    dx_ptr, part_ptr,
+    num_heads, num_channels, stride_an, stride_ah, negative_slope,
+    BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
+):
+    """dX[j, h] = sum over edges e = (j -> i) of a_e dOut[i, h], a_e = exp(s_e - lse[i, h])."""
+    pid_s = tl.program_id(0)
+    head = tl.program_id(1)
+    pid_c = tl.program_id(2)
+    row = tl.load(seg_row_ptr + pid_s)
+    start = tl.load(seg_start_ptr + pid_s)
+    part = tl.load(seg_part_ptr + pid_s)
+    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < num_channels
+    a_src = tl.load(asrc_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+    acc = tl.zeros([BLOCK_C], tl.float32)
+    for k0 in range(start, end, BLOCK_E):
+        offs_e = k0 + tl.arange(0, BLOCK_E)
+        mask_e = offs_e < end
+        dst = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+        z = tl.load(adst_ptr + dst * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_src
+        s = tl.where(z > 0, z, z * negative_slope)
+        lse = tl.load(lse_ptr + dst * num_heads + head, mask=mask_e, other=float("inf"))  # masked: exp(-inf) = 0
+        p = tl.where(mask_e, tl.exp(s - lse), 0.0)
+        gv = tl.load(g_ptr + (dst[:, None] * num_heads + head) * num_channels + offs_c[None, :],
+                     mask=mask_e[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+        acc += tl.sum(p[:, None] * gv, axis=0)
+    if part < 0:
+        tl.store(dx_ptr + (row * num_heads + head) * num_channels + offs_c, acc.to(dx_ptr.dtype.element_ty),
+                 mask=mask_c)
+    else:
+        tl.store(part_ptr + (part * num_heads + head) * num_channels + offs_c, acc, mask=mask_c)
+
+
+@triton.jit
+def _gat_bwd_score_kernel(
+    # layout: CSR and its schedule
+    rowptr_ptr, col_ptr, perm_ptr, seg_row_ptr, seg_start_ptr,
+    x_ptr, asrc_ptr, adst_ptr, lse_ptr, delta_ptr, g_ptr,
+    dz_ptr,
+    num_heads, num_channels, stride_xn, stride_xh, stride_an, stride_ah, negative_slope,
+    BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
+):
+    """Per edge and head: dz_e = a_e (<dOut[i], x[j]> - delta[i]) * LeakyReLU'(z_e), stored at the edge id."""
+    pid_s = tl.program_id(0)
+    head = tl.program_id(1)
+    row = tl.load(seg_row_ptr + pid_s)
+    start = tl.load(seg_start_ptr + pid_s)
+    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
+    a_dst = tl.load(adst_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+    lse = tl.load(lse_ptr + row * num_heads + head)
+    delta = tl.load(delta_ptr + row * num_heads + head)
+    for k0 in range(start, end, BLOCK_E):
+        offs_e = k0 + tl.arange(0, BLOCK_E)
+        mask_e = offs_e < end
+        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+        eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
+        dot = tl.zeros([BLOCK_E], tl.float32)
+        for c0 in range(0, num_channels, BLOCK_C):
+            offs_c = c0 + tl.arange(0, BLOCK_C)
+            mask_c = offs_c < num_channels
+            xv = tl.load(x_ptr + src[:, None] * stride_xn + head * stride_xh + offs_c[None, :],
+                         mask=mask_e[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            gv = tl.load(g_ptr + (row * num_heads + head) * num_channels + offs_c, mask=mask_c, other=0.0)
+            dot += tl.sum(xv * gv.to(tl.float32)[None, :], axis=1)
+        z = tl.load(asrc_ptr + src * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_dst
+        s = tl.where(z > 0, z, z * negative_slope)
+        p = tl.exp(s - lse)
+        dz = p * (dot - delta) * tl.where(z > 0, 1.0, negative_slope)
+        tl.store(dz_ptr + eid * num_heads + head, dz, mask=mask_e)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shipped configurations (a fixed rule from the channel width)
+# --------------------------------------------------------------------------------------------------
+
+_CHANNEL_TILES = (16, 64, 128)
+_TILE_ELEMENTS = 2048
+_NUM_WARPS = 4
+_BLOCK_S = 16
+
+
+def _channel_tile(num_channels: int) -> int:
+    return next((t for t in _CHANNEL_TILES if num_channels <= t), _CHANNEL_TILES[-1])
+
+
+def _edge_tile(block_c: int) -> int:
+    return min(64, _TILE_ELEMENTS // block_c)
+
+
+# --------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_int32(index_dtype, num_rows: int, heads: int, channels: int, num_edges: int) -> None:
+    if index_dtype != torch.int32:
+        return
+    if num_rows * heads * max(channels, 1) > _INT32_LIMIT or num_edges * heads > _INT32_LIMIT:
+        raise ValueError(f"x: num_nodes x heads x channels = {num_rows} x {heads} x {channels} (or edges x heads = "
+                         f"{num_edges} x {heads}) overflows the int32 index path (offsets beyond 2^31 - 1); "
+                         "use int64 indices")
+
+
+def _forward(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
+             lse=None):
+    """``(out (N, H, C), lse (N, H) float32)``; ``out``/``lse`` may be given contiguous (tests guard them)."""
+    num_nodes, heads, channels = x.shape
+    if out is None:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    if lse is None:
+        lse = torch.zeros((num_nodes, heads), dtype=torch.float32, device=x.device)
+    if num_nodes == 0 or heads == 0 or channels == 0:
+        return out, lse
+    partials = max(schedule.num_partials, 1)
+    _check_int32(csr.rowptr.dtype, max(partials, num_nodes), heads, channels, csr.num_edges)
+    part_m = torch.empty((partials, heads), dtype=torch.float32, device=x.device)
+    part_l = torch.empty((partials, heads), dtype=torch.float32, device=x.device)
+    part_acc = torch.empty((partials, heads, channels), dtype=torch.float32, device=x.device)
+    block_c = _channel_tile(channels)
+    block_e = min(_edge_tile(block_c), schedule.chunk)
+    grid = (schedule.seg_row.numel(), heads, triton.cdiv(channels, block_c))
+    _gat_fwd_kernel[grid](
+        csr.rowptr, csr.col, schedule.seg_row, schedule.seg_start, schedule.seg_part,
+        x, alpha_src, alpha_dst, out, lse, part_m, part_l, part_acc,
+        heads, channels, x.stride(0), x.stride(1), alpha_src.stride(0), alpha_src.stride(1), negative_slope,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+    )
+    if schedule.split_row.numel():
+        grid = (schedule.split_row.numel(), heads, triton.cdiv(channels, block_c))
+        _gat_combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part_m, part_l,
+                                  part_acc, out, lse, heads, channels, BLOCK_S=_BLOCK_S, BLOCK_C=block_c,
+                                  num_warps=_NUM_WARPS)
+    return out, lse
+
+
+def _grad_x(csc: Layout, schedule: _Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
+    num_nodes, heads, channels = grad_out.shape
+    dx = torch.empty((num_nodes, heads, channels), dtype=x_dtype, device=grad_out.device)
+    if num_nodes == 0 or heads == 0 or channels == 0:
+        return dx
+    part = torch.empty((max(schedule.num_partials, 1), heads, channels), dtype=torch.float32, device=dx.device)
+    block_c = _channel_tile(channels)
+    block_e = min(_edge_tile(block_c), schedule.chunk)
+    grid = (schedule.seg_row.numel(), heads, triton.cdiv(channels, block_c))
+    _gat_bwd_dx_kernel[grid](
+        csc.rowptr, csc.col, schedule.seg_row, schedule.seg_start, schedule.seg_part,
+        alpha_src, alpha_dst, lse, grad_out, dx, part,
+        heads, channels, alpha_src.stride(0), alpha_src.stride(1), negative_slope,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+    )
+    if schedule.split_row.numel():  # split rows: the partials are plain sums, spmm's combine adds them in order
+        features = heads * channels
+        block_f = 128 if features > 64 else (64 if features > 16 else 16)
+        grid = (schedule.split_row.numel(), triton.cdiv(features, block_f))
+        _combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part, part, dx, part,
+                              features, csc.num_edges, IS_MAX=False, BLOCK_S=_BLOCK_S, BLOCK_F=block_f,
+                              num_warps=_NUM_WARPS)
+    return dx
+
+
+def _grad_scores(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
+    num_nodes, heads, channels = x.shape
+    dz = torch.zeros((csr.num_edges, heads), dtype=torch.float32, device=x.device)  # (E, H)
+    if csr.num_edges == 0 or heads == 0:
+        return dz
+    block_c = _channel_tile(channels)
+    block_e = min(_edge_tile(block_c), schedule.chunk)
+    _gat_bwd_score_kernel[(schedule.seg_row.numel(), heads)](
+        csr.rowptr, csr.col, csr.perm, schedule.seg_row, schedule.seg_start,
+        x, alpha_src, alpha_dst, lse, delta, grad_out, dz,
+        heads, channels, x.stride(0), x.stride(1), alpha_src.stride(0), alpha_src.stride(1), negative_slope,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+    )
+    return dz
+
+
+def _edge_sums(layout: Layout, chunk: int, values: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """``out[r] = sum over positions k of row r of values[perm[k]]`` (values indexed by edge id)."""
+    by_edge = Layout(layout.rowptr, layout.perm, layout.perm)  # gather rows of `values` by edge id
+    out, _ = _segment_reduce(by_edge, _schedule(layout.rowptr, chunk), values, num_out_rows=num_rows, reduce=_SUM)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Autograd
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Problem:
+    csr: Layout
+    csc: Layout | None
+    chunk: int
+    negative_slope: float
+
+    def transposed(self) -> Layout:
+        return self.csc if self.csc is not None else _derive_csc(self.csr)
+
+
+class _GatAggregate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha_src, alpha_dst, problem: _Problem):
+        out, lse = _forward(problem.csr, _schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
+                            problem.negative_slope)
+        ctx.save_for_backward(x, alpha_src, alpha_dst, out, lse)
+        ctx.problem = problem
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, alpha_src, alpha_dst, out, lse = ctx.saved_tensors
+        problem: _Problem = ctx.problem
+        need_x, need_src, need_dst = ctx.needs_input_grad[:3]
+        grad_out = grad_out.contiguous()
+        num_nodes = x.shape[0]
+        grad_x = grad_src = grad_dst = None
+        csc = problem.transposed() if (need_x or need_src) else None
+        if need_x:
+            grad_x = _grad_x(csc, _schedule(csc.rowptr, problem.chunk), alpha_src, alpha_dst, lse, grad_out,
+                             problem.negative_slope, x.dtype)
+        if need_src or need_dst:
+            delta = (grad_out.float() * out.float()).sum(-1)  # (N, H)
+            dz = _grad_scores(problem.csr, _schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
+                              lse, delta, grad_out, problem.negative_slope)  # (E, H)
+            if need_dst:
+                grad_dst = _edge_sums(problem.csr, problem.chunk, dz, num_nodes).to(alpha_dst.dtype)
+            if need_src:
+                grad_src = _edge_sums(csc, problem.chunk, dz, num_nodes).to(alpha_src.dtype)
+        return grad_x, grad_src, grad_dst, None
+
+
+# --------------------------------------------------------------------------------------------------
+# Public function
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_operand(name: str, t, rank: int, shape_text: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16 or float32 (the kernel accumulates in float32), "
+                        f"got {t.dtype}")
+    if t.dim() != rank:
+        raise ValueError(f"{name} must have shape {shape_text}, got {tuple(t.shape)}")
+
+
+def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Tensor, csr: Layout,
+                  csc: Layout | None = None, *, negative_slope: float = 0.2, edges_per_program: int | None = None,
+                  check_indices: bool = True) -> torch.Tensor:
+    """GAT aggregation: ``out[i, h] = sum over e = (j -> i) of softmax_e(LeakyReLU(as[j,h] + ad[i,h])) x[j, h]``.
+
+    Args:
+        x: projected features ``(N, H, C)``.
+        alpha_src, alpha_dst: per-node source / destination score terms ``(N, H)``, in ``x``'s dtype.
+        csr: rows = destinations (``Graph.csr()`` fields as a :class:`kernels.spmm.Layout`).
+        csc: rows = sources (``Graph.csc()``), for the backward; derived from ``csr`` when None.
+        negative_slope: the LeakyReLU slope (>= 0).
+        edges_per_program: segment length of the row schedule (default 256, a power of two).
+        check_indices: check index values (skip only for layouts built by ``reference.graph.Graph``).
+
+    Shapes:
+        x ``(N, H, C)``, alpha_src/alpha_dst ``(N, H)`` -> ``(N, H, C)`` in ``x``'s dtype.
+    """
+    if not isinstance(csr, Layout):
+        raise TypeError(f"csr must be a kernels.spmm.Layout (rowptr, col, perm), got {type(csr).__name__}")
+    num_nodes = csr.num_rows
+    _check_operand("x", x, 3, "(N, H, C)")
+    if x.shape[0] != num_nodes:
+        raise ValueError(f"x must have num_nodes={num_nodes} rows (the layout's rows), got {x.shape[0]}")
+    for name, alpha in (("alpha_src", alpha_src), ("alpha_dst", alpha_dst)):
+        _check_operand(name, alpha, 2, "(N, H)")
+        if tuple(alpha.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"{name} must have shape (N, H) = {tuple(x.shape[:2])}, got {tuple(alpha.shape)}")
+        if alpha.dtype != x.dtype:
+            raise TypeError(f"{name} must have x's dtype {x.dtype}, got {alpha.dtype}")
+        if alpha.device != x.device:
+            raise ValueError(f"{name} must be on x's device {x.device}, got {alpha.device}")
+    _check_int32(csr.rowptr.dtype, num_nodes, x.shape[1], x.shape[2], csr.num_edges)
+    _validate_layout("csr", csr, num_nodes, check_values=check_indices)
+    if csc is not None:
+        _validate_layout("csc", csc, num_nodes, check_values=check_indices)
+        if csc.num_edges != csr.num_edges or csc.rowptr.dtype != csr.rowptr.dtype:
+            raise ValueError(f"csc must describe the same {csr.num_edges} edges with {csr.rowptr.dtype} indices, got "
+                             f"{csc.num_edges} edges of {csc.rowptr.dtype}")
+    if x.device != csr.rowptr.device:
+        raise ValueError(f"x must be on the layout's device {csr.rowptr.device}, got {x.device}")
+    _check_device("x", x)
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) or negative_slope < 0:
+        raise ValueError(f"negative_slope must be a non-negative number, got {negative_slope!r}")
+    chunk = DEFAULT_EDGES_PER_PROGRAM if edges_per_program is None else edges_per_program
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1 or chunk & (chunk - 1):
+        raise ValueError(f"edges_per_program must be a positive power of two, got {edges_per_program!r}")
+    x = x if x.stride(2) == 1 else x.contiguous()
+    alpha_src, alpha_dst = alpha_src.contiguous(), alpha_dst.contiguous()  # one (N, H) stride pair for both
+    problem = _Problem(csr, csc, chunk, float(negative_slope))
+    return _GatAggregate.apply(x, alpha_src, alpha_dst, problem)
+
+
+def _triton_attention_aggregate(graph, x, alpha_src, alpha_dst, *, negative_slope):
+    """The ``"triton"`` backend of ``reference.gnn.attention_aggregate`` (arguments validated there)."""
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise NotImplementedError(f"the triton attention backend supports {SUPPORTED_DTYPES}, not {x.dtype}")
+    csr, csc = graph.csr(), graph.csc()
+    return gat_aggregate(x, alpha_src, alpha_dst, Layout(csr.rowptr, csr.col, csr.perm),
+                         Layout(csc.rowptr, csc.col, csc.perm), negative_slope=negative_slope, check_indices=False)
+
+
+def _register() -> None:
+    from reference.gnn import register_attention_aggregation_backend
+
+    register_attention_aggregation_backend("triton", _triton_attention_aggregate)
+
+
+_register()
+
+
+# --------------------------------------------------------------------------------------------------
+# What `fusebench inspect` compiles
+# --------------------------------------------------------------------------------------------------
+
+_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
+                 torch.int32: "i32", torch.int64: "i64"}
+
+
+def compile_specs() -> list[CompileSpec]:
+    """Every configuration the launchers can pick, per feature dtype and index dtype."""
+    specs = []
+    for dtype in SUPPORTED_DTYPES:
+        for index_dtype in INDEX_DTYPES:
+            ft, it = _TRITON_DTYPE[dtype], _TRITON_DTYPE[index_dtype]
+            layout = {"rowptr_ptr": f"*{it}", "col_ptr": f"*{it}"}
+            schedule = {"seg_row_ptr": f"*{it}", "seg_start_ptr": f"*{it}"}
+            for block_c in _CHANNEL_TILES:
+                block_e = _edge_tile(block_c)
+                label = f"{ft} {it} E{block_e} C{block_c} w{_NUM_WARPS}"
+                meta = {"BLOCK_E": block_e, "BLOCK_C": block_c, "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
+                constexpr_types = {name: "constexpr" for name in meta}
+                fwd = {**layout, **schedule, "seg_part_ptr": f"*{it}", "x_ptr": f"*{ft}", "asrc_ptr": f"*{ft}",
+                       "adst_ptr": f"*{ft}", "out_ptr": f"*{ft}", "lse_ptr": "*fp32", "part_m_ptr": "*fp32",
+                       "part_l_ptr": "*fp32", "part_acc_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32",
+                       "stride_xn": "i32", "stride_xh": "i32", "stride_an": "i32", "stride_ah": "i32",
+                       "negative_slope": "fp32", **constexpr_types}
+                specs.append(CompileSpec("gat.forward", _gat_fwd_kernel, fwd, meta, num_warps=_NUM_WARPS,
+                                         num_stages=1, config=label, aligned=("x_ptr", "out_ptr", "stride_xn")))
+                combine = {"split_row_ptr": f"*{it}", "split_first_ptr": f"*{it}", "split_count_ptr": f"*{it}",
+                           "part_m_ptr": "*fp32", "part_l_ptr": "*fp32", "part_acc_ptr": "*fp32", "out_ptr": f"*{ft}",
+                           "lse_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32",
+                           "BLOCK_S": "constexpr", "BLOCK_C": "constexpr"}
+                specs.append(CompileSpec("gat.combine", _gat_combine_kernel, combine,
+                                         {"BLOCK_S": _BLOCK_S, "BLOCK_C": block_c}, num_warps=_NUM_WARPS,
+                                         num_stages=1, config=label))
+                dx = {**layout, **schedule, "seg_part_ptr": f"*{it}", "asrc_ptr": f"*{ft}", "adst_ptr": f"*{ft}",
+                      "lse_ptr": "*fp32", "g_ptr": f"*{ft}", "dx_ptr": f"*{ft}", "part_ptr": "*fp32",
+                      "num_heads": "i32", "num_channels": "i32", "stride_an": "i32", "stride_ah": "i32",
+                      "negative_slope": "fp32", **constexpr_types}
+                specs.append(CompileSpec("gat.backward_dx", _gat_bwd_dx_kernel, dx, meta, num_warps=_NUM_WARPS,
+                                         num_stages=1, config=label, aligned=("g_ptr", "dx_ptr")))
+                score = {**layout, "perm_ptr": f"*{it}", **schedule, "x_ptr": f"*{ft}", "asrc_ptr": f"*{ft}",
+                         "adst_ptr": f"*{ft}", "lse_ptr": "*fp32", "delta_ptr": "*fp32", "g_ptr": f"*{ft}",
+                         "dz_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32", "stride_xn": "i32",
+                         "stride_xh": "i32", "stride_an": "i32", "stride_ah": "i32", "negative_slope": "fp32",
+                         **constexpr_types}
+                specs.append(CompileSpec("gat.backward_scores", _gat_bwd_score_kernel, score, meta,
+                                         num_warps=_NUM_WARPS, num_stages=1, config=label,
+                                         aligned=("x_ptr", "g_ptr", "stride_xn")))
+    return specs

@@ -1,0 +1,556 @@
+"""kernels/attention.py against the reference (reference/attention.py), at kernel level.
+
+Every numerical comparison goes through the agreement policy: gold = the reference in float64,
+baseline = the reference in the dtype under test, candidate = the Triton kernel in that dtype (under
+TRITON_INTERPRET=1 on the CPU tier). Outputs and the three gradients are checked. The CPU tier runs
+small shapes only (the interpreter is numpy); the `gpu` tier runs sequences of 1k-16k. The module level
+(reference modules run with backend="triton") is in test_attention_modules.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import kernels.attention as ka
+from fusebench.agreement import K_GRADIENT, K_OUTPUT, assert_agrees
+from fusebench.inputs import GuardedTensor, random_tensor, run_seed
+from reference.attention import (
+    attention_backends,
+    scaled_dot_product_attention,
+    varlen_attention,
+)
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+# ---- helpers: inputs, masks, and one call judged against gold ---------------------------------------------
+
+
+def _qkv(seed, b, hq, hkv, nq, nk, d, dv=None, *, q_scale=1.0):
+    """float64 q (B, Hq, Nq, D), k (B, Hkv, Nk, D), v (B, Hkv, Nk, Dv)."""
+    return (random_tensor((b, hq, nq, d), seed=seed, dtype=torch.float64, scale=q_scale),
+            random_tensor((b, hkv, nk, d), seed=seed + 1, dtype=torch.float64),
+            random_tensor((b, hkv, nk, d if dv is None else dv), seed=seed + 2, dtype=torch.float64))
+
+
+def _masks(kind: str, seed: int, b: int, hq: int, nq: int, nk: int):
+    """(attn_mask, key_padding_mask, causal) for a named mask kind; masks broadcast (stride 0 dims)."""
+    gen = torch.Generator().manual_seed(seed)
+    attn_mask = key_padding_mask = None
+    causal = kind in ("causal", "all")
+    if kind in ("padding", "all"):
+        key_padding_mask = torch.rand(b, nk, generator=gen) < 0.3
+    if kind == "bool":
+        attn_mask = torch.rand(1, hq, nq, nk, generator=gen) < 0.7  # broadcast over the batch
+    if kind in ("additive", "all"):
+        attn_mask = random_tensor((b, 1, nq, nk), seed=seed + 7, dtype=torch.float64)  # broadcast over heads
+    return attn_mask, key_padding_mask, causal
+
+
+def _cast(t, dtype):
+    return None if t is None else (t.to(dtype) if t.is_floating_point() else t)
+
+
+def _reference_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, scale):
+    """The reference's output, lse and gradients with inputs cast to ``dtype``."""
+    leaves = [t.detach().to(dtype, copy=True).requires_grad_() for t in (q, k, v)]
+    out, lse = scaled_dot_product_attention(*leaves, attn_mask=_cast(attn_mask, dtype),
+                                            key_padding_mask=key_padding_mask, is_causal=causal, scale=scale,
+                                            return_lse=True)
+    grads = torch.autograd.grad(out, leaves, d_out.to(dtype))
+    return out.detach(), lse.detach(), grads
+
+
+def _kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, scale, layout="bhnd"):
+    """The kernel's output, lse and gradients; inputs cast to ``dtype`` (and transposed for bnhd)."""
+    leaves = [t.detach().to(dtype, copy=True) for t in (q, k, v)]
+    if layout == "bnhd":  # (B, N, H, D) memory; the kernel gets the tensors in that layout
+        leaves = [t.transpose(1, 2).contiguous() for t in leaves]
+    leaves = [t.requires_grad_() for t in leaves]
+    out, lse = ka.attention(*leaves, causal=causal, scale=scale, attn_mask=_cast(attn_mask, dtype),
+                            key_padding_mask=key_padding_mask, layout=layout, return_lse=True)
+    grads = torch.autograd.grad(out, leaves, d_out.to(dtype).transpose(1, 2) if layout == "bnhd" else d_out.to(dtype))
+    if layout == "bnhd":
+        out, lse, grads = out.transpose(1, 2), lse.transpose(1, 2), [g.transpose(1, 2) for g in grads]
+    return out.detach(), lse.detach(), grads
+
+
+def _assert_k_rule(candidate, gold, baseline, *, gradient: bool, name: str) -> None:
+    """FlashAttention's k-rule (fusebench.agreement) applied to a float32 candidate; see its one use."""
+    k = K_GRADIENT if gradient else K_OUTPUT
+    error = float((candidate.double() - gold).abs().max())
+    floor = torch.finfo(torch.float32).eps * float(gold.abs().max())  # one ulp, as the policy's floor
+    allowed = k * float((baseline.double() - gold).abs().max()) + floor
+    assert error <= allowed, f"{name} (float32, k-rule): max|cand-gold| {error:.3g} > allowed {allowed:.3g}"
+
+
+def _assert_zero_up_to_cancellation(candidate, q, k, v, d_out, scale, name: str) -> None:
+    """For a gradient whose exact value is identically zero (every query row sees at most one key).
+
+    Then dS = P * (dP - rowsum(dO * O)) cancels exactly (O is that one key's v), and the relative rules
+    have no scale (max|gold| = 0). What any implementation leaves is the float32 rounding of the two dot
+    products of length Dv, each within Dv * u * max|dO| * max|v| (the standard dot-product bound), carried
+    into dQ = scale * dS K (at most Nk terms of max|k|) and dK = scale * dS^T Q (at most Nq terms of max|q|).
+    """
+    u = torch.finfo(torch.float32).eps / 2
+    ds_bound = 2 * v.shape[-1] * u * float(d_out.abs().max()) * float(v.abs().max())
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    bound = scale * ds_bound * max(k.shape[2] * float(k.abs().max()), q.shape[2] * float(q.abs().max()))
+    error = float(candidate.double().abs().max())
+    assert error <= bound, f"{name}: exact gradient is zero, candidate reaches {error:.3g} > bound {bound:.3g}"
+
+
+def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_mask=None, causal=False,
+                          scale=None, layout="bhnd", gold_attn_mask=None, float32_k_rule=False):
+    """Output, lse, dq, dk, dv of the kernel in ``dtype`` against the float64 reference (the policy).
+
+    ``gold_attn_mask``: the same mask spelled differently for the reference (see its use).
+    ``float32_k_rule``: judge float32 by the k-rule against the float32 reference (see its use)."""
+    masks = dict(attn_mask=attn_mask, key_padding_mask=key_padding_mask, causal=causal, scale=scale)
+    gold_masks = masks | ({} if gold_attn_mask is None else {"attn_mask": gold_attn_mask})
+    d_out = random_tensor(q.shape[:-1] + v.shape[-1:], seed=seed + 11, dtype=torch.float64, device=q.device)
+    gold = _reference_run(q, k, v, d_out, torch.float64, **gold_masks)
+    with_baseline = dtype in LOW_PRECISION or float32_k_rule
+    baseline = _reference_run(q, k, v, d_out, dtype, **gold_masks) if with_baseline else (None, None, [None] * 3)
+    out, lse, grads = _kernel_run(q, k, v, d_out, dtype, layout=layout, **masks)
+    names = ("output", "lse", "dq", "dk", "dv")
+    for i, (name, cand, g, base) in enumerate(zip(names, (out, lse, *grads), (gold[0], gold[1], *gold[2]),
+                                                  (baseline[0], baseline[1], *baseline[2]), strict=True)):
+        if i >= 2 and not g.any():
+            _assert_zero_up_to_cancellation(cand, q, k, v, d_out, scale, name)
+        elif dtype == torch.float32 and float32_k_rule:
+            _assert_k_rule(cand, g, base, gradient=i >= 2, name=name)
+        else:
+            assert_agrees(cand, g, base, gradient=i >= 2, name=name)
+
+
+# ---- kernel level: a pairwise table of dtypes x head dims x masks x lengths x heads ------------------------
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+HEAD_DIMS = [16, 32, 64, 80, 96, 128, 256]  # 80 and 96: not powers of two, the D tile is padded and masked
+MASKS = ["none", "causal", "padding", "bool", "all"]  # all = additive (over heads) + causal + padding
+LENGTHS = [
+    (1, 1),  # a single query and key
+    (17, 17),  # square, not a multiple of any tile
+    (37, 21),  # more queries than keys: causal leaves the first 16 rows fully masked
+    (9, 45),  # fewer queries than keys (decoding with a cache), 45 crosses three 16-key tiles
+]
+HEADS = [(2, 2), (4, 2), (3, 1)]  # (Hq, Hkv): multi-head, grouped-query, multi-query
+
+
+def _gain(row: dict, name: str, value: int, uncovered: set) -> int:
+    """How many uncovered pairs setting ``row[name] = value`` would cover."""
+    return sum((p, row[p], name, value) in uncovered or (name, value, p, row[p]) in uncovered for p in row)
+
+
+def _pairwise(factors: dict[str, list]) -> list[dict]:
+    """A small table in which every pair of values of any two factors appears in some row (greedy:
+    each row starts from an uncovered pair and fills the other factors with the value that covers the
+    most new pairs, the least used value on ties)."""
+    names = list(factors)
+    uncovered = {(a, x, b, y) for a, b in itertools.combinations(names, 2)
+                 for x in range(len(factors[a])) for y in range(len(factors[b]))}
+    used = {name: [0] * len(values) for name, values in factors.items()}
+    rows = []
+    while uncovered:
+        a, x, b, y = min(uncovered)
+        row = {a: x, b: y}
+        for name in names:
+            if name not in row:
+                row[name] = max(range(len(factors[name])),
+                                key=lambda i, name=name, row=row, todo=uncovered: (_gain(row, name, i, todo),
+                                                                                    -used[name][i]))
+        for name, i in row.items():
+            used[name][i] += 1
+        uncovered -= {(a, row[a], b, row[b]) for a, b in itertools.combinations(names, 2)}
+        rows.append({name: factors[name][row[name]] for name in names})
+    return rows
+
+
+FACTORS = {"dtype": DTYPES, "head_dim": HEAD_DIMS, "mask": MASKS, "lengths": LENGTHS, "heads": HEADS}
+CASES = _pairwise(FACTORS)
+
+
+def _case_id(case):
+    return (f"{str(case['dtype'])[6:]}-d{case['head_dim']}-{case['mask']}-{case['lengths'][0]}x{case['lengths'][1]}"
+            f"-h{case['heads'][0]}kv{case['heads'][1]}")
+
+
+def test_case_table_covers_every_pair():
+    covered = {(a, str(c[a]), b, str(c[b])) for c in CASES for a, b in itertools.combinations(FACTORS, 2)}
+    wanted = {(a, str(x), b, str(y)) for a, b in itertools.combinations(FACTORS, 2)
+              for x in FACTORS[a] for y in FACTORS[b]}
+    assert wanted <= covered
+    assert len(CASES) < 60  # pairwise, not the 2268-case product
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_kernel_agrees_with_reference(seed, case):
+    (nq, nk), (hq, hkv), d = case["lengths"], case["heads"], case["head_dim"]
+    q, k, v = _qkv(seed, 2, hq, hkv, nq, nk, d)
+    attn_mask, key_padding_mask, causal = _masks(case["mask"], seed, 2, hq, nq, nk)
+    _assert_kernel_agrees(seed, q, k, v, case["dtype"], attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                          causal=causal)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bnhd_layout_with_user_scale_and_value_head_dim(seed, dtype):
+    q, k, v = _qkv(seed, 2, 4, 2, 23, 30, 32, dv=48)  # Dv = 48 != D: a separate, padded value tile
+    attn_mask, key_padding_mask, causal = _masks("all", seed, 2, 4, 23, 30)
+    _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                          causal=causal, scale=0.37, layout="bnhd")
+
+
+def test_bnhd_output_and_gradients_keep_the_layout_without_copies(seed):
+    q, k, v = (t.float().transpose(1, 2).contiguous().requires_grad_() for t in _qkv(seed, 2, 4, 2, 19, 19, 16))
+    out = ka.attention(q, k, v, layout="bnhd")  # (B, N, H, D) in, (B, N, H, D) out
+    assert out.shape == q.shape and out.is_contiguous()
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    assert dq.is_contiguous() and dk.is_contiguous() and dv.is_contiguous()
+
+
+def test_non_contiguous_strided_views(seed):
+    """Every stride is passed to the kernel: sliced heads, a strided head dimension, transposed views."""
+    big_q = random_tensor((2, 6, 20, 64), seed=seed, dtype=torch.float32)
+    big_k = random_tensor((2, 32, 25), seed=seed + 1, dtype=torch.float32)
+    q = big_q[:, ::2, :, ::2].requires_grad_()  # (2, 3, 20, 32): every stride unusual, head dim stride 2
+    k = big_k.transpose(1, 2)[:, None].requires_grad_()  # (2, 1, 25, 32): sequence stride 1, D stride 25
+    v = random_tensor((2, 25, 2, 32), seed=seed + 2, dtype=torch.float32)[:, :, 1:].transpose(1, 2)  # (2, 1, 25, 32)
+    v.requires_grad_()
+    assert not any(t.is_contiguous() for t in (q, k, v)) and q.stride(-1) == 2 and k.stride(-1) == 25
+    d_out = random_tensor((2, 3, 20, 32), seed=seed + 3, dtype=torch.float64)
+    out = ka.attention(q, k, v, causal=True)
+    grads = torch.autograd.grad(out, (q, k, v), d_out.float())
+    gold = _reference_run(q.double(), k.double(), v.double(), d_out, torch.float64, attn_mask=None,
+                          key_padding_mask=None, causal=True, scale=None)
+    assert_agrees(out, gold[0], name="output")
+    for name, cand, g in zip(("dq", "dk", "dv"), grads, gold[2], strict=True):
+        assert_agrees(cand, g, gradient=True, name=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_logits_do_not_overflow(seed, dtype):
+    q, k, v = _qkv(seed, 1, 2, 2, 16, 24, 32, q_scale=250.0)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(32)
+    assert scores.abs().max() > 500  # the premise: a naive exp() overflows (float32 at 89, float16 at 11)
+    # float32: the scores' own rounding (|s| * 6e-8 ~ 6e-5 at |s| ~ 1e3) enters exp() as a relative error of
+    # every probability, so the element-wise bound calibrated for O(1) scores is out of reach of the float32
+    # reference itself; the kernel is held to the k-rule against it instead (at most 2x / 3x its error).
+    _assert_kernel_agrees(seed, q, k, v, dtype, float32_k_rule=True)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_fully_masked_rows_give_zeros_and_zero_gradients(seed, dtype):
+    b, h, nq, nk, d = 2, 2, 20, 18, 16
+    q, k, v = _qkv(seed, b, h, h, nq, nk, d)
+    key_padding_mask = torch.zeros(b, nk, dtype=torch.bool)
+    key_padding_mask[1] = True  # the whole second sequence is padding: every row of batch 1 is empty
+    attn_mask = torch.zeros(nq, nk)  # additive, with -inf rows: row 3 sees nothing
+    attn_mask[3] = -math.inf
+    # causal with Nq > Nk: rows 0 and 1 see no key at all
+    out, lse = ka.attention(*(t.to(dtype) for t in (q, k, v)), causal=True, attn_mask=attn_mask.to(dtype),
+                            key_padding_mask=key_padding_mask, return_lse=True)
+    empty = torch.zeros(b, h, nq, dtype=torch.bool)
+    empty[1], empty[:, :, 3], empty[:, :, :2] = True, True, True
+    assert torch.equal(out[empty], torch.zeros_like(out[empty])) and torch.isfinite(out).all()
+    assert torch.isneginf(lse[empty]).all() and torch.isfinite(lse[~empty]).all()
+    # The reference spelled with a bool mask: its autograd through an additive -inf row gives NaN gradients
+    # (logsumexp's backward at -inf), while the function, and the kernel's gradient, is zero there.
+    _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask.double(), gold_attn_mask=attn_mask == 0,
+                          key_padding_mask=key_padding_mask, causal=True)
+    leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    out = ka.attention(*leaves, causal=True, attn_mask=attn_mask.to(dtype), key_padding_mask=key_padding_mask)
+    dq, dk, dv = torch.autograd.grad(out, leaves, random_tensor(out.shape, seed=seed + 5, dtype=dtype))
+    assert torch.equal(dq[empty], torch.zeros_like(dq[empty]))
+    assert torch.equal(dk[1], torch.zeros_like(dk[1])) and torch.equal(dv[1], torch.zeros_like(dv[1]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_varlen_matches_the_reference(seed, dtype):
+    lengths_q, lengths_k = [3, 0, 20, 1], [5, 2, 33, 17]  # an empty query sequence; 20x33 crosses tiles
+    cu_q = torch.tensor([0, *itertools.accumulate(lengths_q)], dtype=torch.int32)
+    cu_k = torch.tensor([0, *itertools.accumulate(lengths_k)], dtype=torch.int64)
+    q = random_tensor((sum(lengths_q), 4, 32), seed=seed, dtype=torch.float64)
+    k = random_tensor((sum(lengths_k), 2, 32), seed=seed + 1, dtype=torch.float64)
+    v = random_tensor((sum(lengths_k), 2, 32), seed=seed + 2, dtype=torch.float64)
+    d_out = random_tensor(q.shape, seed=seed + 3, dtype=torch.float64)
+
+    def run(fn, cast):
+        leaves = [t.to(cast).requires_grad_() for t in (q, k, v)]
+        out, lse = fn(*leaves, cu_q, cu_k, is_causal=True, scale=0.2, return_lse=True)
+        return (out.detach(), lse.detach(), *torch.autograd.grad(out, leaves, d_out.to(cast)))
+
+    gold = run(varlen_attention, torch.float64)
+    baseline = run(varlen_attention, dtype) if dtype in LOW_PRECISION else [None] * 5
+    candidate = run(ka.varlen_attention, dtype)
+    for i, name in enumerate(("output", "lse", "dq", "dk", "dv")):
+        assert_agrees(candidate[i], gold[i], baseline[i], gradient=i >= 2, name=name)
+
+
+def test_varlen_accepts_max_seqlen_and_flash_attn_spelling(seed):
+    cu = torch.tensor([0, 7, 19], dtype=torch.int32)
+    q = random_tensor((19, 2, 16), seed=seed, dtype=torch.float32)
+    given = ka.varlen_attention(q, q, q, cu, cu, max_seqlen_q=12, max_seqlen_k=12, causal=True)
+    assert_agrees(given, varlen_attention(q.double(), q.double(), q.double(), cu, cu, is_causal=True))
+
+
+# ---- guard zones: no out-of-bounds read or write, every output element written -------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_guard_zones_hold_and_every_output_is_written(seed, dtype):
+    """Inputs and outputs are views inside NaN margins; a stray read leaks NaN, a stray write dirties a margin,
+    and an element never written stays NaN (outputs start poisoned)."""
+    b, hq, hkv, nq, nk, d = 2, 4, 2, 19, 23, 80  # ragged lengths, padded head dimension
+    q, k, v = _qkv(seed, b, hq, hkv, nq, nk, d)
+    attn_mask, key_padding_mask, _ = _masks("all", seed, b, hq, nq, nk)
+    # (B, N, H, D) memory for q, (B, H, N, D) for k and v: both layouts in one call
+    gq = GuardedTensor(q.transpose(1, 2).to(dtype))
+    gk, gv = GuardedTensor(k.to(dtype)), GuardedTensor(v.to(dtype))
+    gmask = GuardedTensor(attn_mask.to(dtype))
+    gpad = GuardedTensor(key_padding_mask)  # bool margins hold True: a stray read looks like padding
+    g_out = GuardedTensor.empty((b, nq, hq, d), dtype=dtype)
+    g_lse = GuardedTensor.empty((b, hq, nq), dtype=torch.float32)
+    d_out = random_tensor((b, hq, nq, d), seed=seed + 3, dtype=torch.float64)
+    g_dout = GuardedTensor(d_out.to(dtype))
+    g_dq = GuardedTensor.empty((b, hq, nq, d), dtype=dtype)
+    g_dk, g_dv = (GuardedTensor.empty((b, hkv, nk, d), dtype=dtype) for _ in range(2))
+
+    problem = ka._Problem(batch=b, n_q=nq, n_k=nk, causal=True, scale=1 / math.sqrt(d), cu_q=None, cu_k=None)
+    q4 = gq.tensor.transpose(1, 2)
+    out, lse = ka._forward(q4, gk.tensor, gv.tensor, gmask.tensor, gpad.tensor, problem,
+                           out=g_out.tensor.transpose(1, 2), lse=g_lse.tensor)
+    dq, dk, dv = ka._backward(g_dout.tensor, q4, gk.tensor, gv.tensor, out, lse, gmask.tensor, gpad.tensor, problem,
+                              dq=g_dq.tensor, dk=g_dk.tensor, dv=g_dv.tensor)
+    for name, guarded in (("q", gq), ("k", gk), ("v", gv), ("attn_mask", gmask), ("out", g_out), ("lse", g_lse),
+                          ("d_out", g_dout), ("dq", g_dq), ("dk", g_dk), ("dv", g_dv)):
+        guarded.assert_intact(name)
+    for name, t in (("out", out), ("dq", dq), ("dk", dk), ("dv", dv)):
+        assert not torch.isnan(t).any(), f"{name}: NaN leaked (an out-of-bounds read or an unwritten element)"
+    assert not torch.isnan(lse).any()
+
+    masks = dict(attn_mask=attn_mask, key_padding_mask=key_padding_mask, causal=True, scale=problem.scale)
+    gold = _reference_run(q, k, v, d_out, torch.float64, **masks)
+    baseline = _reference_run(q, k, v, d_out, dtype, **masks) if dtype in LOW_PRECISION else (None, None, [None] * 3)
+    assert_agrees(out, gold[0], baseline[0], name="output")
+    for name, cand, g, base in zip(("dq", "dk", "dv"), (dq, dk, dv), gold[2], baseline[2], strict=True):
+        assert_agrees(cand, g, base, gradient=True, name=name)
+
+
+# ---- property-based fuzzing ------------------------------------------------------------------------------
+
+
+@st.composite
+def _problems(draw):
+    hkv = draw(st.integers(1, 2))
+    return dict(
+        b=draw(st.integers(1, 2)), hkv=hkv, hq=hkv * draw(st.integers(1, 3)),
+        nq=draw(st.integers(1, 40)), nk=draw(st.integers(1, 40)), d=draw(st.sampled_from([8, 16, 24, 64])),
+        dtype=draw(st.sampled_from(DTYPES)), mask=draw(st.sampled_from(MASKS)),
+        scale=draw(st.one_of(st.none(), st.floats(0.05, 2.0))), seed=draw(st.integers(0, 2**31)),
+    )
+
+
+@hypothesis_seed(run_seed())  # FUSEBENCH_SEED replays the fuzzing too
+@settings(max_examples=12, deadline=None)
+@given(_problems())
+def test_fuzz_policy_holds(problem):
+    p = problem
+    q, k, v = _qkv(p["seed"], p["b"], p["hq"], p["hkv"], p["nq"], p["nk"], p["d"])
+    attn_mask, key_padding_mask, causal = _masks(p["mask"], p["seed"], p["b"], p["hq"], p["nq"], p["nk"])
+    _assert_kernel_agrees(p["seed"], q, k, v, p["dtype"], attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                          causal=causal, scale=p["scale"])
+
+
+# ---- memory: linear in the sequence length ---------------------------------------------------------------
+
+
+class _AllocationCounter(TorchDispatchMode):
+    """Bytes of every new tensor storage that torch allocates while active (and the largest one).
+
+    An op's result is a new allocation unless it shares storage with one of the op's inputs (views and
+    in-place ops do); storages are told apart by address, which is unique among live tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        for t in torch.utils._pytree.tree_leaves(result):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                self.total += t.untyped_storage().nbytes()
+                self.largest = max(self.largest, t.untyped_storage().nbytes())
+        return result
+
+
+def _allocated(fn, seed, n):
+    q, k, v = (t.float().requires_grad_() for t in _qkv(seed, 1, 1, 1, n, n, 16))
+    with _AllocationCounter() as counter:
+        out = fn(q, k, v)
+        torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    return counter
+
+
+def test_memory_grows_linearly_with_sequence_length(seed):
+    short, long = 64, 256  # 4x the sequence: linear memory grows 4x, an (N x N) buffer 16x
+    kernel = [_allocated(lambda q, k, v: ka.attention(q, k, v, causal=True), seed, n) for n in (short, long)]
+    reference = [_allocated(lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True), seed, n)
+                 for n in (short, long)]
+    growth = kernel[1].total / kernel[0].total
+    assert growth <= 1.1 * long / short, f"kernel allocations grew {growth:.2f}x for 4x the sequence"
+    assert kernel[1].largest < long * long * 4  # no buffer as large as one float32 (N x N) matrix
+    # The counter does see quadratic memory where it exists: the reference materializes the scores.
+    assert reference[1].total / reference[0].total > 0.7 * (long / short) ** 2
+
+
+# ---- the interpreter-only bf16 shim ----------------------------------------------------------------------
+
+
+def test_bf16_shim_follows_the_interpreter_decision():
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    assert ka._INTERPRETING == interpreting  # what triton decided when it decorated the kernels
+    assert ka._INTERPRETER_BF16_UPCAST == interpreting  # so compiled GPU code never gets the upcast
+    q = torch.ones(1, 1, 16, 16, dtype=torch.bfloat16)
+    problem = ka._Problem(1, 16, 16, False, 1.0, None, None)
+    assert ka._meta(q, q, problem, 0, False)["UPCAST_BF16"] is interpreting
+    assert ka._meta(q.half(), q.half(), problem, 0, False)["UPCAST_BF16"] is False
+
+
+def test_bf16_shim_is_off_when_not_interpreting(monkeypatch):
+    monkeypatch.setattr(ka, "_INTERPRETER_BF16_UPCAST", False)  # what a compiled (GPU) import sets
+    q = torch.ones(1, 1, 16, 16, dtype=torch.bfloat16)
+    assert ka._meta(q, q, ka._Problem(1, 16, 16, False, 1.0, None, None), 0, False)["UPCAST_BF16"] is False
+
+
+def test_compile_specs_ship_every_config_without_the_interpreter_shim():
+    """What `fusebench inspect` compiles for GPUs: every autotune config, the shim off, every argument typed."""
+    specs = ka.compile_specs()
+    assert all(spec.constexprs.get("UPCAST_BF16", False) is False for spec in specs)
+    for kernel, configs in (("forward", ka.FWD_CONFIGS), ("dkdv", ka.DKDV_CONFIGS), ("dq", ka.DQ_CONFIGS)):
+        shipped = {(spec.constexprs["BLOCK_M"], spec.constexprs["BLOCK_N"], spec.num_warps, spec.num_stages)
+                   for spec in specs if spec.kernel == f"attention.{kernel}"}
+        wanted = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in configs}
+        assert shipped == wanted, f"{kernel}: configs never compiled: {wanted - shipped}"
+    for spec in specs:
+        assert list(spec.signature) == spec.fn.arg_names, spec.kernel
+        assert {n for n, t in spec.signature.items() if t == "constexpr"} == set(spec.constexprs), spec.kernel
+
+
+# ---- bad input: every validation error, with its message -------------------------------------------------
+
+
+def test_bad_inputs_raise_naming_the_argument():
+    q = torch.randn(1, 4, 8, 16)
+    k = torch.randn(1, 2, 8, 16)
+    meta_k = torch.empty(1, 2, 8, 16, device="meta")
+    cases = [
+        (dict(q=q.double()), TypeError, "q must be float16, bfloat16 or float32"),
+        (dict(k=k.to(torch.int32)), TypeError, "k must be float16, bfloat16 or float32"),
+        (dict(v=[1.0]), TypeError, "v must be a torch.Tensor"),
+        (dict(q=q[0]), ValueError, r"q must have shape \(B, H, N, D\)"),
+        (dict(q=q.half()), TypeError, "must share a dtype"),
+        (dict(k=meta_k, v=meta_k), ValueError, "must be on one device"),
+        (dict(k=torch.randn(1, 3, 8, 16), v=torch.randn(1, 3, 8, 16)), ValueError, "multiple of the heads"),
+        (dict(k=torch.randn(1, 2, 8, 12), v=torch.randn(1, 2, 8, 12)), ValueError, "head dimension of q"),
+        (dict(q=torch.randn(1, 4, 8, 300), k=torch.randn(1, 2, 8, 300), v=torch.randn(1, 2, 8, 300)), ValueError,
+         "head dimension of q must be between 1 and 256"),
+        (dict(v=torch.randn(1, 2, 9, 16)), ValueError, "k and v must agree"),
+        (dict(k=torch.randn(2, 2, 8, 16), v=torch.randn(2, 2, 8, 16)), ValueError, "batch size of q"),
+        (dict(attn_mask=torch.ones(8, 9, dtype=torch.bool)), ValueError, "attn_mask must broadcast"),
+        (dict(attn_mask=torch.ones(8, 8, dtype=torch.int32)), TypeError, "attn_mask must be bool"),
+        (dict(attn_mask=[[True]]), TypeError, "attn_mask must be a tensor"),
+        (dict(attn_mask=torch.zeros(8, 8, device="meta")), ValueError, "attn_mask must be on the device"),
+        (dict(attn_mask=torch.zeros(8, 8, requires_grad=True)), NotImplementedError, "no gradient for attn_mask"),
+        (dict(key_padding_mask=torch.zeros(1, 9, dtype=torch.bool)), ValueError, "key_padding_mask must have shape"),
+        (dict(key_padding_mask=torch.zeros(1, 8)), TypeError, "key_padding_mask must be a bool"),
+        (dict(key_padding_mask=torch.zeros(1, 8, dtype=torch.bool, device="meta")), ValueError,
+         "key_padding_mask must be on the device"),
+        (dict(scale=-1.0), ValueError, "scale must be a positive finite number"),
+        (dict(scale=float("nan")), ValueError, "scale must be a positive finite number"),
+        (dict(layout="nhd"), ValueError, "layout must be 'bhnd' or 'bnhd'"),
+        (dict(layout="bnhd", q=q[0]), ValueError, r"q must have shape \(B, N, H, D\)"),
+    ]
+    for overrides, error, message in cases:
+        args = dict(q=q, k=k, v=k.clone()) | overrides
+        with pytest.raises(error, match=message):
+            ka.attention(**args)
+
+
+def test_cpu_tensors_are_refused_when_compiling_for_a_gpu(monkeypatch):
+    monkeypatch.setattr(ka, "_INTERPRETING", False)  # as on a GPU machine without TRITON_INTERPRET
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="q must be a CUDA tensor"):
+        ka.attention(q, q, q)
+
+
+def test_bad_varlen_inputs_raise():
+    q = torch.randn(6, 2, 16)
+    good = torch.tensor([0, 2, 6], dtype=torch.int32)
+    cases = [
+        (dict(cu_seqlens_q=torch.tensor([0, 4, 2, 6])), ValueError, "cu_seqlens_q must be non-decreasing"),
+        (dict(cu_seqlens_k=torch.tensor([1, 2, 6])), ValueError, "cu_seqlens_k must start at 0"),
+        (dict(cu_seqlens_q=torch.tensor([0, 2, 5])), ValueError, "cu_seqlens_q must end at the packed length 6"),
+        (dict(cu_seqlens_q=torch.tensor([0.0, 6.0])), TypeError, "cu_seqlens_q must be a 1-D int32 or int64"),
+        (dict(cu_seqlens_k=good.view(1, 3)), TypeError, "cu_seqlens_k must be a 1-D int32 or int64"),
+        (dict(cu_seqlens_q=good.to("meta")), ValueError, "cu_seqlens_q must be on the device of q"),
+        (dict(cu_seqlens_q=torch.tensor([0, 6])), ValueError, "the same number of sequences"),
+        (dict(q=q[None]), ValueError, r"q must have shape \(total, H, D\)"),
+        (dict(max_seqlen_q=3), ValueError, "max_seqlen_q must be an int at least the longest sequence \\(4\\)"),
+        (dict(max_seqlen_k=2.5), ValueError, "max_seqlen_k must be an int"),
+        (dict(scale=0), ValueError, "scale must be a positive finite number"),
+    ]
+    for overrides, error, message in cases:
+        args = dict(q=q, k=q, v=q, cu_seqlens_q=good, cu_seqlens_k=good) | overrides
+        with pytest.raises(error, match=message):
+            ka.varlen_attention(**args)
+
+
+def test_the_reference_seam_routes_to_the_kernel(seed):
+    assert "triton" in attention_backends()
+    q, k, v = (t.float() for t in _qkv(seed, 1, 2, 1, 10, 12, 16))
+    via_seam = scaled_dot_product_attention(q, k, v, is_causal=True, backend="triton")
+    assert torch.equal(via_seam, ka.attention(q, k, v, causal=True))
+    # What the backend cannot run is NotImplementedError, the seam's contract (callers trying every backend skip it)
+    with pytest.raises(NotImplementedError, match="backend 'triton' runs float16, bfloat16 and float32"):
+        scaled_dot_product_attention(q.double(), k.double(), v.double(), backend="triton")
+
+
+def test_the_seam_reports_cpu_tensors_without_the_interpreter_as_not_implemented(monkeypatch):
+    monkeypatch.setattr(ka, "_INTERPRETING", False)  # as on a machine that compiles the kernels
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(NotImplementedError, match="backend 'triton' needs CUDA tensors"):
+        scaled_dot_product_attention(q, q, q, backend="triton")
+
+
+# ---- the gpu tier: long sequences (skipped without CUDA) -------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [1024, 4096, 16384])
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+@pytest.mark.parametrize("causal", [False, True])
+def test_gpu_long_sequences(seed, n, dtype, causal):
+    heads = 2 if n <= 4096 else 1  # a float64 (N x N) gold at 16k is 2 GiB per head
+    q, k, v = (t.cuda() for t in _qkv(seed, 1, heads, 1, n, n, 128))
+    _assert_kernel_agrees(seed, q, k, v, dtype, causal=causal)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_gpu_head_dims_with_masks_and_varied_lengths(seed, d):
+    q, k, v = (t.cuda() for t in _qkv(seed, 2, 8, 2, 1000, 1537, d))  # ragged, cross-attention, GQA
+    attn_mask, key_padding_mask, causal = _masks("all", seed, 2, 8, 1000, 1537)
+    _assert_kernel_agrees(seed, q, k, v, torch.bfloat16, attn_mask=attn_mask.cuda(),
+                          key_padding_mask=key_padding_mask.cuda(), causal=causal)
