@@ -1,0 +1,58 @@
+"""asv: whole models on each provider (real sizes on a GPU, CPU-sized variants otherwise)."""
+
+from fusebench.integrations.benchmarks import GRAPH_PROVIDERS, TRANSFORMERS_PROVIDERS, model_case_names
+
+PROVIDERS = TRANSFORMERS_PROVIDERS + [p for p in GRAPH_PROVIDERS if p not in TRANSFORMERS_PROVIDERS]
+
+
+def _prepare(case: str, provider: str, *, timed: bool):
+    from fusebench.device import emulate_triton_without_gpu
+
+    emulate_triton_without_gpu()
+    from fusebench.integrations.benchmarks import INTERPRETER_NOTE, prepare_model
+
+    prepared = prepare_model(case, provider)  # NotImplementedError: asv skips
+    if timed and prepared.interpreted:
+        raise NotImplementedError(INTERPRETER_NOTE)
+    return prepared
+
+
+class ModelSpeed:
+    """track_time (device time: CUDA events via do_bench on a GPU) and track_peak_memory of the case's task."""
+
+    params = [model_case_names(), PROVIDERS]
+    param_names = ["case", "provider"]
+    timeout = 1200
+
+    def setup(self, case, provider):
+        self.prepared = _prepare(case, provider, timed=True)
+
+    def track_time(self, case, provider):
+        from fusebench.metrics import measure_time
+
+        return measure_time(self.prepared.call, self.prepared.device)[0].p50
+
+    track_time.unit = "ms"
+
+    def track_peak_memory(self, case, provider):
+        from fusebench.metrics import peak_memory
+
+        return peak_memory(self.prepared.call, self.prepared.device)[0]
+
+    track_peak_memory.unit = "bytes"
+
+
+class ModelAgreement:
+    """track_agreement: error / allowed error (<= 1 agrees) against the float64 eager model."""
+
+    params = [model_case_names(), PROVIDERS]
+    param_names = ["case", "provider"]
+    timeout = 1200
+
+    def setup(self, case, provider):
+        self.prepared = _prepare(case, provider, timed=False)
+
+    def track_agreement(self, case, provider):
+        return self.prepared.agreement()[0].ratio
+
+    track_agreement.unit = "error/allowed"

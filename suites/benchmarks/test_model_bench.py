@@ -1,0 +1,37 @@
+"""pytest-benchmark: whole models (transformers forward and generate, PyG GCN/GAT) on each provider.
+
+Agreement with the float64 eager model is asserted before anything is timed; a Triton provider under
+TRITON_INTERPRET=1 is checked and not timed. CPU-sized variants without CUDA, real sizes with it.
+"""
+
+import pytest
+
+from fusebench.integrations.benchmarks import INTERPRETER_NOTE, get_model_case, model_case_names, model_providers
+
+PAIRS = [(case, provider) for case in model_case_names() for provider in model_providers(get_model_case(case))]
+
+
+@pytest.mark.parametrize(("case", "provider"), PAIRS, ids=[f"{c}-{p}" for c, p in PAIRS])
+def test_model(benchmark, case, provider):
+    from fusebench.device import emulate_triton_without_gpu
+
+    emulate_triton_without_gpu()
+    from fusebench.integrations.benchmarks import prepare_model
+
+    try:
+        prepared = prepare_model(case, provider)
+    except NotImplementedError as error:
+        pytest.skip(str(error))
+    verdict, note = prepared.agreement()
+    assert verdict.passed, verdict.describe()
+    benchmark.extra_info.update(agreement=verdict.ratio, size=prepared.case.size, shape=prepared.case.shape_text(),
+                                note=note)
+    if prepared.interpreted:
+        benchmark.extra_info["note"] = INTERPRETER_NOTE
+        return
+    call = prepared.call
+    if prepared.device == "cuda":  # pytest-benchmark reads a host clock: wait for the GPU
+        import torch
+
+        call = lambda: (prepared.call(), torch.cuda.synchronize())  # noqa: E731
+    benchmark(call)
