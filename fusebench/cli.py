@@ -25,7 +25,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from fusebench import inspect as kernel_inspect
 
     specs = kernel_inspect.shipped_specs(args.modules)
-    reports = kernel_inspect.inspect_all(specs, tuple(args.targets))
+    reports = kernel_inspect.inspect_all(specs, tuple(args.targets), jobs=args.jobs)
     if args.json:
         print(json.dumps(kernel_inspect.as_dicts(reports), indent=2))
     else:
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="compute capabilities (80 = sm_80, 90 = sm_90 ...)")
     inspect.add_argument("--modules", nargs="+", default=None, help="kernels modules (default: all)")
     inspect.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    inspect.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile in parallel processes")
     inspect.add_argument("--check", action="store_true",
                          help="exit 1 if a config fails to compile, spills, or attention lacks tensor cores on sm_90")
     inspect.add_argument("--no-store", action="store_true", help="print only; do not append rows to the store")

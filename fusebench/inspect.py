@@ -201,9 +201,25 @@ def shipped_specs(modules: list[str] | None = None) -> list:
     return specs
 
 
-def inspect_all(specs, capabilities=GATED_CAPABILITIES + EXTRA_CAPABILITIES) -> list[KernelReport]:
+_SPECS_FOR_WORKERS: list = []
+
+
+def _inspect_task(index: int, capability: int) -> KernelReport:
+    return inspect_spec(_SPECS_FOR_WORKERS[index], capability)
+
+
+def inspect_all(specs, capabilities=GATED_CAPABILITIES + EXTRA_CAPABILITIES, jobs: int = 1) -> list[KernelReport]:
+    """Compile every spec for every capability; ``jobs > 1`` compiles in that many forked processes."""
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # state Triton 3.9's default, silencing its warning
-    return [inspect_spec(spec, capability) for spec in specs for capability in capabilities]
+    tasks = [(index, capability) for index in range(len(specs)) for capability in capabilities]
+    if jobs <= 1 or len(tasks) <= 1:
+        return [inspect_spec(specs[index], capability) for index, capability in tasks]
+    import multiprocessing
+
+    global _SPECS_FOR_WORKERS
+    _SPECS_FOR_WORKERS = list(specs)  # inherited by the forked workers: jit functions need not pickle
+    with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+        return pool.starmap(_inspect_task, tasks, chunksize=1)
 
 
 def format_reports(reports: list[KernelReport]) -> str:

@@ -22,6 +22,10 @@ torch.set_num_threads(int(os.environ.get("FUSEBENCH_TEST_THREADS", "1")))
 
 from fusebench.inputs import run_seed, seed_for  # noqa: E402
 
+# One seed for the whole run, pytest-xdist workers included (they inherit this environment), so that the
+# seed in the header replays every test of the run.
+os.environ.setdefault("FUSEBENCH_SEED", str(run_seed()))
+
 
 def pytest_report_header(config):
     interpret = os.environ["TRITON_INTERPRET"]

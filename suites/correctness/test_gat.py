@@ -9,10 +9,10 @@ level: the "triton" backend of ``attention_aggregate``. The ``gpu`` tier runs re
 
 import pytest
 import torch
-from correctness.graph_cases import case_id, gat_pair, layer_in, layouts, pairwise, random_graph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from correctness.graph_cases import case_id, gat_pair, layer_in, layouts, pairwise, random_graph
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor
 from kernels import gat

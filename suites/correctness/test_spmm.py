@@ -12,11 +12,11 @@ import itertools
 
 import pytest
 import torch
-from correctness.graph_cases import case_id, gcn_pair, layer_in, layouts, pairwise, random_graph, tie_free_columns
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch_geometric.nn import MessagePassing as MessagePassingPyG
 
+from correctness.graph_cases import case_id, gcn_pair, layer_in, layouts, pairwise, random_graph, tie_free_columns
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor
 from kernels import spmm

@@ -146,3 +146,13 @@ def test_guard_zones_catch_out_of_bounds_writes_and_reads():
     indices.buffer[0] = 5
     with pytest.raises(AssertionError, match="before"):
         indices.assert_intact()
+
+
+def test_float32_falls_back_to_the_k_rule_only_where_the_float32_reference_misses_the_bound(seed):
+    gold = random_tensor((32,), seed=seed, dtype=torch.float64) * 1e-3
+    noise = random_tensor((32,), seed=seed + 1, dtype=torch.float64).sign() * 1e-7  # ~ cancellation residue
+    baseline = (gold + noise).float()  # the float32 reference itself misses rtol=1e-4 on ~1e-3 values
+    assert not check(baseline, gold).passed
+    assert check((gold + 1.5 * noise).float(), gold, baseline).passed  # within 2x the reference's error
+    verdict = check((gold + 5 * noise).float(), gold, baseline)
+    assert not verdict.passed and verdict.rule == "k-rule"
