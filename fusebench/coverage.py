@@ -87,7 +87,7 @@ MODULES: tuple[Module, ...] = (
            "attention"),
     Module("graph embedding (node2vec, readout)", (26,), "reference.graph_embedding:Node2Vec",
            "walks follow edges, p/q transition rates; two cliques separate; torch_geometric.nn.Node2Vec.loss "
-           "and global_{add,mean,max}_pool", "suites/reference/test_graph_embedding.py"),
+           "and global_{add,mean,max}_pool", "suites/reference/test_graph_embedding.py", "aggregation"),
     Module("SimCLR NT-Xent", (28,), "reference.contrastive:nt_xent_loss", "hand-computed case + properties",
            "suites/reference/test_contrastive.py"),
     Module("transfer learning (freeze / fine-tune)", (29,), "reference.transfer:freeze",

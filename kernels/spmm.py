@@ -675,10 +675,24 @@ def _triton_aggregate(graph, x, *, reduce, edge_weight, normalize):
                          normalize=normalize, check_indices=False)
 
 
+def _triton_readout(x, batch, *, num_graphs, reduce):
+    """The ``"triton"`` backend of ``reference.graph_embedding.readout``: graph pooling as a rectangular CSR
+    aggregation whose rows are the graphs and whose columns are their nodes (arguments validated there)."""
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise NotImplementedError(f"the triton readout backend supports {SUPPORTED_DTYPES}, not {x.dtype}")
+    from reference.graph import coo_to_compressed
+
+    nodes = torch.arange(x.shape[0], dtype=batch.dtype, device=batch.device)
+    compressed = coo_to_compressed(batch, nodes, num_graphs)  # rows = graphs
+    return csr_aggregate(x, Layout(compressed.rowptr, compressed.col, compressed.perm), reduce=reduce,
+                         num_cols=x.shape[0], check_indices=False)
+
+
 def _register() -> None:
-    from reference.gnn import register_aggregation_backend
+    from reference.gnn import register_aggregation_backend, register_readout_backend
 
     register_aggregation_backend("triton", _triton_aggregate)
+    register_readout_backend("triton", _triton_readout)
 
 
 _register()

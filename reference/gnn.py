@@ -53,6 +53,8 @@ __all__ = [
     "edge_softmax",
     "register_aggregation_backend",
     "register_attention_aggregation_backend",
+    "register_readout_backend",
+    "readout_backend",
     "aggregation_backends",
     "REDUCTIONS",
     "MessagePassing",
@@ -69,6 +71,7 @@ REDUCTIONS = ("sum", "mean", "max")
 AggregateFn = Callable[..., torch.Tensor]
 _AGGREGATE: dict[str, AggregateFn] = {}
 _ATTENTION: dict[str, AggregateFn] = {}
+_READOUT: dict[str, AggregateFn] = {}
 # Backends that live outside reference/: each module is imported by name on first use and is expected
 # to call register_aggregation_backend and/or register_attention_aggregation_backend when imported.
 _PLUGINS: dict[str, tuple[str, ...]] = {"triton": ("kernels.spmm", "kernels.gat")}
@@ -93,6 +96,20 @@ def register_attention_aggregation_backend(name: str, fn: AggregateFn) -> None:
     :func:`attention_aggregate`) and returns ``(N, H, C)``.
     """
     _ATTENTION[name] = fn
+
+
+def register_readout_backend(name: str, fn: AggregateFn) -> None:
+    """Make ``fn`` available as ``reference.graph_embedding.readout(..., backend=name)``.
+
+    ``fn(x, batch, *, num_graphs, reduce)`` receives validated arguments: ``x`` ``(N, F)``, ``batch`` ``(N,)``
+    graph ids in ``[0, num_graphs)``; it returns ``(num_graphs, F)`` (a graph without nodes gets 0).
+    """
+    _READOUT[name] = fn
+
+
+def readout_backend(name: str) -> AggregateFn:
+    """The readout function registered as ``name`` (loading its plugin on first use)."""
+    return _lookup(_READOUT, name, "readout")
 
 
 def _load_plugin(name: str, *, quiet: bool) -> None:
@@ -132,9 +149,11 @@ def aggregation_backends(seam: str | None = None) -> list[str]:
         return sorted(_AGGREGATE)
     if seam == "attention_aggregate":
         return sorted(_ATTENTION)
+    if seam == "readout":
+        return sorted(_READOUT)
     if seam is None:
-        return sorted(set(_AGGREGATE) | set(_ATTENTION))
-    raise ValueError(f"seam must be 'aggregate', 'attention_aggregate' or None, got {seam!r}")
+        return sorted(set(_AGGREGATE) | set(_ATTENTION) | set(_READOUT))
+    raise ValueError(f"seam must be 'aggregate', 'attention_aggregate', 'readout' or None, got {seam!r}")
 
 
 # --------------------------------------------------------------------------------------------------

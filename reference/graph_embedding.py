@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference.gnn import REDUCTIONS, segment_reduce
+from reference.gnn import REDUCTIONS, readout_backend, segment_reduce
 from reference.graph import Graph
 
 __all__ = [
@@ -241,7 +241,7 @@ class Node2Vec(nn.Module):
 
 
 def readout(x: torch.Tensor, batch: torch.Tensor | None = None, *, reduce: str = "sum",
-            num_graphs: int | None = None) -> torch.Tensor:
+            num_graphs: int | None = None, backend: str = "reference") -> torch.Tensor:
     """Pool node features into graph vectors: ``h_G = REDUCE over nodes i with batch[i] = G of x_i``.
 
     Matrix form for ``sum``: ``H = B^T X`` with ``B[i, G] = 1`` when node ``i`` belongs to graph ``G``;
@@ -252,6 +252,8 @@ def readout(x: torch.Tensor, batch: torch.Tensor | None = None, *, reduce: str =
         batch: ``(N,)`` graph id of each node (PyG's ``batch`` vector); None: all nodes form one graph.
         reduce: ``"sum"``, ``"mean"`` or ``"max"``.
         num_graphs: the number of graphs ``G`` (default ``batch.max() + 1``).
+        backend: ``"reference"`` (a segment reduction here) or a registered readout backend such as
+            ``"triton"`` (kernels/spmm.py: a rectangular CSR aggregation, rows = graphs, columns = nodes).
 
     Shapes:
         x ``(N, F)`` -> ``(G, F)``.
@@ -270,4 +272,6 @@ def readout(x: torch.Tensor, batch: torch.Tensor | None = None, *, reduce: str =
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
     if batch.numel() and (int(batch.min()) < 0 or int(batch.max()) >= num_graphs):
         raise ValueError(f"batch must hold graph ids in [0, num_graphs={num_graphs})")
+    if backend != "reference":
+        return readout_backend(backend)(x, batch, num_graphs=num_graphs, reduce=reduce)  # (G, F)
     return segment_reduce(x, batch, num_graphs, reduce)  # (G, F)

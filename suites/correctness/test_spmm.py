@@ -241,6 +241,23 @@ def test_triton_backend_through_the_seam(seed):
 
 
 @pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_readout_through_its_seam_with_the_triton_backend(seed, reduce):
+    """reference.graph_embedding.readout(backend="triton") (seed section 26): graph 1 has no node."""
+    batch = torch.tensor([0] * 9 + [2] * 5 + [3] * 3, dtype=torch.int32)
+    x = random_tensor((17, 5), seed=seed, dtype=torch.float64)
+    grad_out = random_tensor((4, 5), seed=seed + 1, dtype=torch.float64)
+    gold_x = x.clone().requires_grad_()
+    gold = readout(gold_x, batch, reduce=reduce, num_graphs=4)
+    (gold_grad,) = torch.autograd.grad(gold, gold_x, grad_out)
+    cand_x = x.float().requires_grad_()
+    cand = readout(cand_x, batch, reduce=reduce, num_graphs=4, backend="triton")
+    (cand_grad,) = torch.autograd.grad(cand, cand_x, grad_out.float())
+    assert torch.equal(cand[1], torch.zeros_like(cand[1]))
+    assert_agrees(cand, gold, name=f"readout {reduce}")
+    assert_agrees(cand_grad, gold_grad, gradient=True, name=f"readout {reduce} dx")
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
 def test_rectangular_layout_is_graph_readout(seed, reduce):
     """A rectangular layout (rows = graphs, col = their nodes) is the graph readout of
     reference.graph_embedding (seed section 26); graph 2 has no node (a zero row); one graph is split."""
