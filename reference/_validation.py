@@ -33,3 +33,19 @@ def check_token_ids(name: str, ids, high: int, *, shape: tuple[int, ...] | None 
         bad = ids[~valid][0].item()
         also = f" or equal {ignore}" if ignore is not None else ""
         raise ValueError(f"{name} must lie in [{low}, {high}){also}, got {bad}")
+
+
+def check_matrix_pair(name_a: str, a, name_b: str, b, *, columns: str, same_dtype: bool) -> None:
+    """``a`` and ``b`` must be floating ``(B, columns)`` tensors of one shape (and one dtype if ``same_dtype``)."""
+    for name, t in ((name_a, a), (name_b, b)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must have shape (B, {columns}), got shape {tuple(t.shape)}")
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape (B, {columns}), got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    if same_dtype and a.dtype != b.dtype:
+        raise TypeError(f"{name_a} and {name_b} must share a dtype, got {a.dtype} and {b.dtype}")

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference._validation import check_matrix_pair
+
 __all__ = ["clip_logits", "clip_loss", "ClipLoss", "nt_xent_loss"]
 
 CLIP_INIT_TEMPERATURE = 0.07  # CLIP section 2.5: "initialized to the equivalent of 0.07"
@@ -38,18 +40,7 @@ CLIP_MAX_LOGIT_SCALE = 100.0  # "clipped to prevent scaling the logits by more t
 
 
 def _check_embeddings(name_a: str, a, name_b: str, b) -> None:
-    for name, t in ((name_a, a), (name_b, b)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if t.dim() != 2:
-            raise ValueError(f"{name} must have shape (B, D), got shape {tuple(t.shape)}")
-    if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same shape (B, D), got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
-    if a.dtype != b.dtype:
-        raise TypeError(f"{name_a} and {name_b} must share a dtype, got {a.dtype} and {b.dtype}")
+    check_matrix_pair(name_a, a, name_b, b, columns="D", same_dtype=True)
     if a.shape[0] < 2:
         raise ValueError(f"{name_a} needs a batch of at least 2 (one positive and one negative), got {a.shape[0]}")
 

@@ -26,20 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference._validation import check_matrix_pair
+
 __all__ = ["soft_target_kl", "distillation_loss", "DistillationModel"]
 
 
 def _check_logits(student_logits, teacher_logits) -> None:
-    for name, t in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if t.dim() != 2:
-            raise ValueError(f"{name} must have shape (B, C), got shape {tuple(t.shape)}")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student_logits and teacher_logits must have the same shape (B, C), got "
-                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    check_matrix_pair("student_logits", student_logits, "teacher_logits", teacher_logits, columns="C",
+                      same_dtype=False)
 
 
 def _check_temperature(temperature) -> None:
