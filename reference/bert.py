@@ -171,7 +171,11 @@ class BertModel(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """``logits = LayerNorm(act(dense(h))) W_e^T + bias``: the decoder shares the word embedding matrix."""
+    """``logits = LayerNorm(act(dense(h))) W_e^T + bias``: the decoder shares the word embedding matrix.
+
+    ``config``: any config with ``hidden_size``, ``vocab_size``, ``hidden_act`` and ``layer_norm_eps`` (BERT's, or
+    VisualBERT's in :mod:`reference.vlm`).
+    """
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
