@@ -51,6 +51,10 @@ MODULES: tuple[Module, ...] = (
            "suites/reference/test_clip.py", "attention"),
     Module("image-text matching head", (8,), "reference.matching:ImageTextMatchingHead",
            "hard-negative sampling properties + hand-computed case", "suites/reference/test_matching.py"),
+    Module("ITM fusion encoder (text cross-attending to patches, hard negatives)", (8,),
+           "reference.matching:ImageTextMatchingModel",
+           "transformers.BlipForImageTextRetrieval (tiny config, copied weights): use_itm_head=True logits, "
+           "use_itm_head=False cosines, ITM loss on mined pairs", "suites/reference/test_matching.py", "attention"),
     Module("prototypical networks", (9,), "reference.fewshot:PrototypicalNetwork",
            "hand-computed episode + explicit per-query loop", "suites/reference/test_fewshot.py"),
     Module("graph convolution (GCN)", (10, 18), "reference.gnn:GCNConv",

@@ -1,12 +1,13 @@
-"""The multimodal models with backend="triton": fusion (seed section 14), image+text classifier (24), CLIP (7).
+"""Multimodal models with backend="triton": fusion (section 14), image+text classifier (24), CLIP (7), ITM (8).
 
 reference/fusion.py's MultimodalFusionModel and ImageTextClassifier run every attention (text and image
 self-attention, both directions of co-attention, and the ViT's for section 24) through the seam, as do both
-towers of reference/clip.py's ClipModel (the text tower causal and padded). Here each module's copy with every
+towers of reference/clip.py's ClipModel (the text tower causal and padded) and reference/matching.py's
+ImageTextMatchingModel (ViT, text self-attention, text-to-patch cross-attention). Here each module's copy with every
 attention layer switched to the Triton kernel is checked through the agreement policy: gold = the reference
 module in float64, baseline = the reference module in the dtype under test, candidate = the triton copy in
 that dtype; outputs and the gradients of the inputs and of one weight. The modules' oracles (torch.nn layers,
-transformers' ViT and CLIPModel) are in suites/reference/; this file checks that the kernel computes the same
+transformers' ViT, CLIPModel and BlipForImageTextRetrieval) are in suites/reference/; this file checks that the kernel computes the same
 module.
 """
 
@@ -23,9 +24,10 @@ from fusebench.inputs import random_tensor
 from reference.attention import MultiHeadAttention
 from reference.clip import ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig
 from reference.fusion import FusionConfig, ImageTextClassifier, MultimodalFusionModel
+from reference.matching import FusionTextConfig, ImageTextMatchingConfig, ImageTextMatchingModel
 from reference.vit import ViTConfig
 
-DTYPES = [torch.float32, torch.bfloat16]
+DTYPES = [pytest.param(dtype, id=str(dtype).removeprefix("torch.")) for dtype in (torch.float32, torch.bfloat16)]
 VOCAB = 37
 
 
@@ -140,3 +142,28 @@ def test_clip_model_with_triton_matches_the_reference(seed, dtype):
         return (out.logits_per_image, *grads)
 
     _compare(reference, run, dtype, what=("pixel_values", "text query weight"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_image_text_matching_model_with_triton_matches_the_reference(seed, dtype):
+    """Section 8: 9 text tokens (padded) cross-attending to 9 patches + [CLS] of a 12x12 image; ITM logits."""
+    config = ImageTextMatchingConfig(FusionTextConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1,
+                                                      num_attention_heads=4, intermediate_size=24,
+                                                      max_position_embeddings=16),
+                                     ViTConfig(image_size=12, patch_size=4, hidden_size=24, num_layers=1,
+                                               num_heads=4, intermediate_size=36, layer_norm_eps=1e-5),
+                                     embed_dim=12)
+    reference = _randomized(ImageTextMatchingModel(config), seed)
+    input_ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(seed))
+    attention_mask = (~_padding(3, 9, seed + 2)).long()
+    pixels = random_tensor((3, 3, 12, 12), seed=seed + 1, dtype=torch.float64)
+    weights = random_tensor((3, 2), seed=seed + 4, dtype=torch.float64)
+
+    def run(model, cast):
+        image = pixels.to(cast).requires_grad_()
+        logits = model.itm_logits(image, input_ids, attention_mask)  # (B, 2)
+        key = model.text_encoder.layers[0].cross_attn.k_proj.weight
+        grads = torch.autograd.grad((logits * weights.to(cast)).sum(), (image, key))
+        return (logits, *grads)
+
+    _compare(reference, run, dtype, what=("pixel_values", "cross-attention key weight"))
