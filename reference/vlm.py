@@ -57,12 +57,15 @@ class VisualBertConfig:
     type_vocab_size: int = 2
     visual_embedding_dim: int = 512  # the detector's region feature size
     hidden_act: str = "gelu"  # the feed-forward and MLM-head activation (exact GELU, as BERT)
+    pad_token_id: int = 1  # transformers' VisualBertConfig default: that word embedding never receives a gradient
     layer_norm_eps: float = 1e-12
     backend: str = "reference"
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id must lie in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
 
 
 class VisualBertEmbeddings(nn.Module):
@@ -71,7 +74,7 @@ class VisualBertEmbeddings(nn.Module):
     def __init__(self, config: VisualBertConfig):
         super().__init__()
         d = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, d)
+        self.word_embeddings = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, d)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, d)
         self.visual_projection = nn.Linear(config.visual_embedding_dim, d)
