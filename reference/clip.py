@@ -21,8 +21,9 @@ Every attention goes through :class:`reference.transformer.TransformerEncoderLay
 ``backend="triton"`` runs both towers on the kernel.
 
 Conventions follow ``transformers.CLIPModel`` so weights copy one to one (:meth:`ClipModel.copy_from_transformers`).
-Difference, on purpose: the logit scale is clamped at 100 in the forward pass (:func:`reference.contrastive.clip_logits`,
-the paper's clipping); transformers' ``CLIPModel`` does not clamp, so the two agree while ``exp(t) <= 100``.
+Difference, on purpose: the logit scale is clamped at 100 in the forward pass (the paper's clipping, in
+:func:`reference.contrastive.clip_logits`); transformers' ``CLIPModel`` does not clamp, so the two agree while
+``exp(t) <= 100``.
 """
 
 from __future__ import annotations

@@ -257,9 +257,12 @@ class ImageTextMatchingModel(nn.Module):
         return self.vision_model(pixel_values).last_hidden_state
 
     def contrastive_similarity(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                               attention_mask: torch.Tensor | None = None, *,
+                               image_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """``(B_images, B_texts)`` cosines of the projected image [CLS] and the unimodal text's first token."""
-        image = F.normalize(self.vision_proj(self.encode_image(pixel_values)[:, 0]), dim=-1)  # (Bi, E)
+        if image_embeds is None:
+            image_embeds = self.encode_image(pixel_values)  # (Bi, 1 + P, Dv)
+        image = F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)  # (Bi, E)
         text = F.normalize(self.text_proj(self.text_encoder(input_ids, attention_mask)[:, 0]), dim=-1)  # (Bt, E)
         return image @ text.T
 
@@ -285,7 +288,8 @@ class ImageTextMatchingModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         image_embeds = self.encode_image(pixel_values)  # (B, 1 + P, Dv), shared by every pair
         with torch.no_grad():
-            similarity = self.contrastive_similarity(pixel_values, input_ids, attention_mask) / self.temperature
+            similarity = self.contrastive_similarity(None, input_ids, attention_mask,
+                                                     image_embeds=image_embeds) / self.temperature  # (B, B)
         pairs = build_itm_pairs(similarity, generator=generator)
         image_index, text_index, labels = pairs
         logits = self.itm_logits(None, input_ids[text_index], attention_mask[text_index],

@@ -3,12 +3,12 @@
 reference/fusion.py's MultimodalFusionModel and ImageTextClassifier run every attention (text and image
 self-attention, both directions of co-attention, and the ViT's for section 24) through the seam, as do both
 towers of reference/clip.py's ClipModel (the text tower causal and padded) and reference/matching.py's
-ImageTextMatchingModel (ViT, text self-attention, text-to-patch cross-attention). Here each module's copy with every
-attention layer switched to the Triton kernel is checked through the agreement policy: gold = the reference
-module in float64, baseline = the reference module in the dtype under test, candidate = the triton copy in
-that dtype; outputs and the gradients of the inputs and of one weight. The modules' oracles (torch.nn layers,
-transformers' ViT, CLIPModel and BlipForImageTextRetrieval) are in suites/reference/; this file checks that the kernel computes the same
-module.
+ImageTextMatchingModel (ViT, text self-attention, text-to-patch cross-attention). Here each module's copy with
+every attention layer switched to the Triton kernel is checked through the agreement policy: gold = the
+reference module in float64, baseline = the reference module in the dtype under test, candidate = the triton
+copy in that dtype; outputs and the gradients of the inputs and of one weight. The modules' oracles (torch.nn
+layers; transformers' ViT, CLIPModel and BlipForImageTextRetrieval) are in suites/reference/; this file checks
+that the kernel computes the same module.
 """
 
 from __future__ import annotations
