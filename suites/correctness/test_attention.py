@@ -319,6 +319,116 @@ def test_varlen_accepts_max_seqlen_and_flash_attn_spelling(seed):
     assert_agrees(given, varlen_attention(q.double(), q.double(), q.double(), cu, cu, is_causal=True))
 
 
+# ---- causal alignment on ragged batches, against flash-attn's padded reference written out -----------------
+
+
+def _flash_attn_padded_gold(q, k, v, key_padding_mask, alignment: str, scale: float):
+    """(out, lse) by explicit loops, in q's dtype: flash-attn's padded-reference semantics, written out.
+
+    For each sequence, its valid keys in order; query ``i`` sees the valid key of rank ``r`` (index ``j``)
+    when ``r <= i + (L - Nq)`` for ``"valid"`` (``L`` valid keys: flash-attn's ``col <= row + sk - sq``
+    with ``sq = Nq`` on right-padded keys, i.e. ``flash_attn_varlen_func`` on the unpadded batch), or when
+    ``j <= i + (Nk - Nq)`` for ``"padded"``. A query that sees no key gives zeros and ``lse = -inf``.
+    """
+    b, hq, nq, _ = q.shape
+    hkv, nk = k.shape[1], k.shape[2]
+    outs, lses = [], []
+    for s in range(b):
+        keys = [j for j in range(nk) if not bool(key_padding_mask[s, j])]
+        for h in range(hq):
+            kh = h // (hq // hkv)
+            for i in range(nq):
+                if alignment == "valid":
+                    seen = [j for r, j in enumerate(keys) if r <= i + len(keys) - nq]
+                else:
+                    seen = [j for j in keys if j <= i + nk - nq]
+                if not seen:
+                    outs.append(v.new_zeros(v.shape[-1]))
+                    lses.append(q.new_tensor(float("-inf")))
+                    continue
+                scores = (k[s, kh, seen] @ q[s, h, i]) * scale  # (len(seen),)
+                outs.append(torch.softmax(scores, dim=0) @ v[s, kh, seen])
+                lses.append(torch.logsumexp(scores, dim=0))
+    return torch.stack(outs).view(b, hq, nq, -1), torch.stack(lses).view(b, hq, nq)
+
+
+def _ragged_padding(kind: str, seed: int, b: int, nk: int) -> torch.Tensor:
+    """(B, Nk) bool, True = padding: right padding (flash-attn's) or scattered padding; row 0 keeps every key."""
+    if kind == "right":
+        lengths = torch.tensor([nk, nk - 5, 3])[:b]
+        return torch.arange(nk)[None, :] >= lengths[:, None]
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(b, nk, generator=gen) < 0.4
+    mask[0] = False
+    return mask
+
+
+@pytest.mark.parametrize("alignment", ["padded", "valid"])
+@pytest.mark.parametrize("padding", ["right", "scattered"])
+@pytest.mark.parametrize("nq, nk", [
+    (5, 13),  # fewer queries than keys: chunked prefill over a padded cache
+    (11, 7),  # more queries than keys: padded cross-attention, leading rows see nothing under "valid"
+])
+def test_causal_alignment_matches_flash_attn_padded_semantics(seed, alignment, padding, nq, nk):
+    b, hq, hkv, d = 3, 4, 2, 16
+    q, k, v = _qkv(seed, b, hq, hkv, nq, nk, d)
+    key_padding_mask = _ragged_padding(padding, seed, b, nk)
+    scale = 1 / math.sqrt(d)
+    d_out = random_tensor((b, hq, nq, d), seed=seed + 11, dtype=torch.float64)
+    runs = {}
+    for dtype in (torch.float64, torch.float32):
+        leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out, lse = _flash_attn_padded_gold(*leaves, key_padding_mask, alignment, scale)
+        runs[dtype] = (out, lse, torch.autograd.grad(out, leaves, d_out.to(dtype)))
+    gold, baseline = runs[torch.float64], runs[torch.float32]
+    # The two meanings must actually differ on this batch, or the test could not tell them apart.
+    other = "valid" if alignment == "padded" else "padded"
+    assert not torch.allclose(_flash_attn_padded_gold(q, k, v, key_padding_mask, other, scale)[0], gold[0])
+    for name, fn in (("reference", scaled_dot_product_attention), ("kernel", ka.attention)):
+        leaves = [t.to(torch.float32).requires_grad_() for t in (q, k, v)]
+        causal = {"is_causal": True} if name == "reference" else {"causal": True}
+        out, lse = fn(*leaves, key_padding_mask=key_padding_mask, return_lse=True, causal_alignment=alignment,
+                      **causal)
+        assert lse.dtype == torch.float32, f"{name}: lse must be float32, got {lse.dtype}"
+        grads = torch.autograd.grad(out, leaves, d_out.to(torch.float32))
+        assert_agrees(out, gold[0], baseline[0], name=f"{name} output ({alignment})")
+        assert_agrees(lse, gold[1], baseline[1], name=f"{name} lse ({alignment})")
+        for grad_name, cand, g, base in zip(("dq", "dk", "dv"), grads, gold[2], baseline[2], strict=True):
+            assert_agrees(cand, g, base, gradient=True, name=f"{name} {grad_name} ({alignment})")
+
+
+def test_valid_alignment_is_varlen_attention_on_the_unpadded_batch(seed):
+    """flash-attn's equivalence kept: causal "valid" on a right-padded batch = varlen on the packed valid keys."""
+    b, h, nq, nk, d = 3, 2, 5, 13, 16
+    q, k, v = _qkv(seed, b, h, h, nq, nk, d)
+    key_padding_mask = _ragged_padding("right", seed, b, nk)
+    lengths_k = (~key_padding_mask).sum(-1).tolist()
+    packed = lambda t, lengths: torch.cat([t[s, :, :n].transpose(0, 1) for s, n in enumerate(lengths)])  # (total, H, D)
+    cu_q = torch.tensor([0, *itertools.accumulate([nq] * b)])
+    cu_k = torch.tensor([0, *itertools.accumulate(lengths_k)])
+    gold = varlen_attention(packed(q, [nq] * b), packed(k, lengths_k), packed(v, lengths_k), cu_q, cu_k,
+                            is_causal=True)  # (B * Nq, H, D), float64
+    gold = gold.view(b, nq, h, d).transpose(1, 2)
+    baseline = scaled_dot_product_attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask,
+                                            is_causal=True, causal_alignment="valid")
+    candidate = ka.attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask, causal=True,
+                             causal_alignment="valid")
+    assert_agrees(baseline, gold, name="reference valid alignment vs varlen")
+    assert_agrees(candidate, gold, baseline, name="kernel valid alignment vs varlen")
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_lse_is_float32_for_low_precision_inputs(seed, dtype):
+    q, k, v = (t.to(dtype) for t in _qkv(seed, 1, 2, 2, 9, 9, 16))
+    for name, (_, lse) in (("reference", scaled_dot_product_attention(q, k, v, return_lse=True)),
+                           ("kernel", ka.attention(q, k, v, return_lse=True))):
+        assert lse.dtype == torch.float32, f"{name}: lse must be float32, got {lse.dtype}"
+    cu = torch.tensor([0, 4, 9])
+    packed = q[0].transpose(0, 1)  # (9, 2, 16)
+    for name, fn in (("reference varlen", varlen_attention), ("kernel varlen", ka.varlen_attention)):
+        assert fn(packed, packed, packed, cu, cu, return_lse=True)[1].dtype == torch.float32, name
+
+
 # ---- guard zones: no out-of-bounds read or write, every output element written -------------------------------
 
 
@@ -570,3 +680,10 @@ def test_gpu_head_dims_with_masks_and_varied_lengths(seed, d):
     attn_mask, key_padding_mask, causal = _masks("all", seed, 2, 8, 1000, 1537)
     _assert_kernel_agrees(seed, q, k, v, torch.bfloat16, attn_mask=attn_mask.cuda(),
                           key_padding_mask=key_padding_mask.cuda(), causal=causal)
+
+
+def test_bad_causal_alignment_raises_naming_it():
+    q = random_tensor((1, 1, 3, 16), seed=1, dtype=torch.float32)
+    for fn in (ka.attention, scaled_dot_product_attention):
+        with pytest.raises(ValueError, match=r"causal_alignment must be one of \('padded', 'valid'\), got 'left'"):
+            fn(q, q, q, causal_alignment="left")
