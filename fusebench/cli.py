@@ -65,9 +65,12 @@ def _roofline(args: argparse.Namespace) -> int:
 def _gpu_check(args: argparse.Namespace) -> int:
     from fusebench import gpu_check
 
+    print(gpu_check.plan(), flush=True)
+    if args.plan:
+        return 0
     verdicts = gpu_check.run(args.out)
     print(gpu_check.format_summary(verdicts))
-    print(f"\nlog, summary and results under {args.out}")
+    print(f"\n{args.out}: summary.md and {gpu_check.ARCHIVE} (results store, log, JUnit XML, asv results)")
     return gpu_check.exit_status(verdicts)
 
 
@@ -231,8 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     results_option(rep)
     rep.set_defaults(handler=_report)
 
-    check = commands.add_parser("gpu-check", help="one-call GPU validation (under 8 min); a dry run without CUDA")
-    check.add_argument("out", metavar="OUT", help="output folder: log, summary, results, JUnit XML, asv results")
+    check = commands.add_parser("gpu-check", help="one-call GPU validation (under 8 min), packed into one archive; "
+                                                  "a dry run without CUDA")
+    check.add_argument("out", metavar="OUT", help="output folder: summary.md and one archive of everything else")
+    check.add_argument("--plan", action="store_true", help="print the steps and their time budgets, run nothing")
     check.set_defaults(handler=_gpu_check)
 
     dash = commands.add_parser("dashboard", help="asv publish + asv preview over results/asv")
