@@ -57,7 +57,7 @@ def test_prefix_has_shape_batch_prefix_length_model_width(seed):
     assert not torch.equal(prefix[0], prefix[1]), "different images must give different prefixes"
 
 
-def _gpt2_pair(seed: int) -> tuple[transformers.GPT2LMHeadModel, PrefixCaptioner]:
+def _gpt2_pair(seed: int, backend: str = "reference") -> tuple[transformers.GPT2LMHeadModel, PrefixCaptioner]:
     """GPT-2 with random weights (LayerNorms included, std 0.2 so the logits are far from uniform) and a
     captioner whose decoder has them copied; both in float64."""
     config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=D_MODEL, n_layer=2, n_head=4,
@@ -68,7 +68,7 @@ def _gpt2_pair(seed: int) -> tuple[transformers.GPT2LMHeadModel, PrefixCaptioner
         for i, param in enumerate(gpt2.parameters()):
             param.copy_(random_tensor(param.shape, seed=seed + i, dtype=torch.float64, scale=0.2))
     torch.manual_seed(seed)
-    decoder = DecoderLM(DecoderLMConfig.from_gpt2(gpt2.config)).double().copy_from_gpt2(gpt2)
+    decoder = DecoderLM(DecoderLMConfig.from_gpt2(gpt2.config, backend=backend)).double().copy_from_gpt2(gpt2)
     return gpt2, PrefixCaptioner(PrefixCaptionerConfig(image_dim=IMAGE_DIM, prefix_length=PREFIX), decoder).double()
 
 
@@ -116,6 +116,20 @@ def test_logits_loss_and_gradients_match_gpt2_with_inputs_embeds(seed, dtype, ma
     for name, cand, g, b in zip(("image embeddings", "mapping W_1", "token embeddings"), grads, gold[2], baseline[2],
                                 strict=True):
         assert_agrees(cand, g, b, gradient=True, name=f"d loss / d {name}")
+
+
+def test_prefix_decoder_runs_through_the_attention_seam(seed):
+    # With backend="sdpa" the decoder's attention is torch's; the float64 reference backend (checked against
+    # GPT-2 above) is gold. float64 on both sides: the element-wise float64 rule, no baseline.
+    _, ours = _gpt2_pair(seed)
+    _, sdpa = _gpt2_pair(seed, backend="sdpa")
+    images, captions = _toy_batch(seed, dtype=torch.float64)
+    x_gold, x_sdpa = images.clone().requires_grad_(), images.clone().requires_grad_()
+    gold_loss, sdpa_loss = ours.loss(x_gold, captions), sdpa.loss(x_sdpa, captions)
+    assert_agrees(sdpa(images, captions).detach(), ours(images, captions).detach(), name="sdpa backend logits")
+    assert_agrees(sdpa_loss.detach(), gold_loss.detach(), name="sdpa backend loss")
+    assert_agrees(torch.autograd.grad(sdpa_loss, x_sdpa)[0], torch.autograd.grad(gold_loss, x_gold)[0],
+                  gradient=True, name="sdpa backend d loss / d image embeddings")
 
 
 def test_greedy_captions_match_gpt2_generate_from_inputs_embeds(seed):
