@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from fusebench.agreement import assert_agrees, check
+from fusebench.agreement import BaselineIsCandidate, assert_agrees, check, check_baseline
 from fusebench.inputs import GuardedTensor, poisoned, random_tensor
 from reference.attention import causal_mask, scaled_dot_product_attention
 
@@ -103,7 +103,7 @@ def test_low_precision_needs_a_baseline(dtype):
 def test_the_rounding_floor_passes_a_correctly_rounded_result_and_no_more(seed):
     gold = random_tensor((64,), seed=seed, dtype=torch.float64)
     exact = gold.to(torch.bfloat16)  # correctly rounded: the best any bf16 result can be
-    assert check(exact, gold, baseline=exact).passed
+    assert check(exact, gold, baseline=exact.clone()).passed  # equal values, but exact: not refused
     # Baseline error <= half an ulp, floor = eps * max|gold|, so the allowance is at most
     # 2 * eps * max|gold|; moving the largest element by 8 * eps * max|gold| must fail.
     scale = gold.abs().max()
@@ -156,3 +156,38 @@ def test_float32_falls_back_to_the_k_rule_only_where_the_float32_reference_misse
     assert check((gold + 1.5 * noise).float(), gold, baseline).passed  # within 2x the reference's error
     verdict = check((gold + 5 * noise).float(), gold, baseline)
     assert not verdict.passed and verdict.rule == "k-rule"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_candidate_as_its_own_baseline_is_refused(seed, dtype):
+    # A deep float computation: its result carries rounding errors, so a bit-identical "baseline" is a re-run.
+    gold = (random_tensor((16, 16), seed=seed, dtype=torch.float64) @ random_tensor((16, 16), seed=seed + 1,
+                                                                                     dtype=torch.float64)).exp()
+    low = (random_tensor((16, 16), seed=seed, dtype=dtype) @ random_tensor((16, 16), seed=seed + 1, dtype=dtype)).exp()
+    with pytest.raises(BaselineIsCandidate, match=r"check\(my kernel\): the baseline is the candidate itself"):
+        check(low, gold, low, name="my kernel")
+    with pytest.raises(BaselineIsCandidate, match="the same tensor"):
+        assert_agrees(low, gold, low.view(low.shape), name="a view")
+    if dtype in (torch.float16, torch.bfloat16):  # equal low-precision values: the candidate computed twice
+        with pytest.raises(BaselineIsCandidate, match=r"check\(again\): the baseline has the candidate's values"):
+            assert_agrees(low, gold, low.clone(), name="again")
+
+
+def test_refusal_is_what_stops_an_error_from_passing(seed):
+    # The defect the refusal closes: with itself as baseline, an output off by 0.5 would "agree" (float32's
+    # k-rule second chance allows twice its own error).
+    gold = random_tensor((8, 8), seed=seed, dtype=torch.float64)
+    wrong = (gold + 0.5).float()
+    assert not check(wrong, gold).passed
+    with pytest.raises(BaselineIsCandidate):
+        check(wrong, gold, wrong)
+
+
+def test_a_provider_that_is_the_baseline_is_measured_not_judged(seed):
+    gold = (random_tensor((16, 16), seed=seed, dtype=torch.float64) @ random_tensor((16, 16), seed=seed + 1,
+                                                                                     dtype=torch.float64))
+    base = (random_tensor((16, 16), seed=seed, dtype=torch.bfloat16)
+            @ random_tensor((16, 16), seed=seed + 1, dtype=torch.bfloat16))
+    verdict = check_baseline(base, gold, name="reference")
+    assert verdict.rule == "baseline" and verdict.passed and 0 < verdict.ratio <= 0.5
+    assert verdict.baseline_error == verdict.candidate_error == float((base.double() - gold).abs().max())
