@@ -17,6 +17,7 @@ ours get its weights), and against torch.nn.MultiheadAttention (kdim/vdim, strea
 torch.nn.TransformerEncoderLayer.
 """
 
+import copy
 import dataclasses
 
 import pytest
@@ -519,3 +520,36 @@ def test_classifier_rejects_bad_inputs(seed):
         model(pixels[:, :1], ids)
     with pytest.raises(ValueError, match=r"vision.backend \('sdpa'\) must equal config.backend"):
         ImageTextClassifier(CONFIG, dataclasses.replace(VISION, backend="sdpa"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole models on the kernel (sections 14 and 24): backend="triton" in every attention
+# --------------------------------------------------------------------------------------------------
+
+
+def test_classifier_with_the_triton_kernel_agrees_with_float64(seed):
+    """ViT, text and region encoders and the co-attention fusion, every attention on kernels/attention.py (the
+    CPU interpreter in CI), float32 against the float64 reference: logits and the gradient reaching the pixels.
+    Its parts' oracles are the tests above (and suites/reference/test_vit.py); this runs the models themselves,
+    the classifier and the fusion model inside it, on the kernel."""
+    from reference.attention import MultiHeadAttention
+
+    model = _classifier(seed)
+    pixels, ids, pad = _classifier_inputs(seed)
+    weights = random_tensor((B, CONFIG.num_outputs), seed=seed + 6, dtype=torch.float64)
+
+    def run(net, dtype):
+        x = pixels.to(dtype).requires_grad_()
+        logits = net(x, ids, text_padding_mask=pad)
+        return logits, torch.autograd.grad((logits * weights.to(dtype)).sum(), x)[0]
+
+    gold_logits, gold_grad = run(model, torch.float64)
+    kernel_model = copy.deepcopy(model).float()
+    layers = [m for m in kernel_model.modules() if isinstance(m, MultiHeadAttention)]
+    assert len(layers) == 3 + 2 * 2 * CONFIG.num_fusion_layers  # ViT, text, image encoders + co-attention
+    for layer in layers:
+        layer.backend = "triton"
+    logits, grad = run(kernel_model, torch.float32)
+    assert_agrees(logits, gold_logits, name="classifier logits, backend=triton")
+    assert_agrees(grad, gold_grad, gradient=True, name="d pixel_values, backend=triton")
+    _assert_sensitive(logits, gold_logits, name="classifier logits, backend=triton")
