@@ -82,11 +82,12 @@ def _default_markexpr(config) -> str:
     return words[words.index("-m") + 1] if "-m" in words else ""
 
 
-def _complete_run(session) -> bool:
+def _complete_run(session, exitstatus) -> bool:
+    """The README's test command: no paths (testpaths), no -k, the default -m, not stopped early."""
     config = session.config
     return (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not config.option.keyword
             and (config.option.markexpr or "") == _default_markexpr(config) and not session.shouldstop
-            and session.testscollected > 0)
+            and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED))
 
 
 @pytest.hookimpl(trylast=True)
@@ -96,15 +97,16 @@ def pytest_sessionfinish(session, exitstatus):
     if recorder is None:
         return
     if hasattr(config, "workerinput"):  # an xdist worker: hand the notes to the controller
-        config.workeroutput[_SEAMS_KEY] = recorder.as_json()
+        config.workeroutput[_SEAMS_KEY] = {**recorder.as_json(), "collected": session.testscollected}
         return
-    if not _complete_run(session):
+    if not _complete_run(session, exitstatus):
         return
     from fusebench import coverage
 
-    parts = config._fusebench_worker_parts or [recorder.as_json()]
+    parts = config._fusebench_worker_parts or [{**recorder.as_json(), "collected": session.testscollected}]
     recording = coverage.merge(parts)
-    scope = {"tests": session.testscollected, "markexpr": config.option.markexpr, "workers": len(parts)}
+    tests = max(part["collected"] for part in parts)  # every xdist worker collects the whole suite
+    scope = {"tests": tests, "markexpr": config.option.markexpr, "workers": len(parts)}
     path = coverage.write_recording(recording, scope)
     problems = coverage.check({**recording, "scope": scope})
     reporter = config.pluginmanager.get_plugin("terminalreporter")
