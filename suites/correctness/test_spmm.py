@@ -278,6 +278,21 @@ def test_max_tie_rule_gives_the_gradient_to_the_first_edge(seed):
     assert grad_weight[1] == 0 and grad_weight[2] == 0
 
 
+def test_max_tie_across_edge_blocks_keeps_the_first_edge(seed):
+    """A tie between the first edge of a row and one in its second block of edges (the kernel walks a row in
+    blocks of up to 64 edges): the earlier block keeps the arg-max, so the gradient reaches edge 0's source."""
+    num_filler = 70  # edges 1..70 from node 2: the row spans two 64-edge blocks
+    sources = torch.tensor([1] + [2] * num_filler + [3])  # edge 0 from node 1, the last edge from node 3
+    graph = Graph(torch.stack([sources, torch.zeros_like(sources)]), 4)
+    x = random_tensor((4, 3), seed=seed).abs()
+    x[2] = -x[2]  # the filler loses in every column
+    x[3] = x[1]  # an exact tie between edge 0 and the last edge
+    x.requires_grad_()
+    out = csr_aggregate(x, *layouts(graph), reduce="max")
+    (grad_x,) = torch.autograd.grad(out[0].sum(), x)
+    assert torch.equal(grad_x[1], torch.ones(3)) and torch.equal(grad_x[3], torch.zeros(3))
+
+
 def test_triton_backend_through_the_seam(seed):
     assert "triton" in aggregation_backends("aggregate")
     graph = make_graph("self_loops", NUM_NODES, seed=seed)
