@@ -128,3 +128,16 @@ def test_cli_list_json_and_table():
     table = subprocess.run([sys.executable, "-m", "fusebench.cli", "list"], capture_output=True, text=True,
                            check=True).stdout
     assert "sections covered: 30 of 30" in table and "oracle kind" in table and "tested backends" in table
+
+
+def test_a_backend_registered_by_a_test_is_not_credited(recorder, monkeypatch, seed):
+    from reference import attention
+    from reference.attention import MultiHeadAttention
+
+    def spy(q, k, v, **kwargs):  # a test double, defined in a test module
+        return attention._BACKENDS["reference"](q, k, v, **kwargs)
+
+    monkeypatch.setitem(attention._BACKENDS, "spy", spy)
+    MultiHeadAttention(8, 2, backend="spy").double()(random_tensor((1, 3, 8), seed=seed, dtype=torch.float64))
+    assert backends_by_module(recorder.as_json()) == {"multi-head attention": ["reference"],
+                                                     "scaled dot-product attention": ["reference"]}
