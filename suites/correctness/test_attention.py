@@ -15,7 +15,7 @@ import os
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -84,6 +84,37 @@ def _kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, s
     return out.detach(), lse.detach(), grads
 
 
+def _guarded_kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, scale):
+    """:func:`_kernel_run` through the launchers with every input and output inside guard zones (NaN margins;
+    bool margins True), checked intact afterwards. The forward writes float32 O for the backward's delta, as
+    the autograd path does, and the caller gets it rounded once."""
+    b, hq, nq, d = q.shape
+    hkv, nk, dv = k.shape[1], k.shape[2], v.shape[-1]
+    inputs = {"q": GuardedTensor(q.to(dtype)), "k": GuardedTensor(k.to(dtype)), "v": GuardedTensor(v.to(dtype)),
+              "d_out": GuardedTensor(d_out.to(dtype))}
+    if attn_mask is not None:
+        inputs["attn_mask"] = GuardedTensor(_cast(attn_mask, dtype))
+    if key_padding_mask is not None:
+        inputs["key_padding_mask"] = GuardedTensor(key_padding_mask)
+    outputs = {"out": GuardedTensor.empty((b, hq, nq, dv), dtype=torch.float32),
+               "lse": GuardedTensor.empty((b, hq, nq), dtype=torch.float32),
+               "dq": GuardedTensor.empty((b, hq, nq, d), dtype=dtype),
+               "dk": GuardedTensor.empty((b, hkv, nk, d), dtype=dtype),
+               "dv": GuardedTensor.empty((b, hkv, nk, dv), dtype=dtype)}
+    mask = inputs["attn_mask"].tensor if attn_mask is not None else None
+    padding = inputs["key_padding_mask"].tensor if key_padding_mask is not None else None
+    problem = ka._Problem(batch=b, n_q=nq, n_k=nk, causal=causal, scale=ka._default_scale(scale, d), cu_q=None,
+                          cu_k=None)
+    q4, k4, v4 = inputs["q"].tensor, inputs["k"].tensor, inputs["v"].tensor
+    out32, lse2 = ka._forward(q4, k4, v4, mask, padding, problem, out=outputs["out"].tensor,
+                              lse=outputs["lse"].tensor)
+    grads = ka._backward(inputs["d_out"].tensor, q4, k4, v4, out32, lse2, mask, padding, problem,
+                         dq=outputs["dq"].tensor, dk=outputs["dk"].tensor, dv=outputs["dv"].tensor)
+    for name, guarded in (inputs | outputs).items():
+        guarded.assert_intact(name)
+    return out32.to(dtype), ka._natural(lse2, dtype), [g.clone() for g in grads]
+
+
 def _assert_k_rule(candidate, gold, baseline, *, gradient: bool, name: str) -> None:
     """FlashAttention's k-rule (fusebench.agreement) applied to a float32 candidate; see its one use."""
     k = K_GRADIENT if gradient else K_OUTPUT
@@ -116,11 +147,12 @@ def _assert_gradient_agrees(cand, gold, base, floor: float, name: str) -> None:
 
 
 def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_mask=None, causal=False,
-                          scale=None, layout="bhnd", gold_attn_mask=None, float32_k_rule=False):
+                          scale=None, layout="bhnd", gold_attn_mask=None, float32_k_rule=False, guard=False):
     """Output, lse, dq, dk, dv of the kernel in ``dtype`` against the float64 reference (the policy).
 
     ``gold_attn_mask``: the same mask spelled differently for the reference (see its use).
-    ``float32_k_rule``: judge float32 by the k-rule against the float32 reference (see its use)."""
+    ``float32_k_rule``: judge float32 by the k-rule against the float32 reference (see its use).
+    ``guard``: run the launchers with every input and output inside guard zones (bhnd only)."""
     # Gold is the float64 reference on the very inputs the candidate gets, i.e. rounded to ``dtype``: input
     # quantization is not the kernel's error, and at large logits (|s| ~ 1e3, where one bfloat16 ulp of q moves
     # a score by ~4) it would make the comparison with the unrounded inputs a coin toss.
@@ -137,7 +169,10 @@ def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_m
     gold = _reference_run(q, k, v, d_out, torch.float64, **gold_masks)
     with_baseline = dtype in LOW_PRECISION or float32_k_rule
     baseline = _reference_run(q, k, v, d_out, dtype, **gold_masks) if with_baseline else (None, None, [None] * 3)
-    out, lse, grads = _kernel_run(q, k, v, d_out, dtype, layout=layout, **masks)
+    if guard:
+        out, lse, grads = _guarded_kernel_run(q, k, v, d_out, dtype, **masks)
+    else:
+        out, lse, grads = _kernel_run(q, k, v, d_out, dtype, layout=layout, **masks)
     names = ("output", "lse", "dq", "dk", "dv")
     for i, (name, cand, g, base) in enumerate(zip(names, (out, lse, *grads), (gold[0], gold[1], *gold[2]),
                                                   (baseline[0], baseline[1], *baseline[2]), strict=True)):
@@ -495,6 +530,54 @@ def test_fuzz_policy_holds(problem):
     attn_mask, key_padding_mask, causal = _masks(p["mask"], p["seed"], p["b"], p["hq"], p["nq"], p["nk"])
     _assert_kernel_agrees(p["seed"], q, k, v, p["dtype"], attn_mask=attn_mask, key_padding_mask=key_padding_mask,
                           causal=causal, scale=p["scale"])
+
+
+# The fuzz tier (`pytest -m fuzz`): the awkward corners, every example inside guard zones. Lengths 1, primes
+# and the tile edges 15/16/17; head dims 16-256 with 80 and 96 (padded, masked D tiles) and value head dims
+# that differ; GQA/MQA; masks that empty whole rows (a padded-out batch element, all-False bool rows, causal
+# with more queries than keys). Shapes stay small so that 1000 examples run in minutes under the interpreter.
+FUZZ_EXAMPLES = int(os.environ.get("FUSEBENCH_FUZZ_EXAMPLES", "1000"))
+_AWKWARD_LENGTHS = [1, 2, 3, 5, 7, 11, 13, 15, 16, 17, 23]
+_FUZZ_HEAD_DIMS = [16, 24, 32, 64, 80, 96, 128, 160, 256]
+_FUZZ_MASKS = MASKS + ["empty-rows"]
+
+
+def _empty_row_masks(seed, b, hq, nq, nk):
+    """A bool mask with whole query rows False, and (B > 1) a batch element whose keys are all padding."""
+    gen = torch.Generator().manual_seed(seed)
+    attn_mask = torch.rand(b, hq, nq, nk, generator=gen) < 0.6
+    attn_mask[..., torch.rand(nq, generator=gen) < 0.3, :] = False
+    key_padding_mask = torch.rand(b, nk, generator=gen) < 0.2
+    key_padding_mask[-1] = b > 1  # the last sequence: nothing to attend
+    return attn_mask, key_padding_mask, False
+
+
+@st.composite
+def _awkward_problems(draw):
+    hkv = draw(st.integers(1, 2))
+    d = draw(st.sampled_from(_FUZZ_HEAD_DIMS))
+    return dict(
+        b=draw(st.integers(1, 2)), hkv=hkv, hq=hkv * draw(st.sampled_from([1, 2, 3])),
+        nq=draw(st.sampled_from(_AWKWARD_LENGTHS)), nk=draw(st.sampled_from(_AWKWARD_LENGTHS)), d=d,
+        dv=draw(st.sampled_from([d, 16, 80])), dtype=draw(st.sampled_from(DTYPES)),
+        mask=draw(st.sampled_from(_FUZZ_MASKS)), scale=draw(st.one_of(st.none(), st.floats(0.05, 2.0))),
+        seed=draw(st.integers(0, 2**31)),
+    )
+
+
+@pytest.mark.fuzz
+@hypothesis_seed(run_seed())
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_awkward_problems())
+def test_fuzz_tier_forward_and_backward(problem):
+    p = problem
+    q, k, v = _qkv(p["seed"], p["b"], p["hq"], p["hkv"], p["nq"], p["nk"], p["d"], p["dv"])
+    if p["mask"] == "empty-rows":
+        attn_mask, key_padding_mask, causal = _empty_row_masks(p["seed"], p["b"], p["hq"], p["nq"], p["nk"])
+    else:
+        attn_mask, key_padding_mask, causal = _masks(p["mask"], p["seed"], p["b"], p["hq"], p["nq"], p["nk"])
+    _assert_kernel_agrees(p["seed"], q, k, v, p["dtype"], attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                          causal=causal, scale=p["scale"], guard=True)
 
 
 # ---- memory: linear in the sequence length ---------------------------------------------------------------
