@@ -31,7 +31,7 @@ def test_catalog_cases_have_deterministic_nonzero_inputs_and_the_issue_flop_mode
 
 def test_graph_byte_model_counts_gathers_indices_and_output():
     case = cases.get("gcn/cora-like", "cpu")
-    e, n, f = case.num_edges, case.num_nodes, case.features
+    e, n, f = case.num_edges + case.num_nodes, case.num_nodes, case.features  # GCN aggregates over A + I
     expected = e * f * 4 + e * 8 + (n + 1) * 8 + n * f * 4 + e * 4  # + gcn's per-edge weight
     assert case.bytes_moved("forward", value_bytes=4) == expected
     assert case.bytes_moved("forward+backward", value_bytes=4) == 2 * expected
@@ -52,7 +52,7 @@ def test_run_stores_rows_whose_times_carry_agreement(tmp_path):
     assert frame["agreement"].notna().all() and (frame["commit"] == report.identity.commit).all()
     assert (frame.loc[frame["metric"] == "memory", "p50"] > 0).all()
     text = runner.format_summary(report)
-    assert "bert-base-128" in text and "agrees" in text and "CPU wall-clock" in text
+    assert "bert-base-128" in text and "agrees" in text and "blocked_autorange" in text
 
 
 def test_an_interpreted_triton_provider_gets_agreement_and_never_a_time(monkeypatch, tmp_path):
