@@ -130,12 +130,13 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def time_cpu(fn, *, num_threads: int | None = None, min_run_time: float = 0.1) -> Timing:
+def time_cpu(fn, *, num_threads: int | None = None, min_run_time: float = 0.05, warmup: bool = True) -> Timing:
     """Time ``fn()`` on the CPU with :class:`torch.utils.benchmark.Timer` (``blocked_autorange``).
 
     The Timer runs ``fn`` with exactly ``num_threads`` torch threads (default: torch's current count),
     picks how many calls make one block so the timer's resolution does not matter, and draws blocks for
-    at least ``min_run_time`` seconds; each block's per-call time is one sample.
+    at least ``min_run_time`` seconds; each block's per-call time is one sample. ``warmup``: one call
+    first (first-call allocations, lazy initialisation); a caller that has just called ``fn`` skips it.
     """
     from torch.utils.benchmark import Timer
 
@@ -143,7 +144,8 @@ def time_cpu(fn, *, num_threads: int | None = None, min_run_time: float = 0.1) -
     if threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     before = _load()
-    fn()  # warm-up: first-call allocations, lazy initialisation
+    if warmup:
+        fn()
     measurement = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(
         min_run_time=min_run_time)
     samples = [t * 1e3 for t in measurement.times]
@@ -178,9 +180,11 @@ def time_gpu(fn, *, warmup_ms: int = 25, rep_ms: int = 100, graph: bool | None =
     return timing
 
 
-def timing(fn, device: str, *, num_threads: int | None = None) -> Timing:
-    """Time ``fn`` the right way for ``device`` ("cuda" or "cpu")."""
-    return time_gpu(fn) if str(device).startswith("cuda") else time_cpu(fn, num_threads=num_threads)
+def timing(fn, device: str, *, num_threads: int | None = None, warmup: bool = True) -> Timing:
+    """Time ``fn`` the right way for ``device`` ("cuda" or "cpu"); do_bench always warms up."""
+    if str(device).startswith("cuda"):
+        return time_gpu(fn)
+    return time_cpu(fn, num_threads=num_threads, warmup=warmup)
 
 
 def measure_time(fn, device: str) -> tuple[Quantiles, int]:

@@ -264,10 +264,17 @@ def _check_provider(case, provider: Provider, wl: Workload, gold: _Gold, modes, 
     except Exception as error:  # a provider that crashes is reported, and the run goes on
         return [(result(m, "error", note=f"{type(error).__name__}: {error}"), None) for m in modes]
     checked = []
+    emulated = None  # interpreted: nothing is timed, so one forward and backward serve every mode's check
     for mode in modes:
         try:
-            timed = _mode_function(fn, wl, mode)
-            out, grads = _split(mode, timed())
+            if interpreted:
+                emulated = emulated or _forward_and_grads(fn, wl, any(m != "forward" for m in modes))
+                timed = None
+                out, grads = (emulated[0] if mode != "backward" else None), (emulated[1] if mode != "forward"
+                                                                            else None)
+            else:
+                timed = _mode_function(fn, wl, mode)
+                out, grads = _split(mode, timed())
         except Unavailable as error:
             checked.append((result(mode, "n/a", note=str(error)), None))
             continue
@@ -292,8 +299,8 @@ def _measure(checked: list[tuple], wl: Workload, ident: DeviceIdentity, ceilings
     timed = [(r, fn) for r, fn in checked if fn is not None]
     rounds: dict[int, list[Timing]] = {id(r): [] for r, _ in timed}
     for _ in range(repeats):
-        for r, fn in timed:
-            rounds[id(r)].append(timing(fn, wl.device, num_threads=threads))
+        for r, fn in timed:  # the agreement check was the first call: the first round needs no other warm-up
+            rounds[id(r)].append(timing(fn, wl.device, num_threads=threads, warmup=False))
     peak = spec_peak(ident.name) if ident.kind == "cuda" else None
     for r, fn in timed:
         done = rounds[id(r)]

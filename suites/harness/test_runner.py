@@ -140,7 +140,7 @@ def test_a_timing_on_an_oversubscribed_machine_is_marked_and_said_in_the_summary
     assert not timing(0.2, 1.2, 1).oversubscribed  # our one thread on an idle 2-core machine
     assert timing(2.0, 2.5, 1).oversubscribed  # two others runnable already, plus ours
     assert timing(0.0, 4.0, 2).oversubscribed  # the load rose past the cores while we ran
-    monkeypatch.setattr(runner, "timing", lambda fn, device, num_threads=None: timing(8.0, 9.0, 1))
+    monkeypatch.setattr(runner, "timing", lambda fn, device, **options: timing(8.0, 9.0, 1))
     report = runner.run(suites=("attention",), case_names=["clip-text-77"], provider_names=["reference"],
                         modes=("forward",), ident=identity("cpu"), store=None, repeats=1)
     (result,) = report.results
