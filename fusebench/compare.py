@@ -9,6 +9,10 @@ confidence interval of that ratio, and whether the change is **flagged**. A chan
 * the 95% bootstrap interval of the ratio of the two sides' medians excludes 1; and
 * the effect exceeds a minimum (``min_effect``, default 5%): a real but negligible change is not news.
 
+A change that meets these on a side timed while the machine was oversubscribed is shown ``?``, not ``*``:
+the time then includes waiting for a core, which shifts with the others' load between runs and rounds, so
+the interval is not one of independent noise (``oversubscribed`` in the table).
+
 What is compared is only what can be trusted:
 
 * a result that **disagrees** with the gold has no time (the runner stores none), and a figure marked
@@ -41,7 +45,9 @@ BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 LEGEND = ("speedup = A's median time / B's (> 1: B is faster); ci = its 95% bootstrap interval; n = independent "
           "observations per side (runs, or interleaved rounds of one run); * = flagged: n >= 3 on both sides, the "
-          "interval excludes 1 and the change exceeds the minimum effect; env = what differs between the sides "
+          "interval excludes 1 and the change exceeds the minimum effect; ? = the same, but a side was timed on an "
+          "oversubscribed machine, where waiting for a core is part of the time and shifts with the load: not a "
+          "change to act on; env = what differs between the sides "
           "besides the axis compared (rows of different environments are never pooled); agree = worst agreement "
           "ratio (<= 1 agrees). Disagreeing and implausible results are never ranked: they are listed apart.")
 
@@ -130,13 +136,14 @@ def _side(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         newest = group.sort_values("timestamp")["_env"].iloc[-1]
         kept = group[group["_env"] == newest]
         values = _observations(kept)
-        return pd.Series({"ms": float(np.median(values)), "obs": values, "n": len(values),
+        crowded = kept["flags"].fillna("").astype(str).str.contains("oversubscribed").any()
+        return pd.Series({"ms": float(np.median(values)), "obs": values, "n": len(values), "crowded": bool(crowded),
                           "env": dict(zip(ENVIRONMENT, newest, strict=True)),
                           "other_env": int(group["_env"].nunique() - 1),
                           "agree": float(kept["agreement"].max())})
 
     if frame.empty:
-        return pd.DataFrame(columns=["ms", "obs", "n", "env", "other_env", "agree"])
+        return pd.DataFrame(columns=["ms", "obs", "n", "crowded", "env", "other_env", "agree"])
     return frame.groupby(keys, sort=False).apply(summarize, include_groups=False)
 
 
@@ -166,8 +173,8 @@ def speedup_table(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], title: str,
         raise ValueError(f"min_effect must be >= 0, got {min_effect}")
     left, right = _side(_trusted_times(a), keys), _side(_trusted_times(b), keys)
     table = left.add_suffix("_a").join(right.add_suffix("_b"), how="inner").reset_index()
-    columns = keys + ["ms_a", "ms_b", "speedup", "ci_low", "ci_high", "n_a", "n_b", "changed", "env", "agree_a",
-                      "agree_b"]
+    columns = keys + ["ms_a", "ms_b", "speedup", "ci_low", "ci_high", "n_a", "n_b", "changed", "oversubscribed",
+                      "env", "agree_a", "agree_b"]
     if table.empty:
         table = pd.DataFrame(columns=columns)
         table.attrs["title"] = title
@@ -179,6 +186,7 @@ def speedup_table(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], title: str,
     outside = (table["ci_low"] > 1) | (table["ci_high"] < 1)
     large = [abs(math.log(s)) > math.log1p(min_effect) for s in table["speedup"]]
     table["changed"] = enough & outside & pd.Series(large, index=table.index)
+    table["oversubscribed"] = table["crowded_a"].astype(bool) | table["crowded_b"].astype(bool)
     table["env"] = [_env_difference(x, y) for x, y in zip(table["env_a"], table["env_b"], strict=True)]
     table = table[columns]
     table.attrs["title"] = title
@@ -293,11 +301,14 @@ def format_fast_p(table: pd.DataFrame, p: float = 1.0) -> str:
 def format_table(table: pd.DataFrame) -> str:
     shown = table.copy()
     if len(shown):
-        shown["speedup"] = [f"{s:.2f}{' *' if c else ''}" for s, c in zip(shown["speedup"], shown["changed"],
-                                                                          strict=True)]
+        shown["speedup"] = [f"{s:.2f}{(' ?' if o else ' *') if c else ''}"
+                            for s, c, o in zip(shown["speedup"], shown["changed"], shown["oversubscribed"], strict=True)]
         shown["ci"] = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(shown["ci_low"], shown["ci_high"], strict=True)]
         shown["n"] = [f"{x}/{y}" for x, y in zip(shown["n_a"], shown["n_b"], strict=True)]
-        shown = shown.drop(columns=["changed", "ci_low", "ci_high", "n_a", "n_b"])
+        shown["load"] = ["oversubscribed" if o else "" for o in shown["oversubscribed"]]
+        shown = shown.drop(columns=["changed", "oversubscribed", "ci_low", "ci_high", "n_a", "n_b"])
+        if not shown["load"].astype(bool).any():
+            shown = shown.drop(columns=["load"])
         if not shown["env"].astype(bool).any():
             shown = shown.drop(columns=["env"])
         order = [c for c in shown.columns if c not in ("ci", "n", "agree_a", "agree_b")] + ["ci", "n", "agree_a",

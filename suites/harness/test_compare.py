@@ -141,3 +141,12 @@ def test_a_case_whose_shape_changed_between_commits_is_not_compared():
                     _row("r2", "triton", "d", 1.0, commit="bbbb2222")])
     frame.loc[1, "shape"] = "B2"  # case c was made twice as large in commit bbbb
     assert compare.commits(frame, "aaaa", "bbbb").empty
+
+
+def test_a_change_timed_on_an_oversubscribed_machine_is_shown_with_a_question_mark():
+    frame = _frame([_row("r1", "reference", "c", 10.0, repeats=_rounds(10.0), flags="oversubscribed"),
+                    _row("r1", "triton", "c", 2.0, repeats=_rounds(2.0))])
+    table = compare.providers(frame, "reference", "triton")
+    assert bool(table["changed"].iloc[0]) and bool(table["oversubscribed"].iloc[0])
+    text = compare.format_table(table)
+    assert "5.00 ?" in text and "5.00 *" not in text and "oversubscribed" in text
