@@ -82,8 +82,11 @@ def test_a_dirty_tree_is_refused_unless_asked(monkeypatch, tmp_path):
     monkeypatch.setattr(dashboard, "identity", lambda: dirty)
     ran = []
     monkeypatch.setattr(dashboard, "_asv", lambda *args, **kw: ran.append(args))
+    config = tmp_path / "asv.conf.json"  # were the refusal broken, nothing would land in the repository
+    config.write_text(json.dumps({**json.loads((ROOT / "asv.conf.json").read_text()),
+                                  "results_dir": str(tmp_path / "results")}))
     with pytest.raises(dashboard.DirtyTree, match="uncommitted changes"):
-        dashboard.record(commit="abc", config=ROOT / "asv.conf.json")
+        dashboard.record(commit="abc", config=config)
     assert ran == []  # refused before asv ran
 
 
