@@ -180,10 +180,12 @@ def time_gpu(fn, *, warmup_ms: int = 25, rep_ms: int = 100, graph: bool | None =
     return timing
 
 
-def timing(fn, device: str, *, num_threads: int | None = None, warmup: bool = True) -> Timing:
-    """Time ``fn`` the right way for ``device`` ("cuda" or "cpu"); do_bench always warms up."""
+def timing(fn, device: str, *, num_threads: int | None = None, warmup: bool = True,
+           graph: bool | None = None) -> Timing:
+    """Time ``fn`` the right way for ``device`` ("cuda" or "cpu"); do_bench always warms up. ``graph``: see
+    :func:`time_gpu` (ignored on the CPU)."""
     if str(device).startswith("cuda"):
-        return time_gpu(fn)
+        return time_gpu(fn, graph=graph)
     return time_cpu(fn, num_threads=num_threads, warmup=warmup)
 
 

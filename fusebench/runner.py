@@ -298,9 +298,11 @@ def _measure(checked: list[tuple], wl: Workload, ident: DeviceIdentity, ceilings
     """Time every checked, agreeing function in ``repeats`` interleaved rounds; fill in its figures."""
     timed = [(r, fn) for r, fn in checked if fn is not None]
     rounds: dict[int, list[Timing]] = {id(r): [] for r, _ in timed}
-    for _ in range(repeats):
-        for r, fn in timed:  # the agreement check was the first call: the first round needs no other warm-up
-            rounds[id(r)].append(timing(fn, wl.device, num_threads=threads, warmup=False))
+    for round_number in range(repeats):
+        for r, fn in timed:  # the agreement check was the first call: the first round needs no other warm-up;
+            # a launch-bound GPU call's CUDA-graph figure is taken in the first round only
+            rounds[id(r)].append(timing(fn, wl.device, num_threads=threads, warmup=False,
+                                        graph=None if round_number == 0 else False))
     peak = spec_peak(ident.name) if ident.kind == "cuda" else None
     for r, fn in timed:
         done = rounds[id(r)]

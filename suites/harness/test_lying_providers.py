@@ -131,7 +131,7 @@ class _VirtualClock:
             return _honest(q, k, v, **options)
         return call
 
-    def timing(self, fn, device, *, num_threads=None, warmup=True):
+    def timing(self, fn, device, **options):
         samples = []
         for _ in range(20):
             self.spent = 0.0
