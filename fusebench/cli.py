@@ -147,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     modes = args.modes or (MODES if ident.kind == "cuda" else CPU_MODES)
     report = runner.run(suites=suites, case_names=args.cases, provider_names=args.providers, modes=modes,
                         dtype=args.dtype, ident=ident, store=None if args.no_store else _store(args),
-                        progress=True, ceilings=ceilings)
+                        progress=True, ceilings=ceilings, repeats=args.repeats, threads=args.threads)
     print(runner.format_summary(report))
     return 1 if report.failed else 0
 
@@ -160,19 +160,38 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"no results stored under {_store(args).table_dir}; run `fusebench run` first", file=sys.stderr)
         return 1
     filters = {"suite": args.suite, "mode": args.mode, "dtype": args.dtype}
-    if args.providers:
-        tables = [compare.providers(frame, *args.providers, device=args.device, commit=args.commit, **filters)]
-    elif args.devices:
-        tables = [compare.devices(frame, *args.devices, provider=args.provider, commit=args.commit, **filters)]
-    elif args.commits:
-        tables = [compare.commits(frame, *args.commits, device=args.device, provider=args.provider, **filters)]
-    else:
-        tables = compare.against_reference(frame, device=args.device, commit=args.commit, **filters)
+    options = {"min_effect": args.min_effect, **filters}
+    try:
+        if args.providers:
+            tables = [compare.providers(frame, *args.providers, device=args.device, commit=args.commit, **options)]
+        elif args.devices:
+            tables = [compare.devices(frame, *args.devices, provider=args.provider, commit=args.commit, **options)]
+        elif args.commits:
+            tables = [compare.commits(frame, *args.commits, device=args.device, provider=args.provider, **options)]
+        elif args.runs:
+            tables = [compare.runs(frame, *args.runs, provider=args.provider, **options)]
+        else:
+            tables = compare.against_reference(frame, device=args.device, commit=args.commit, **options)
+    except ValueError as error:
+        print(f"fusebench compare: {error}", file=sys.stderr)
+        return 1
+    print(compare.format_excluded(compare.excluded(_filter(frame, filters))))
+    print()
     for table in tables:
         print(compare.format_table(table))
         print()
+    if not (args.providers or args.devices or args.commits or args.runs):
+        print(compare.format_fast_p(compare.fast_p(_filter(frame, filters), p=args.fast_p), p=args.fast_p))
+        print()
     print(compare.LEGEND)
     return 0
+
+
+def _filter(frame, filters: dict):
+    for column, value in filters.items():
+        if value is not None:
+            frame = frame[frame[column] == value]
+    return frame
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -185,6 +204,7 @@ def _report(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(_store(args).root, "report")
     for path in report.write_report(frame, out):
         print(path)
+    print(report.format_not_ranked(frame))
     return 0
 
 
@@ -192,7 +212,11 @@ def _dashboard(args: argparse.Namespace) -> int:
     from fusebench import dashboard
 
     if args.record:
-        dashboard.record(bench=args.bench)
+        try:
+            dashboard.record(bench=args.bench, allow_dirty=args.allow_dirty)
+        except dashboard.DirtyTree as error:
+            print(f"fusebench dashboard: {error}", file=sys.stderr)
+            return 1
     results = dashboard.results_dir()
     if not any(results.glob("*/machine.json")):
         print(f"no asv results under {results}; record this commit's first: fusebench dashboard --record",
@@ -270,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
                      help="candidate dtype (default bfloat16 on a GPU, float32 on a CPU)")
     run.add_argument("--no-store", action="store_true", help="print the table without storing rows")
+    run.add_argument("--repeats", type=int, default=3,
+                     help="interleaved timing rounds per case (compare flags a change from 3 on each side)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads while timing (default: torch's current count); recorded on each row")
     run.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                      help="on a GPU, skip measuring the device's bandwidth and matmul ceilings")
     results_option(run)
@@ -280,12 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--providers", nargs=2, metavar=("A", "B"), help="provider A vs provider B on one device")
     which.add_argument("--devices", nargs=2, metavar=("X", "Y"), help="device X vs device Y (names as stored)")
     which.add_argument("--commits", nargs=2, metavar=("A", "B"), help="commit A vs commit B (prefixes allowed)")
+    which.add_argument("--runs", nargs=2, metavar=("A", "B"), help="run A vs run B (run ids or unique prefixes)")
     cmp.add_argument("--device", help="restrict to this device (default: the most recently measured)")
     cmp.add_argument("--commit", help="restrict to this commit (default: the most recently measured)")
     cmp.add_argument("--provider", help="restrict device/commit comparisons to one provider")
     cmp.add_argument("--suite", choices=("attention", "graph"))
     cmp.add_argument("--mode", choices=MODES)
     cmp.add_argument("--dtype")
+    cmp.add_argument("--min-effect", type=float, default=0.05,
+                     help="smallest relative change flagged (default 0.05: 5%%), besides a 95%% interval excluding 1")
+    cmp.add_argument("--fast-p", type=float, default=1.0, help="the factor p of fast_p (default 1: faster at all)")
     results_option(cmp)
     cmp.set_defaults(handler=_compare)
 
@@ -304,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--record", action="store_true",
                       help="first run the asv suites for the checked-out commit (asv run -E existing)")
     dash.add_argument("--bench", default=None, help="with --record: a regular expression selecting benchmarks")
+    dash.add_argument("--allow-dirty", action="store_true",
+                      help="with --record: record a tree with uncommitted changes (marked -dirty, apart from HEAD's)")
     dash.add_argument("--no-preview", action="store_true", help="publish only; do not serve")
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(handler=_dashboard)

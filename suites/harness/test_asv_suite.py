@@ -78,3 +78,17 @@ def test_kernel_resources_read_the_compiled_row_and_skip_what_did_not_compile(tm
         bench.setup(bad, "sm_90")
     with pytest.raises(NotImplementedError, match="no shipped kernel configuration"):
         bench.setup(_inspect.NO_SPECS, "sm_80")
+
+
+def test_a_speed_class_skips_a_disagreeing_provider_with_the_reason(monkeypatch):
+    import reference.attention as attention
+    from suites.asv.bench_attention import AttentionAgreement, AttentionSpeed
+
+    monkeypatch.setattr(attention, "_BACKENDS", dict(attention._BACKENDS))  # the registration ends with the test
+    attention.register_attention_backend(
+        "zeros", lambda q, k, v, **options: attention.scaled_dot_product_attention(q, k, v, **options) * 0)
+    with pytest.raises(NotImplementedError, match="not timed: the result disagrees with the gold"):
+        AttentionSpeed().setup("bert-base-128", "zeros", "forward")
+    agreement = AttentionAgreement()
+    agreement.setup("bert-base-128", "zeros", "forward")  # its agreement is still recorded, as a ratio
+    assert agreement.track_agreement("bert-base-128", "zeros", "forward") > 1
