@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from fusebench import cases as catalog
 from fusebench.store import ResultsStore, new_run_id
 
-__all__ = ["Task", "ClusterReport", "plan", "run", "connect", "completed", "MAX_RETRIES", "missing_ray"]
+__all__ = ["Task", "ClusterReport", "plan", "run", "connect", "completed", "MAX_RETRIES", "missing_ray",
+           "gpu_of_worker"]
 
 # A task whose worker died is tried again this many times (Ray's max_retries): a lost node or an
 # out-of-memory kill is worth a second try; a task that kills every worker it meets is not worth ten.
@@ -268,3 +269,20 @@ def _advance(bar, report: ClusterReport, where: str) -> None:
     if bar is not None:
         bar.set_postfix_str(", ".join(f"{n}: {c}" for n, c in sorted(report.per_node.items()))[-80:])
         bar.update(1)
+
+
+def gpu_of_worker(worker: str | None, visible: str | None, count: int) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` for pytest-xdist worker ``worker`` (``"gw3"``): one GPU per worker,
+    round-robin over the GPUs the run may use (``visible``, the variable as it is, or else ``count``).
+
+    None leaves the variable as it is: not an xdist worker, no GPU, or already narrowed to one GPU.
+    """
+    if not worker or not worker.startswith("gw") or not worker[2:].isdigit():
+        return None
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+    else:
+        devices = [str(i) for i in range(count)]
+    if len(devices) <= 1:
+        return None
+    return devices[int(worker[2:]) % len(devices)]

@@ -7,6 +7,7 @@ Faults are injected by providers that kill their own worker (once, or always) or
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -61,11 +62,16 @@ def _always_dies() -> Provider:
     return Provider("always-dies", "attention", "kills every worker it meets", build)
 
 
-def _interrupts_once(marker: str, driver_pid: int) -> Provider:
+def _interrupts_once(marker: str, driver_pid: int, store: ResultsStore) -> Provider:
     def build(case, wl):
         if not os.path.exists(marker):
             open(marker, "w").close()
-            os.kill(driver_pid, signal.SIGINT)  # Ctrl-C on the driver, mid-run
+            # Ray does not promise the plan's order: wait until the driver has stored some rows, so that the
+            # interrupted run has rows to keep, then press Ctrl-C on it, mid-run
+            deadline = time.monotonic() + 60
+            while not list(store.table_dir.glob("*.csv")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(driver_pid, signal.SIGINT)
         return _reference_build(case, wl)
     return Provider("interrupts-once", "attention", "presses Ctrl-C on the driver once", build)
 
@@ -128,11 +134,12 @@ def test_a_killed_worker_is_retried_and_a_hopeless_task_is_reported(fleet, tmp_p
 
 def test_an_interrupted_run_keeps_its_rows_and_resume_runs_only_what_is_missing(fleet, tmp_path):
     store = ResultsStore(tmp_path / "cluster")
-    interrupts = _interrupts_once(str(tmp_path / "pressed"), os.getpid())
+    interrupts = _interrupts_once(str(tmp_path / "pressed"), os.getpid(), store)
     names = GOOD + ["interrupts-once"]
     first = _run(store, provider_names=names, extra_providers=(interrupts,))
     assert first.interrupted
     kept = store.read(strict=True).frame
+    assert len(kept) > 0
     second = _run(store, provider_names=names, extra_providers=(interrupts,), resume=first.run.run_id)
     assert not second.interrupted and not second.failed
     done_before = len(kept[["provider", "mode"]].drop_duplicates())
