@@ -249,6 +249,13 @@ def _dashboard(args: argparse.Namespace) -> int:
         except dashboard.DirtyTree as error:
             print(f"fusebench dashboard: {error}", file=sys.stderr)
             return 1
+    if args.merge:
+        try:
+            machines = dashboard.merge(args.merge)
+        except (ValueError, dashboard.MergeConflict) as error:
+            print(f"fusebench dashboard: {error}", file=sys.stderr)
+            return 1
+        print(f"merged {len(machines)} machine(s) into {dashboard.results_dir()}: {', '.join(machines)}")
     results = dashboard.results_dir()
     if not any(results.glob("*/machine.json")):
         print(f"no asv results under {results}; record this commit's first: fusebench dashboard --record",
@@ -377,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--bench", default=None, help="with --record: a regular expression selecting benchmarks")
     dash.add_argument("--allow-dirty", action="store_true",
                       help="with --record: record a tree with uncommitted changes (marked -dirty, apart from HEAD's)")
+    dash.add_argument("--merge", nargs="+", metavar="DIR",
+                      help="first merge results recorded on other machines: each DIR a copy of another checkout's "
+                           "results/ (asv results, device sidecars, the runs/ store) or of its results/asv")
     dash.add_argument("--no-preview", action="store_true", help="publish only; do not serve")
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(handler=_dashboard)
