@@ -4,8 +4,9 @@ The plan of a run is a list of independent tasks, one per (case, provider, mode,
 On a cluster each task is a Ray task that asks for one GPU (``num_gpus=1``; ``gpu_type`` adds Ray's
 accelerator type, so a task lands only on a node whose GPUs are of that model). The task checks and
 times its one (case, provider, mode) on the node that runs it (:func:`fusebench.runner.run_one`), with
-that node's device identity, and returns its rows; the driver appends each task's rows to its local
-store as they arrive (one atomic file per task, :meth:`fusebench.store.ResultsStore.append`). No shared
+that node's device identity, and returns its rows; the driver appends the rows to its local store as
+they arrive (one atomic file per batch of tasks that came back together,
+:meth:`fusebench.store.ResultsStore.append`). No shared
 filesystem is needed: the store is the only place results meet.
 
 What Ray does, not this module: scheduling (resources, accelerator types), moving arguments and rows,
@@ -147,7 +148,8 @@ def connect(address: str, *, gpus: int | None = None) -> None:
         import torch
 
         count = torch.cuda.device_count() or (gpus or 1)
-        ray.init(num_gpus=count, include_dashboard=False, log_to_driver=False)
+        # address="local": a private instance, never a `ray start` cluster that happens to run on this machine
+        ray.init(address="local", num_gpus=count, include_dashboard=False, log_to_driver=False)
     else:
         ray.init(address=address, log_to_driver=False)
 
@@ -223,10 +225,12 @@ def run(address: str, *, suites=("attention", "graph"), case_names=None, provide
     pending = {remote.remote(t, report.run.run_id, timestamp, repeats, threads, tuple(extra_providers)): t
                for t in tasks}
     stored: set[Task] = set()
+    returned: list = []  # rows of the tasks that came back in one wait, stored as one file
     bar = _bar(len(tasks)) if progress else None
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=min(len(pending), _WAIT_BATCH), timeout=0.5)
+            returned = []
             for ref in ready:
                 task = pending.pop(ref)
                 try:
@@ -242,20 +246,29 @@ def run(address: str, *, suites=("attention", "graph"), case_names=None, provide
                 if task in stored:  # a task's rows are stored once, whatever Ray delivers
                     continue
                 stored.add(task)
-                if store is not None and outcome.rows:
-                    report.run.stored.append(store.append(outcome.rows))
+                returned += outcome.rows
                 report.run.identity = report.run.identity or outcome.identity
                 report.run.results += outcome.results
                 _advance(bar, report, f"{outcome.node} gpu {outcome.gpu or '-'}")
+            returned = _append(store, returned, report)
     except KeyboardInterrupt:
         report.interrupted = True
         for ref in pending:
             ray.cancel(ref, force=True)
+        _append(store, returned, report)  # what came back before Ctrl-C is kept
     finally:
         if bar is not None:
             bar.close()
         report.seconds = time.perf_counter() - started
     return report
+
+
+def _append(store: ResultsStore | None, rows: list, report: ClusterReport) -> list:
+    """Store the rows that came back in one wait as one file: the driver's cost is per file (an fsync and
+    a rename; docs/scale.md), so a batch of tasks per file keeps up with a larger fleet."""
+    if store is not None and rows:
+        report.run.stored.append(store.append(rows))
+    return []
 
 
 def _bar(total: int):
