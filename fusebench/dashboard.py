@@ -13,6 +13,9 @@
 * :func:`publish` runs ``asv publish`` and then makes the pages work offline: asv's index.html loads
   jQuery, flot, bootstrap and two small plugins from CDNs, so their links are rewritten to copies
   shipped in ``fusebench/dashboard_static`` (see its LICENSES.txt).
+* :func:`merge` copies results recorded on other machines into this tree (asv keeps one folder per
+  machine), with their device sidecars and results store files, refusing any file that would overwrite
+  a different one before copying anything.
 * :func:`preview` runs ``asv preview`` (serves the pages until interrupted).
 
 Every function takes the asv config to use (default: the repository's asv.conf.json), so tests can
