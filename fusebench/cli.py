@@ -141,8 +141,13 @@ def _run(args: argparse.Namespace) -> int:
     from fusebench.cases import CPU_MODES, MODES
     from fusebench.metrics import measure_ceilings
 
-    ident = identity()
     suites = ("attention", "graph") if args.suite == "all" else (args.suite,)
+    if args.cluster or args.resume:
+        return _run_on_cluster(args, suites)
+    if args.gpu_type:
+        print("fusebench run: --gpu-type needs --cluster", file=sys.stderr)
+        return 2
+    ident = identity()
     ceilings = measure_ceilings((args.dtype or "bfloat16",)) if ident.kind == "cuda" and args.ceilings else None
     modes = args.modes or (MODES if ident.kind == "cuda" else CPU_MODES)
     report = runner.run(suites=suites, case_names=args.cases, provider_names=args.providers, modes=modes,
@@ -150,6 +155,33 @@ def _run(args: argparse.Namespace) -> int:
                         progress=True, ceilings=ceilings, repeats=args.repeats, threads=args.threads)
     print(runner.format_summary(report))
     return 1 if report.failed else 0
+
+
+def _run_on_cluster(args: argparse.Namespace, suites: tuple) -> int:
+    from fusebench import cluster, runner
+    from fusebench.cases import CPU_MODES, MODES
+
+    why = cluster.missing_ray()
+    if why:
+        print(f"fusebench run --cluster: {why}", file=sys.stderr)
+        return 2
+    if args.no_store and args.resume:
+        print("fusebench run: --resume needs the store (it runs what the store lacks); drop --no-store",
+              file=sys.stderr)
+        return 2
+    # The nodes' devices are not known here: a GPU cluster runs every mode, `local` on a CPU the CPU's.
+    import torch
+
+    local_cpu = (args.cluster or "local") == "local" and not torch.cuda.is_available()
+    modes = args.modes or (CPU_MODES if local_cpu else MODES)
+    report = cluster.run(args.cluster or "local", suites=suites, case_names=args.cases,
+                         provider_names=args.providers, modes=modes, dtype=args.dtype,
+                         store=None if args.no_store else _store(args), gpu_type=args.gpu_type, resume=args.resume,
+                         repeats=args.repeats, threads=args.threads)
+    if report.run.identity is not None:
+        print(runner.format_summary(report.run))
+    print(report.format())
+    return 1 if report.run.failed or report.failed or report.interrupted else 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -217,6 +249,13 @@ def _dashboard(args: argparse.Namespace) -> int:
         except dashboard.DirtyTree as error:
             print(f"fusebench dashboard: {error}", file=sys.stderr)
             return 1
+    if args.merge:
+        try:
+            machines = dashboard.merge(args.merge)
+        except (ValueError, dashboard.MergeConflict) as error:
+            print(f"fusebench dashboard: {error}", file=sys.stderr)
+            return 1
+        print(f"merged {len(machines)} machine(s) into {dashboard.results_dir()}: {', '.join(machines)}")
     results = dashboard.results_dir()
     if not any(results.glob("*/machine.json")):
         print(f"no asv results under {results}; record this commit's first: fusebench dashboard --record",
@@ -300,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch CPU threads while timing (default: torch's current count); recorded on each row")
     run.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                      help="on a GPU, skip measuring the device's bandwidth and matmul ceilings")
+    run.add_argument("--cluster", metavar="ADDRESS",
+                     help="run the plan as Ray tasks, one GPU each, on the Ray cluster at ADDRESS ('local': start "
+                          "one on this machine); rows come back here (needs fusebench[cluster])")
+    run.add_argument("--gpu-type", metavar="TYPE",
+                     help="with --cluster: only GPUs of this Ray accelerator type (e.g. H100, A100, L4)")
+    run.add_argument("--resume", metavar="RUN_ID",
+                     help="with --cluster: run only the tasks of run RUN_ID whose rows are not stored yet")
     results_option(run)
     run.set_defaults(handler=_run)
 
@@ -338,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--bench", default=None, help="with --record: a regular expression selecting benchmarks")
     dash.add_argument("--allow-dirty", action="store_true",
                       help="with --record: record a tree with uncommitted changes (marked -dirty, apart from HEAD's)")
+    dash.add_argument("--merge", nargs="+", metavar="DIR",
+                      help="first merge results recorded on other machines: each DIR a copy of another checkout's "
+                           "results/ (asv results, device sidecars, the runs/ store) or of its results/asv")
     dash.add_argument("--no-preview", action="store_true", help="publish only; do not serve")
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(handler=_dashboard)

@@ -13,6 +13,9 @@
 * :func:`publish` runs ``asv publish`` and then makes the pages work offline: asv's index.html loads
   jQuery, flot, bootstrap and two small plugins from CDNs, so their links are rewritten to copies
   shipped in ``fusebench/dashboard_static`` (see its LICENSES.txt).
+* :func:`merge` copies results recorded on other machines into this tree (asv keeps one folder per
+  machine), with their device sidecars and results store files, refusing any file that would overwrite
+  a different one before copying anything.
 * :func:`preview` runs ``asv preview`` (serves the pages until interrupted).
 
 Every function takes the asv config to use (default: the repository's asv.conf.json), so tests can
@@ -33,7 +36,8 @@ from pathlib import Path
 
 from fusebench.device import ROOT, DeviceIdentity, identity, machine_name, slug
 
-__all__ = ["record", "publish", "preview", "html_dir", "results_dir", "sidecar_path", "asv_machine", "DirtyTree",
+__all__ = ["record", "publish", "preview", "merge", "MergeConflict",
+           "html_dir", "results_dir", "sidecar_path", "asv_machine", "DirtyTree",
            "DEFAULT_CONFIG"]
 
 
@@ -177,3 +181,72 @@ def preview(port: int = 8080, config=None) -> int:
         return _asv(["preview", "--port", str(port)], config, check=False).returncode
     except KeyboardInterrupt:
         return 0
+
+
+class MergeConflict(RuntimeError):
+    """Two trees hold different files under one name: merging would overwrite a result."""
+
+
+def _asv_tree(source: Path) -> tuple[Path, Path]:
+    """(asv results dir, its device sidecars dir) of a copied results tree: a results root holding ``asv/``
+    (``results/`` of another checkout) or an asv results dir itself."""
+    results = source / "asv" if (source / "asv").is_dir() else source
+    if not any(results.glob("*/machine.json")):
+        raise ValueError(f"--merge {source}: no asv results there (expected <machine>/machine.json under "
+                         f"{source} or {source / 'asv'})")
+    return results, results.parent / f"{results.name}-devices"
+
+
+def _copy_new(source: Path, target: Path) -> int:
+    """Copy every file under ``source`` to the same place under ``target``; an identical file already there
+    is skipped, a different one raises :class:`MergeConflict`. Returns the number copied."""
+    copied = 0
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        there = target / path.relative_to(source)
+        if there.exists():
+            if there.read_bytes() != path.read_bytes():
+                raise MergeConflict(f"{there} exists with other content than {path}; nothing of it was merged")
+            continue
+        there.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, there)
+        copied += 1
+    return copied
+
+
+def merge(sources, config=None) -> list[str]:
+    """Merge asv result trees recorded on other machines (and their device sidecars, and their results
+    store's ``runs/`` files when the tree is a results root) into this one; returns the machines merged.
+
+    asv keeps one folder per machine, so machines never collide; the same file under one name with other
+    content is a conflict (:class:`MergeConflict`), checked for every file before anything is copied.
+    ``benchmarks.json`` (the benchmarks' description) is taken from a source when this tree has none.
+    """
+    results = results_dir(config)
+    devices = results.parent / f"{results.name}-devices"
+    store_runs = results.parent / "runs"
+    plan = []  # (source dir, target dir)
+    machines = []
+    for source in map(Path, sources):
+        tree, sidecars = _asv_tree(source)
+        for machine_json in sorted(tree.glob("*/machine.json")):
+            machines.append(machine_json.parent.name)
+            plan.append((machine_json.parent, results / machine_json.parent.name))
+        if sidecars.is_dir():
+            plan.append((sidecars, devices))
+        if (tree.parent / "runs").is_dir() and tree != source:
+            plan.append((tree.parent / "runs", store_runs))
+        if (tree / "benchmarks.json").is_file() and not (results / "benchmarks.json").exists():
+            plan.append((tree, results, "benchmarks.json"))
+    for step in plan:  # conflicts first: a merge that would overwrite anything copies nothing
+        if len(step) == 2:
+            for path in (p for p in step[0].rglob("*") if p.is_file()):
+                there = step[1] / path.relative_to(step[0])
+                if there.exists() and there.read_bytes() != path.read_bytes():
+                    raise MergeConflict(f"{there} exists with other content than {path}; nothing was merged")
+    for step in plan:
+        if len(step) == 2:
+            _copy_new(*step)
+        elif not (step[1] / step[2]).exists():
+            step[1].mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(step[0] / step[2], step[1] / step[2])
+    return machines

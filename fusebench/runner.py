@@ -36,7 +36,7 @@ from fusebench.metrics import Quantiles, Timing, peak_memory, spec_peak, through
 from fusebench.providers import Provider, Unavailable, Workload, graph_suite_missing, make_workload, providers
 from fusebench.store import ResultsStore, new_run_id
 
-__all__ = ["Result", "RunReport", "run", "format_summary", "INTERPRETER_NOTE", "REPEATS", "plausibility"]
+__all__ = ["Result", "RunReport", "run", "run_one", "format_summary", "INTERPRETER_NOTE", "REPEATS", "plausibility"]
 
 INTERPRETER_NOTE = ("interpreted: the Triton interpreter emulates the kernel on the CPU (numpy); "
                     "agreement only, its time is not a kernel time")
@@ -465,6 +465,19 @@ def _run_plan(plan, report, modes, torch_dtype, dtype, ident, store, progress, c
             path = store.append(rows)
             if path is not None:
                 report.stored.append(path)
+
+
+def run_one(case_name: str, provider: Provider, reference: Provider, mode: str, dtype: str, ident: DeviceIdentity,
+            *, repeats: int = REPEATS, threads: int | None = None) -> list[Result]:
+    """One task of a distributed plan (:mod:`fusebench.cluster`): ``case_name`` on ``provider`` in one
+    ``mode``, checked against its own gold and timed in ``repeats`` rounds, as :func:`run` does per case."""
+    case = catalog.for_device(case_name, ident.kind)
+    try:
+        wl = make_workload(case, ident.kind, getattr(torch, dtype))
+        gold = _gold(case, wl, reference, mode != "forward")
+    except Unavailable as error:
+        return [Result(case, provider.name, mode, dtype, "n/a", note=str(error))]
+    return _measure_provider(case, provider, wl, gold, (mode,), ident, {}, repeats, threads)
 
 
 def _format_rate(r: Result) -> str:

@@ -40,7 +40,7 @@ from pathlib import Path
 __all__ = ["COLUMNS", "SCHEMA", "ResultsStore", "StoreProblem", "StoreError", "StoreRead", "new_run_id",
            "default_root"]
 
-SCHEMA = "2"
+SCHEMA = "3"
 COLUMNS: tuple[str, ...] = (
     "schema", "run_id", "timestamp",  # which run wrote the row, and when (UTC, ISO 8601)
     "suite", "case", "size", "shape", "x",  # the workload; x is the plotted parameter (seq length, degree)
@@ -53,9 +53,12 @@ COLUMNS: tuple[str, ...] = (
     "threads", "load_before", "load_after",  # torch threads and the 1-minute load average around the timing
     "flags",  # "oversubscribed", "implausible: <why>": a figure to distrust, and why
     "repeats",  # the median of each interleaved timing round in the run, ';'-separated
+    # on a cluster (fusebench.cluster): the Ray node and the logical GPU that ran the row; "" in-process
+    "node", "gpu",
 )
-# Schema 1 (before the timing provenance columns) is still read; its rows have those columns empty.
-_SCHEMA_COLUMNS = {"1": COLUMNS[: COLUMNS.index("gold")], "2": COLUMNS}
+# Older schemas are still read; their rows have the later columns empty. 1: before the timing provenance
+# columns; 2: before the cluster columns.
+_SCHEMA_COLUMNS = {"1": COLUMNS[: COLUMNS.index("gold")], "2": COLUMNS[: COLUMNS.index("node")], "3": COLUMNS}
 _NUMERIC = ("x", "p20", "p50", "p80", "samples", "agreement", "threads", "load_before", "load_after")
 _REQUIRED = ("schema", "run_id", "timestamp", "suite", "case", "provider", "mode", "metric", "unit", "p50")
 _BOOLEAN = ("agrees", "dirty")
