@@ -174,6 +174,10 @@ CATALOG: tuple[Mutant, ...] = (
     Mutant("gat backward without the LeakyReLU derivative", "kernels/gat.py",
            "dz = p * (dot - delta) * tl.where(z > 0, 1.0, negative_slope)", "dz = p * (dot - delta)",
            why="the score gradient treats LeakyReLU as the identity"),
+    Mutant("gat delta from low-precision out", "kernels/gat.py",
+           "ctx.save_for_backward(x, alpha_src, alpha_dst, out32, lse)",
+           "ctx.save_for_backward(x, alpha_src, alpha_dst, out, lse)",
+           why="delta = rowsum(dOut * out) read from out rounded to float16/bfloat16"),
 )
 
 # The fast correctness subset each kernel file's mutants run against (gat.py reuses spmm.py's combine and
@@ -188,7 +192,8 @@ _SPMM = ("suites/correctness/test_spmm.py::test_aggregate_matches_reference",
          "suites/correctness/test_spmm.py::test_max_tie_across_edge_blocks_keeps_the_first_edge",
          "suites/correctness/test_spmm.py::test_gcnconv_with_triton_backend")
 _GAT = ("suites/correctness/test_gat.py::test_gat_matches_reference",
-        "suites/correctness/test_gat.py::test_large_scores_stay_finite")
+        "suites/correctness/test_gat.py::test_large_scores_stay_finite",
+        "suites/correctness/test_gat.py::test_score_gradients_bfloat16_one_channel")
 SUBSETS: dict[str, tuple[str, ...]] = {
     "kernels/attention.py": _ATTENTION,
     "kernels/spmm.py": _SPMM + _GAT,
