@@ -591,22 +591,25 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
 
 def compile_specs() -> list[CompileSpec]:
     """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256, float16 and
-    bfloat16, plain (no mask, not causal) and causal with a key-padding mask; the interpreter shim is off
+    bfloat16, plain (no mask, not causal), causal, and causal with a key-padding mask; the interpreter shim is off
     (``UPCAST_BF16=False``): these are what a GPU runs."""
     specs = []
     kernels = (("forward", _attn_fwd_kernel, FWD_CONFIGS), ("dkdv", _attn_bwd_dkdv_kernel, DKDV_CONFIGS),
                ("dq", _attn_bwd_dq_kernel, DQ_CONFIGS))
-    cases = ((torch.float16, 64, False), (torch.float16, 128, True), (torch.bfloat16, 128, False),
-             (torch.bfloat16, 256, True))
-    for dtype, head_dim, causal in cases:
+    # (dtype, head dim, causal, key padding); bf16 D64/D128 with and without causal are the cost table's rows
+    cases = ((torch.float16, 64, False, False), (torch.bfloat16, 64, False, False), (torch.bfloat16, 64, True, False),
+             (torch.float16, 128, True, True), (torch.bfloat16, 128, False, False), (torch.bfloat16, 128, True, False),
+             (torch.bfloat16, 256, True, True))
+    for dtype, head_dim, causal, padding in cases:
         flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=causal,
-                     MASK_KIND=0, HAS_KPM=causal, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
+                     MASK_KIND=0, HAS_KPM=padding, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
         for name, fn, configs in kernels:
             for config in configs:
                 if not _fits(config, head_dim, name):
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{' causal+padding' if causal else ''} "
+                flag_text = " causal" * causal + "+padding" * padding
+                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{flag_text} "
                          f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
                 specs.append(_compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
                                            config.num_stages, label))
