@@ -6,9 +6,14 @@ Dao et al. 2022 for the original tiling):
 * Forward: each program owns one block of ``BLOCK_M`` queries of one (batch, head) and walks the keys in
   blocks of ``BLOCK_N``. It keeps a running row maximum ``m``, a running sum ``l`` and an unnormalized
   output accumulator (the online softmax), rescaling both by ``exp(m_old - m_new)`` when the maximum
-  grows, and divides by ``l`` once at the end. Scores live in base-2 units (``scale * log2(e)`` folded
-  into one multiply) so the exponentials are ``exp2``. One pass over K and V; the only per-row state
-  written out is the log-sum-exp (kept in base 2, ``lse2 = m + log2(l)``, for the backward).
+  grows, and divides by ``l`` once at the end. Scores live in base-2 units so the exponentials are
+  ``exp2``: ``scale * log2(e)`` and the row maximum enter as one fused multiply-add per score,
+  ``exp2(s * c - m)``. One pass over K and V; the only per-row state written out is the log-sum-exp
+  (kept in base 2, ``lse2 = m + log2(l)``, for the backward).
+* Every kernel walks its blocks in two kinds of loop (FlashAttention-2's split): interior blocks that no
+  mask can touch (inside both lengths and, causal, wholly left of the diagonal) run with no mask and
+  unmasked loads; the boundary and diagonal blocks, and every block when an ``attn_mask`` or key padding
+  is given, run through ``_mask_scores``, the one place masks are applied.
 * Backward: nothing from the forward but ``lse2`` is kept; probabilities are recomputed as
   ``p = exp2(s - lse2)``. A small pre-pass computes ``delta = rowsum(dO * O)``; one kernel owns a key
   block and accumulates dK and dV over every query block (and, for grouped-query attention, over every
@@ -178,12 +183,14 @@ def _dot(a, b, UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn, sm_scale,
                  IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr):
-    """Apply every mask to a tile of base-2 scores ``s``; ``om``/``on`` broadcast to its shape.
+    """Apply every mask to a tile of raw scores ``s = q.k`` (unscaled); ``om``/``on`` broadcast to its shape.
 
     ``om`` holds query rows and ``on`` key columns, as ``[M, 1]``/``[1, N]`` (forward, dQ) or
-    ``[1, M]``/``[N, 1]`` (the transposed tiles of dK/dV): the code is the same either way.
+    ``[1, M]``/``[N, 1]`` (the transposed tiles of dK/dV): the code is the same either way. This is the
+    one place masks are applied; ``_unmasked_key_end`` and ``_unmasked_query_range`` say which blocks
+    cannot be touched by any of them, and must change with it.
     """
     keep = (om < n_q) & (on < n_k)
     if IS_CAUSAL:  # bottom-right aligned
@@ -196,8 +203,161 @@ def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base,
         keep = keep & (allowed != 0)
     if MASK_KIND == 2:  # additive, natural-log units
         bias = tl.load(mask_base + om * stride_mm + on * stride_mn, mask=keep, other=0.0)
-        s = s + bias.to(tl.float32) * _LOG2E
+        s = s + bias.to(tl.float32) / sm_scale  # in raw units: the caller scales once, in one FMA
     return tl.where(keep, s, float("-inf"))
+
+
+@triton.jit
+def _unmasked_key_end(first_row, n_q, n_k, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+                      HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key blocks ``[0, end)`` that no mask touches for a query block starting at ``first_row``: inside
+    ``n_k`` and, causal, at or left of the diagonal of its first row (so of every row). An attention
+    mask or key padding can hide any key: then no block is unmasked."""
+    end = n_k
+    if IS_CAUSAL:
+        end = tl.minimum(end, first_row + (n_k - n_q) + 1)
+    end = tl.maximum(end, 0) // BLOCK_N * BLOCK_N
+    if MASK_KIND != 0 or HAS_KPM:
+        end = 0
+    return end
+
+
+@triton.jit
+def _load_tile(base, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b, CHECK_A: tl.constexpr,
+               CHECK_B: tl.constexpr):
+    """A tile at ``base + offs_a * stride_a + offs_b * stride_b`` (offsets broadcast), bounds-checked
+    (zero fill) only along the axes that can run past their limit: interior blocks load unmasked."""
+    ptrs = base + offs_a * stride_a + offs_b * stride_b
+    if CHECK_A and CHECK_B:
+        tile = tl.load(ptrs, mask=(offs_a < limit_a) & (offs_b < limit_b), other=0.0)
+    elif CHECK_A:
+        tile = tl.load(ptrs, mask=(offs_a < limit_a) & (offs_b >= 0), other=0.0)
+    elif CHECK_B:
+        tile = tl.load(ptrs, mask=(offs_a >= 0) & (offs_b < limit_b), other=0.0)
+    else:
+        tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
+                    k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                    mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr,
+                    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+                    MASKED: tl.constexpr):
+    """The online softmax over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
+                         MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        if MASKED:
+            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                             kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # base-2 units; qk_scale > 0 commutes with max
+        m_safe = m_new
+        if MASKED:
+            # A row that has seen only masked keys keeps m = -inf; subtracting 0 instead keeps exp2 at 0
+            # rather than exp2(-inf + inf) = NaN. (Unmasked blocks give every row a finite maximum.)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s * qk_scale - m_safe[:, None])  # scale and shift in one FMA per score
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_tile(v_base, offs_n[:, None], stride_vn, n_k, offs_dv[None, :], stride_vd, HEAD_DIM_V,
+                       MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_N, BLOCK_DV)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
+                   k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                   mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                   HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                   IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr,
+                   UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+                   MASKED: tl.constexpr):
+    """dQ accumulated over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
+                         MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        if MASKED:
+            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                             kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
+        p = tl.math.exp2(s * qk_scale - lse2[:, None])  # the forward's one FMA, with lse for its max
+        v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
+                         MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
+        dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds.to(k_t.dtype), tl.trans(k_t), UPCAST_BF16, DOT_PRECISION)
+    return dq
+
+
+@triton.jit
+def _unmasked_query_range(start_n, lo, n_q, n_k, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+                          HAS_KPM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Query blocks ``[first, last)`` (from ``lo`` in steps of BLOCK_M) that no mask touches for the key
+    block at ``start_n``: the key block inside ``n_k``, every row inside ``n_q`` and, causal, at or below
+    the diagonal of the block's last key. The blocks before ``first`` and from ``last`` on are masked."""
+    first = lo
+    if IS_CAUSAL:  # the first row that sees the key block's last key
+        need = start_n + BLOCK_N - 1 - (n_k - n_q)
+        first = lo + (tl.maximum(need - lo, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    first = tl.minimum(first, n_q)
+    last = first + tl.maximum(n_q - first, 0) // BLOCK_M * BLOCK_M
+    if start_n + BLOCK_N > n_k:
+        first = lo
+        last = lo
+    if MASK_KIND != 0 or HAS_KPM:
+        first = lo
+        last = lo
+    return first, last
+
+
+@triton.jit
+def _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, lo, hi, n_q, n_k, qk_scale, sm_scale,
+                       q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head, d_head, stride_lm,
+                       mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                       HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr,
+                       BLOCK_DV: tl.constexpr, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+                       HAS_KPM: tl.constexpr, UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+    """dK and dV accumulated over query blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = _load_tile(q_head, offs_m[:, None], stride_qm, n_q, offs_d[None, :], stride_qd, HEAD_DIM,
+                       MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_M, BLOCK_D)
+        # The scores in the forward's orientation and order, bit for bit the forward's: at logits ~1e3
+        # an ulp of difference between forward and backward scores is a 1e-4 error in every p.
+        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        if MASKED:
+            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                             kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
+            lse2 = tl.load(l_head + offs_m * stride_lm, mask=offs_m < n_q, other=0.0)
+            lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # fully masked rows: s = -inf gives p = 0
+            delta = tl.load(d_head + offs_m * stride_lm, mask=offs_m < n_q, other=0.0)
+        else:  # rows inside n_q that see every key of the block: a finite lse
+            lse2 = tl.load(l_head + offs_m * stride_lm)
+            delta = tl.load(d_head + offs_m * stride_lm)
+        p = tl.math.exp2(s * qk_scale - lse2[:, None])  # (BLOCK_M, BLOCK_N), the forward's one FMA
+        do = _load_tile(do_head, offs_m[:, None], stride_dom, n_q, offs_dv[None, :], stride_dod, HEAD_DIM_V,
+                        MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_M, BLOCK_DV)
+        dv += _dot(tl.trans(p.to(do.dtype)), do, UPCAST_BF16, DOT_PRECISION)
+        dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        ds = p * (dp - delta[:, None])
+        dk += _dot(tl.trans(ds.to(q.dtype)), q, UPCAST_BF16, DOT_PRECISION)
+    return dk, dv
 
 
 @triton.jit
@@ -266,25 +426,19 @@ def _attn_fwd_kernel(
         hi = n_k
         if IS_CAUSAL:  # keys past the last query's diagonal are never attended by this block
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
-        for start_n in range(0, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            col_ok = offs_n < n_k
-            k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                          mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
-            s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
-                             kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            # A row that has seen only masked keys keeps m = -inf; subtracting 0 instead keeps exp2 at 0
-            # rather than exp2(-inf + inf) = NaN.
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.math.exp2(s - m_safe[:, None])
-            alpha = tl.math.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
-                        mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_N, BLOCK_DV)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)
-            m_i = m_new
+        # Interior key blocks first, with no mask at all; then the boundary and diagonal ones, masked.
+        interior_end = tl.minimum(_unmasked_key_end(pid_m * BLOCK_M, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                                    BLOCK_N), hi)
+        acc, l_i, m_i = _fwd_key_blocks(acc, l_i, m_i, q, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
+                                        k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                                        mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
+        acc, l_i, m_i = _fwd_key_blocks(acc, l_i, m_i, q, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
+                                        k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                                        mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_N, True)
 
         empty = l_i == 0.0  # fully masked rows: zeros and lse = -inf
         l_safe = tl.where(empty, 1.0, l_i)
@@ -412,26 +566,24 @@ def _attn_bwd_dkdv_kernel(
             l_head = l_base + h.to(tl.int64) * stride_lh
             d_head = d_base + h.to(tl.int64) * stride_lh
             mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
-            for start_m in range(lo, n_q, BLOCK_M):
-                offs_m = start_m + tl.arange(0, BLOCK_M)
-                row_ok = offs_m < n_q
-                q = tl.load(q_head + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                            mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
-                # The scores in the forward's orientation and order, bit for bit the forward's: at logits ~1e3
-                # an ulp of difference between forward and backward scores is a 1e-4 error in every p.
-                s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-                s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
-                                 kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-                lse2 = tl.load(l_head + offs_m * stride_lm, mask=row_ok, other=0.0)
-                lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # fully masked rows: s = -inf gives p = 0
-                p = tl.math.exp2(s - lse2[:, None])  # (BLOCK_M, BLOCK_N)
-                do = tl.load(do_head + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
-                             mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
-                dv += _dot(tl.trans(p.to(do.dtype)), do, UPCAST_BF16, DOT_PRECISION)
-                dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
-                delta = tl.load(d_head + offs_m * stride_lm, mask=row_ok, other=0.0)
-                ds = p * (dp - delta[:, None])
-                dk += _dot(tl.trans(ds.to(q.dtype)), q, UPCAST_BF16, DOT_PRECISION)
+            first, last = _unmasked_query_range(start_n, lo, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM, BLOCK_M,
+                                                BLOCK_N)
+            # Masked diagonal blocks, unmasked interior blocks, masked last (partial) block.
+            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, lo, first, n_q, n_k, qk_scale, sm_scale,
+                                        q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
+                                        d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
+            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, first, last, n_q, n_k, qk_scale, sm_scale,
+                                        q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
+                                        d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_M, False)
+            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, last, n_q, n_q, n_k, qk_scale, sm_scale,
+                                        q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
+                                        d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
         dk = dk * sm_scale
         tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
                  mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
@@ -515,20 +667,18 @@ def _attn_bwd_dq_kernel(
         hi = n_k
         if IS_CAUSAL:
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
-        for start_n in range(0, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            col_ok = offs_n < n_k
-            k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                          mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
-            s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
-                             kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-            p = tl.math.exp2(s - lse2[:, None])
-            v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
-                          mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
-            dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            ds = p * (dp - delta[:, None])
-            dq += _dot(ds.to(k_t.dtype), tl.trans(k_t), UPCAST_BF16, DOT_PRECISION)
+        interior_end = tl.minimum(_unmasked_key_end(pid_m * BLOCK_M, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                                    BLOCK_N), hi)
+        dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
+                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                            mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                            UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
+        dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
+                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                            mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                            UPCAST_BF16, DOT_PRECISION, BLOCK_N, True)
         dq = dq * sm_scale
         tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))

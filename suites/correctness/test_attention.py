@@ -218,6 +218,16 @@ def test_kernel_agrees_with_reference(seed, case):
                           causal=causal)
 
 
+# Causal cross-attention at every offset of the diagonal within a 16-key block (the interpreter's tile), and
+# with more queries than keys: the kernels run unmasked interior blocks and masked diagonal/boundary blocks
+# in separate loops, and an interior block that reaches one key past some row's diagonal shows only at the
+# offsets where the diagonal does not fall on a block edge.
+@pytest.mark.parametrize("nq, nk", [(40, 40 + shift) for shift in (1, 2, 14, 15, 17)] + [(40, 33)])
+def test_causal_blocks_split_at_every_diagonal_offset(seed, nq, nk):
+    q, k, v = _qkv(seed, 1, 1, 1, nq, nk, 16)
+    _assert_kernel_agrees(seed, q, k, v, torch.float32, causal=True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bnhd_layout_with_user_scale_and_value_head_dim(seed, dtype):
     q, k, v = _qkv(seed, 2, 4, 2, 23, 30, 32, dv=48)  # Dv = 48 != D: a separate, padded value tile
