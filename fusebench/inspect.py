@@ -221,7 +221,8 @@ def _inspect_task(index: int, capability: int) -> KernelReport:
 def inspect_all(specs, capabilities=GATED_CAPABILITIES + EXTRA_CAPABILITIES, jobs: int = 1) -> list[KernelReport]:
     """Compile every spec for every capability; ``jobs > 1`` compiles in that many forked processes."""
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # state Triton 3.9's default, silencing its warning
-    tasks = [(index, capability) for index in range(len(specs)) for capability in capabilities]
+    tasks = [(index, capability) for index in range(len(specs)) for capability in capabilities
+             if specs[index].targets is None or capability in specs[index].targets]  # a per-target config
     if jobs <= 1 or len(tasks) <= 1:
         return [inspect_spec(specs[index], capability) for index, capability in tasks]
     import multiprocessing

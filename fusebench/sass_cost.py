@@ -1,11 +1,12 @@
 """A static cost model of a kernel's main loop, read from its SASS (``nvdisasm -c`` output).
 
 The main loop is found from the control flow: every backward branch (a ``BRA`` to a label at or before
-it) closes a loop spanning the label to the branch. The main loop is the loop holding the most
-tensor-core instructions (``HGMMA``/``HMMA``), then the most global loads (graph kernels have no tensor
-cores), and among equals the innermost (shortest) one: an outer loop holds its inner loop's
-instructions too, so without the last rule the loop over query heads of dK/dV would win over the loop
-over query blocks that does the work.
+it) closes a loop spanning the label to the branch. The main loop is, among the innermost loops
+that do work (an outer loop holds its inner loops' instructions too: dK/dV's loop over query heads holds
+its three loops over query blocks), the one holding the most tensor-core instructions (``HGMMA``/``HMMA``),
+then the most global loads (graph kernels have no tensor cores), then the shortest: of a kernel's
+unmasked interior loop and masked boundary loops, the cheaper interior loop, the one long sequences
+spend their time in, is reported.
 
 What is reported for it:
 
@@ -123,9 +124,11 @@ def loops(sass: str) -> list[Loop]:
 def main_loop(sass: str) -> Loop | None:
     """The loop doing the work (the module docstring's rule); None when no loop holds tensor cores or loads."""
     working = [loop for loop in loops(sass) if loop.tensor_core_instructions() or loop.count("global_load")]
-    if not working:
+    innermost = [loop for loop in working
+                 if not any(other is not loop and loop.start <= other.start and other.end <= loop.end for other in working)]
+    if not innermost:
         return None
-    return max(working, key=lambda loop: (loop.tensor_core_instructions(), loop.count("global_load"), -len(loop.instructions)))
+    return max(innermost, key=lambda loop: (loop.tensor_core_instructions(), loop.count("global_load"), -len(loop.instructions)))
 
 
 def tensor_fmas(instructions, num_warps: int) -> int:

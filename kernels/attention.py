@@ -90,6 +90,7 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -117,12 +118,12 @@ _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 
 # shared memory and registers (see _fits).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (64, 16, 4, 2),
+    for bm, bn, w, s in [(128, 128, 8, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (64, 16, 4, 2),
                          (32, 32, 4, 2), (32, 16, 2, 2)]
 ]
 DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1),
+    for bm, bn, w, s in [(128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1),
                          (16, 32, 4, 1), (16, 16, 2, 1)]
 ]
 DKDV_CONFIGS = [
@@ -135,7 +136,7 @@ DKDV_CONFIGS = [
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)
 
 
-def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
+def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80) -> bool:
     """Whether a config's tiles fit registers and shared memory at this (padded) head dimension.
 
     Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
@@ -145,10 +146,20 @@ def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
     spill: it measured spills for dK/dV at M64 N128 (D64), M32 N64 (D128) and M16 N32 (D256), and for dQ
     at M32 N32 (D256). Register allocation is not monotone in the tile (M64 N64 spills with 4 warps and
     not with 8 on sm_80, a 16x16 dK/dV tile with 2 warps spills at D128), so the lists keep only configs
-    whose every shipped (config, head dim) compiled spill-free on both targets.
+    whose every shipped (config, head dim) compiled spill-free on both targets. Two rules depend on the
+    target (``capability``): the forward with 8 warps at D128 (a 128x64 tile fits sm_80, a 128x128 one
+    spills there and fits sm_90) and dQ's 128-row tile (sm_90 only), since wgmma keeps its operands and
+    accumulators in fewer registers per thread than mma.sync.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    hopper = capability in (90, 100)
+    if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
+        return bm * bn <= (128 * 128 if hopper else 128 * 64)
+    if kernel == "dq" and bm == 128:  # spills 756 B on sm_80 at D128; none on sm_90
+        return hopper and block_d <= 128
     if kernel == "dkdv":
+        if block_d >= 128 and bn > 32:  # M16 N64 spills 16 B on sm_90 (its interior and masked loops)
+            return False
         return bm * bn * block_d * max(block_d, 64) <= 64**4
     if kernel == "dq" and block_d > 128:
         return bm * bn <= 16 * 32
@@ -159,7 +170,8 @@ def _pruner(kernel: str):
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
         widest = max(args["BLOCK_D"], args["BLOCK_DV"])
-        return [c for c in configs if _fits(c, widest, kernel)] or configs[-1:]
+        capability = triton.runtime.driver.active.get_current_target().arch  # pruning runs on the GPU only
+        return [c for c in configs if _fits(c, widest, kernel, capability)] or configs[-1:]
 
     return prune
 
@@ -324,17 +336,19 @@ def _unmasked_query_range(start_n, lo, n_q, n_k, IS_CAUSAL: tl.constexpr, MASK_K
 
 
 @triton.jit
-def _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, lo, hi, n_q, n_k, qk_scale, sm_scale,
+def _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, start_a, split, start_b, count, n_q, n_k, qk_scale, sm_scale,
                        q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head, d_head, stride_lm,
                        mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                        HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr,
                        BLOCK_DV: tl.constexpr, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
                        HAS_KPM: tl.constexpr, UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
-    """dK and dV accumulated over query blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
+    """dK and dV accumulated over ``count`` query blocks: the first ``split`` from ``start_a`` on, the rest
+    from ``start_b`` on (two runs of blocks in one loop); MASKED blocks go through ``_mask_scores``."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    for start_m in range(lo, hi, BLOCK_M):
+    for i in range(0, count):
+        start_m = tl.where(i < split, start_a + i * BLOCK_M, start_b + (i - split) * BLOCK_M)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         q = _load_tile(q_head, offs_m[:, None], stride_qm, n_q, offs_d[None, :], stride_qd, HEAD_DIM,
                        MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_M, BLOCK_D)
@@ -568,19 +582,17 @@ def _attn_bwd_dkdv_kernel(
             mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
             first, last = _unmasked_query_range(start_n, lo, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM, BLOCK_M,
                                                 BLOCK_N)
-            # Masked diagonal blocks, unmasked interior blocks, masked last (partial) block.
-            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, lo, first, n_q, n_k, qk_scale, sm_scale,
-                                        q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
-                                        d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
-                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                                        UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
-            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, first, last, n_q, n_k, qk_scale, sm_scale,
-                                        q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
+            # Unmasked interior blocks [first, last); then one masked loop over the diagonal blocks [lo, first)
+            # and the last partial block [last, n_q) (one loop, not two: the code, and its registers, once).
+            n_diagonal = (first - lo + BLOCK_M - 1) // BLOCK_M
+            n_tail = (n_q - last + BLOCK_M - 1) // BLOCK_M
+            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, first, (last - first) // BLOCK_M, last, (last - first) // BLOCK_M, n_q, n_k, qk_scale,
+                                        sm_scale, q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
                                         d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                                         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
                                         UPCAST_BF16, DOT_PRECISION, BLOCK_M, False)
-            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, last, n_q, n_q, n_k, qk_scale, sm_scale,
-                                        q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
+            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, lo, n_diagonal, last, n_diagonal + n_tail, n_q, n_k, qk_scale,
+                                        sm_scale, q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
                                         d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                                         HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
                                         UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
@@ -707,6 +719,7 @@ _DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memor
 # Compile specifications: every shipped configuration, compilable with no GPU (fusebench inspect)
 # --------------------------------------------------------------------------------------------------
 
+_SHIPPED_CAPABILITIES = (80, 90, 100, 120)  # what `fusebench inspect` compiles for
 _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 _INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
 
@@ -755,14 +768,16 @@ def compile_specs() -> list[CompileSpec]:
                      MASK_KIND=0, HAS_KPM=padding, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
         for name, fn, configs in kernels:
             for config in configs:
-                if not _fits(config, head_dim, name):
+                targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c))
+                if not targets:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
                 flag_text = " causal" * causal + "+padding" * padding
                 label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{flag_text} "
                          f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
-                specs.append(_compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
-                                           config.num_stages, label))
+                spec = _compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
+                                     config.num_stages, label)
+                specs.append(spec if targets == _SHIPPED_CAPABILITIES else dataclasses.replace(spec, targets=targets))
         specs.append(_compile_spec("attention.bwd_delta", _attn_bwd_delta_kernel, dtype,
                                    dict(HEAD_DIM_V=head_dim, BLOCK_DV=head_dim, IS_VARLEN=False, BLOCK_M=64),
                                    4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4"))

@@ -48,6 +48,23 @@ def test_nested_loops_report_the_inner_loop_that_holds_the_tensor_cores():
     assert len(main.instructions) == 5 and main.count("hmma") == 2 and main.count("ffma") == 1
 
 
+def test_an_outer_loop_around_two_working_loops_is_not_the_main_loop():
+    heads_around_blocks = _sass(
+        ".L_x_heads:",
+        ".L_x_masked:",
+        "HMMA.16816.F32.BF16 R8, R4, R6, R8",
+        "FSEL R8, R8, -INF, P1",
+        "@P0 BRA `(.L_x_masked)",
+        ".L_x_interior:",
+        "HMMA.16816.F32.BF16 R8, R4, R6, R8",
+        "@P0 BRA `(.L_x_interior)",
+        "@P1 BRA `(.L_x_heads)",
+        "EXIT",
+    )
+    main = main_loop(heads_around_blocks)  # the outer loop holds two HMMA, each inner one one
+    assert main.count("hmma") == 1 and len(main.instructions) == 2 and main.count("fsel") == 0
+
+
 SIBLINGS_AND_SLOW_PATH = _sass(
     ".L_x_interior:",
     "UTMALDG.2D [UR8], [UR4]",
