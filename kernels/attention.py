@@ -33,6 +33,10 @@ against):
   a boolean ``attn_mask`` (True = attend) or an additive float one, broadcastable to ``(B, Hq, Nq, Nk)``
   and read tile by tile through its strides (stride 0 on broadcast dimensions: never expanded in
   memory), a boolean ``key_padding_mask`` ``(B, Nk)`` (True = padding), and any combination of them;
+  with causal and padding together, ``causal_alignment`` puts the diagonal at the bottom right of the
+  padded keys (``"padded"``) or of each sequence's valid keys (``"valid"``, flash-attn's meaning), as the
+  reference's ``key_causal_positions``: the launcher turns the padding mask into those int32 key
+  positions (-1 on padding), and the kernels' causal test reads a key's position instead of its index;
 * a query row with no key left yields zeros and ``lse = -inf`` in the forward and zero gradients.
 
 Not supported: float64 (use the reference), dropout, gradients with respect to ``attn_mask`` (an error
@@ -47,8 +51,8 @@ Differences from the reference:
 * The probabilities are rounded to the input dtype before the ``P @ V`` product (as FlashAttention does).
 * float32 inputs use IEEE float32 products (``input_precision="ieee"``), not TF32, so that float32
   results meet float32 tolerances; this costs speed on GPUs with TF32 tensor cores.
-* The returned log-sum-exp has the inputs' dtype like the reference's (computed and saved in float32,
-  in base 2). It is not differentiable.
+* The returned log-sum-exp is float32 like the reference's (computed and saved in float32, in base 2).
+  It is not differentiable.
 * The backward recomputes the scores exactly as the forward computed them (same orientation
   ``Q @ K^T``, same scaling): at logits ~1e3 an ulp of disagreement between the forward's scores and
   the backward's is a ~1e-4 relative error in every probability (the dK/dV kernel of the Triton
@@ -100,6 +104,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 import reference.attention as _reference_attention
+from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions
 from kernels._compile import CompileSpec
 
 __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKDV_CONFIGS", "DQ_CONFIGS",
@@ -149,7 +154,9 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     whose every shipped (config, head dim) compiled spill-free on both targets. Two rules depend on the
     target (``capability``): the forward with 8 warps at D128 (a 128x64 tile fits sm_80, a 128x128 one
     spills there and fits sm_90) and dQ's 128-row tile (sm_90 only), since wgmma keeps its operands and
-    accumulators in fewer registers per thread than mma.sync.
+    accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
+    M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
+    3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6).
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     hopper = capability in (90, 100)
@@ -158,7 +165,7 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     if kernel == "dq" and bm == 128:  # spills 756 B on sm_80 at D128; none on sm_90
         return hopper and block_d <= 128
     if kernel == "dkdv":
-        if block_d >= 128 and bn > 32:  # M16 N64 spills 16 B on sm_90 (its interior and masked loops)
+        if block_d >= 128 and bn > 32:  # M16 N64 spills on sm_90 (triton 3.9 with the split loops; triton 3.6)
             return False
         return bm * bn * block_d * max(block_d, 64) <= 64**4
     if kernel == "dq" and block_d > 128:
@@ -205,11 +212,13 @@ def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base,
     cannot be touched by any of them, and must change with it.
     """
     keep = (om < n_q) & (on < n_k)
-    if IS_CAUSAL:  # bottom-right aligned
+    if HAS_KPM:  # each key's causal position (its index, or its valid rank shifted; -1 = padding)
+        position = tl.load(kpm_base + on * stride_kpn, mask=on < n_k, other=-1)
+        keep = keep & (position >= 0)
+        if IS_CAUSAL:  # bottom-right aligned, to the padded or to the valid keys
+            keep = keep & (position <= om + (n_k - n_q))
+    elif IS_CAUSAL:  # bottom-right aligned
         keep = keep & (on <= om + (n_k - n_q))
-    if HAS_KPM:
-        padding = tl.load(kpm_base + on * stride_kpn, mask=on < n_k, other=1)
-        keep = keep & (padding == 0)
     if MASK_KIND == 1:  # boolean, True = attend
         allowed = tl.load(mask_base + om * stride_mm + on * stride_mn, mask=keep, other=0)
         keep = keep & (allowed != 0)
@@ -729,7 +738,7 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
     """A contiguous-layout launch of ``fn``: unit strides on D (and on lse's N) are specialized to 1 as a
     real launch specializes them; every other stride and every pointer is 16-divisible."""
     element = _TRITON_DTYPE[dtype]
-    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*u8"}
+    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*i32"}
     signature, values, aligned = {}, dict(constexprs), []
     for name in fn.arg_names:
         if name in constexprs:
@@ -902,10 +911,12 @@ class _Problem:
     scale: float
     cu_q: torch.Tensor | None
     cu_k: torch.Tensor | None
+    causal_alignment: str = "padded"  # with causal and a key padding mask: reference.attention's meaning
 
 
-def _mask_views(q4, attn_mask, key_padding_mask, batch, n_q, n_k):
-    """The mask pointers, strides and flags: broadcast dimensions get stride 0 (expand is a view)."""
+def _mask_views(q4, attn_mask, key_padding_mask, batch, n_q, n_k, causal_alignment="padded"):
+    """The mask pointers, strides and flags: broadcast dimensions get stride 0 (expand is a view); the
+    padding mask becomes int32 key positions for the causal test (``key_causal_positions``)."""
     hq = q4.shape[1]
     if attn_mask is None:
         mask, mask_strides, kind = q4, (0, 0, 0, 0), 0
@@ -917,7 +928,8 @@ def _mask_views(q4, attn_mask, key_padding_mask, batch, n_q, n_k):
     if key_padding_mask is None:
         kpm, kpm_strides = q4, (0, 0)
     else:
-        kpm, kpm_strides = key_padding_mask.view(torch.uint8), key_padding_mask.stride()
+        kpm = key_causal_positions(key_padding_mask, causal_alignment).to(torch.int32)  # (B, Nk), -1 = padding
+        kpm_strides = kpm.stride()
     return mask, mask_strides, kind, kpm, kpm_strides
 
 
@@ -943,7 +955,7 @@ def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem, *, out=
     if out.numel() == 0 and lse.numel() == 0:
         return out, lse
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
-                                                             problem.n_q, problem.n_k)
+                                                             problem.n_q, problem.n_k, problem.causal_alignment)
     cu_q = problem.cu_q if problem.cu_q is not None else lse
     cu_k = problem.cu_k if problem.cu_k is not None else lse
 
@@ -972,7 +984,7 @@ def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _
         return dq, dk, dv
     delta = torch.empty_like(lse)
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
-                                                             problem.n_q, problem.n_k)
+                                                             problem.n_q, problem.n_k, problem.causal_alignment)
     cu_q = problem.cu_q if problem.cu_q is not None else lse
     cu_k = problem.cu_k if problem.cu_k is not None else lse
     meta = _meta(q4, v4, problem, kind, key_padding_mask is not None)
@@ -1038,9 +1050,9 @@ class _FlashAttention(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
-def _natural(lse2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The base-2 log-sum-exp the kernels keep, in natural units and the inputs' dtype (as the reference)."""
-    return (lse2 * math.log(2.0)).to(dtype)
+def _natural(lse2: torch.Tensor) -> torch.Tensor:
+    """The base-2 log-sum-exp the kernels keep, in natural units, float32 (as the reference and flash-attn)."""
+    return lse2 * math.log(2.0)
 
 
 def _default_scale(scale, head_dim: int) -> float:
@@ -1048,7 +1060,7 @@ def _default_scale(scale, head_dim: int) -> float:
 
 
 def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn_mask=None, key_padding_mask=None,
-              layout: str = "bhnd", return_lse: bool = False):
+              layout: str = "bhnd", return_lse: bool = False, causal_alignment: str = "padded"):
     """Fused attention ``softmax(q k^T * scale + mask) v`` with the conventions of ``reference/attention.py``.
 
     Args:
@@ -1058,7 +1070,11 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
         scale: softmax scale, default ``1 / sqrt(D)``.
         attn_mask: bool (True = attend) or additive float, broadcastable to ``(B, Hq, Nq, Nk)`` whatever the layout.
         key_padding_mask: bool ``(B, Nk)``, True = padding.
-        return_lse: also return the natural log-sum-exp ``(B, Hq, Nq)`` (``(B, Nq, Hq)`` for bnhd), not differentiable.
+        return_lse: also return the natural log-sum-exp ``(B, Hq, Nq)`` (``(B, Nq, Hq)`` for bnhd), float32, not
+            differentiable.
+        causal_alignment: with ``causal`` and a ``key_padding_mask``, ``"padded"`` (diagonal at the bottom right of
+            the padded keys) or ``"valid"`` (of each sequence's valid keys, flash-attn's meaning for unpadded
+            queries); ``reference.attention.scaled_dot_product_attention`` says why ``"padded"`` is the default.
 
     Returns:
         the output in the layout of ``q`` (a new tensor in the same memory order), and the lse when asked.
@@ -1072,12 +1088,15 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D) views, no copy
     _check_masks(q, k, attn_mask, key_padding_mask)
     _check_scale(scale)
+    if causal_alignment not in CAUSAL_ALIGNMENTS:
+        raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
     problem = _Problem(batch=q.shape[0], n_q=q.shape[2], n_k=k.shape[2], causal=bool(causal),
-                       scale=_default_scale(scale, q.shape[-1]), cu_q=None, cu_k=None)
+                       scale=_default_scale(scale, q.shape[-1]), cu_q=None, cu_k=None,
+                       causal_alignment=causal_alignment)
     out, lse = _FlashAttention.apply(q, k, v, attn_mask, key_padding_mask, problem)
     if layout == "bnhd":
         out, lse = out.transpose(1, 2), lse.transpose(1, 2)
-    return (out, _natural(lse, q.dtype)) if return_lse else out
+    return (out, _natural(lse)) if return_lse else out
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int | None = None,
@@ -1117,10 +1136,10 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
     out, lse = _FlashAttention.apply(q4, k4, v4, None, None, problem)
     out = out[0].transpose(0, 1)  # (total_q, Hq, Dv)
     lse = lse[0].transpose(0, 1)  # (total_q, Hq)
-    return (out, _natural(lse, q.dtype)) if return_lse else out
+    return (out, _natural(lse)) if return_lse else out
 
 
-def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse):
+def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse, causal_alignment="padded"):
     """``reference.attention.scaled_dot_product_attention(..., backend="triton")``: (B, H, N, D) inputs.
 
     The seam has validated shapes already; what this backend cannot run here (float64, CPU tensors without
@@ -1132,7 +1151,8 @@ def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, r
         raise NotImplementedError(f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 set "
                                   "before kernels.attention is imported (the CPU interpreter)")
     return attention(q, k, v, causal=is_causal, scale=scale, attn_mask=attn_mask,
-                     key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse)
+                     key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse,
+                     causal_alignment=causal_alignment)
 
 
 _reference_attention.register_attention_backend("triton", _triton_backend)
