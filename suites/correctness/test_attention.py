@@ -675,6 +675,19 @@ def test_the_128_row_d128_forward_tile_ships_for_hopper_only():
     shipped = [s for s in ka.compile_specs() if s.kernel == "attention.forward" and s.config.startswith("bf16 D128 M128 N128")]
     assert len(shipped) == 1 and 80 not in shipped[0].targets and 90 in shipped[0].targets
 
+
+def test_no_config_ships_to_a_target_it_was_measured_to_spill_on():
+    checked = 0
+    for spec in ka.compile_specs():
+        if spec.kernel == "attention.bwd_delta":
+            continue
+        key = (spec.kernel.removeprefix("attention."), spec.constexprs["BLOCK_M"], spec.constexprs["BLOCK_N"],
+               spec.num_warps, spec.constexprs["BLOCK_D"])
+        for target in ka._MEASURED_SPILLS.get(key, ()):
+            assert spec.targets is not None and target not in spec.targets, (spec.config, target)
+            checked += 1
+    assert checked > 0  # the table names shipped configs, not only ones that left the lists
+
 # ---- bad input: every validation error, with its message -------------------------------------------------
 
 
