@@ -150,6 +150,8 @@ _MEASURED_SPILLS = {
     ("dq", 16, 64, 4, 128): (90,),
     ("dkdv", 64, 64, 8, 64): (80,),
     ("dkdv", 16, 16, 4, 64): (90,),
+    ("forward", 32, 32, 4, 128): (90,),  # with a key-padding mask (int32 key positions), 4 B
+    ("dkdv", 16, 16, 4, 256): (80, 90),  # with a key-padding mask: D256 dK/dV falls back to it unshipped
 }
 
 
