@@ -70,11 +70,18 @@ def _inspect(args: argparse.Namespace) -> int:
     from fusebench import inspect as kernel_inspect
 
     specs = kernel_inspect.shipped_specs(args.modules)
+    if args.baseline:  # the cost table's anchor: compiled beside ours, never shipped
+        from fusebench.baseline_attention import compile_specs as baseline_specs
+
+        specs += baseline_specs()
+    specs = [s for s in specs if all(word in f"{s.kernel} [{s.config}]" for word in args.match or ())]
     reports = kernel_inspect.inspect_all(specs, tuple(args.targets), jobs=args.jobs)
     if args.json:
         print(json.dumps(kernel_inspect.as_dicts(reports), indent=2))
     else:
-        print(kernel_inspect.format_reports(reports))
+        from fusebench.sass_cost import format_cost
+
+        print(format_cost(reports) if args.cost else kernel_inspect.format_reports(reports))
     if not args.no_store and reports:
         import time
 
@@ -306,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="compute capabilities (80 = sm_80, 90 = sm_90 ...)")
     inspect.add_argument("--modules", nargs="+", default=None, help="kernels modules (default: all)")
     inspect.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    inspect.add_argument("--cost", action="store_true",
+                         help="print the main loop's static cost (instructions, issue and tensor-core clocks, mix)")
+    inspect.add_argument("--baseline", action="store_true",
+                         help="also compile the anchor attention kernel (fusebench/baseline_attention.py)")
+    inspect.add_argument("--match", nargs="+", default=None,
+                         help="only the configurations whose 'kernel [config]' contains every one of these words")
     inspect.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile in parallel processes")
     inspect.add_argument("--check", action="store_true",
                          help="exit 1 if a config fails to compile, spills, or attention lacks tensor cores on sm_90")

@@ -82,8 +82,14 @@ CATALOG: tuple[Mutant, ...] = (
            "position = tl.load(kpm_base + om * stride_kpn, mask=om < n_k, other=-1)",
            why="key_padding_mask indexed by query row instead of key column"),
     Mutant("attn last partial key tile dropped", "kernels/attention.py",
-           "for start_n in range(0, hi, BLOCK_N):", "for start_n in range(0, hi // BLOCK_N * BLOCK_N, BLOCK_N):",
+           "for start_n in range(lo, hi, BLOCK_N):", "for start_n in range(lo, hi // BLOCK_N * BLOCK_N, BLOCK_N):",
            occurrence=1, why="the forward's key loop stops at the last full tile"),
+    Mutant("attn interior key blocks reach past the diagonal", "kernels/attention.py",
+           "end = tl.minimum(end, first_row + (n_k - n_q) + 1)", "end = tl.minimum(end, first_row + (n_k - n_q) + 2)",
+           why="the unmasked interior loop takes a block one key past its first row's diagonal"),
+    Mutant("attn dK/dV interior query blocks start one row early", "kernels/attention.py",
+           "need = start_n + BLOCK_N - 1 - (n_k - n_q)", "need = start_n + BLOCK_N - 2 - (n_k - n_q)",
+           why="dK/dV runs unmasked a query block whose first row does not see the key block's last key"),
     Mutant("attn last partial query tile dropped", "kernels/attention.py",
            'return (triton.cdiv(problem.n_q, meta["BLOCK_M"]), problem.batch * hq)',
            'return (problem.n_q // meta["BLOCK_M"], problem.batch * hq)',
@@ -185,7 +191,8 @@ CATALOG: tuple[Mutant, ...] = (
 # still covering every feature the catalog breaks: masks, ragged tiles, GQA, large logits, split rows, ties.
 _ATTENTION = ("suites/correctness/test_attention.py::test_kernel_agrees_with_reference",
               "suites/correctness/test_attention.py::test_large_logits_do_not_overflow",
-              "suites/correctness/test_attention.py::test_fully_masked_rows_give_zeros_and_zero_gradients")
+              "suites/correctness/test_attention.py::test_fully_masked_rows_give_zeros_and_zero_gradients",
+              "suites/correctness/test_attention.py::test_causal_blocks_split_at_every_diagonal_offset")
 _SPMM = ("suites/correctness/test_spmm.py::test_aggregate_matches_reference",
          "suites/correctness/test_spmm.py::test_schedule_splits_long_rows_into_segments",
          "suites/correctness/test_spmm.py::test_max_tie_rule_gives_the_gradient_to_the_first_edge",

@@ -27,6 +27,7 @@ class CompileSpec:
     aligned: tuple[str, ...] = ()
     expects_tensor_cores: bool = False  # the CI gate requires HMMA/HGMMA on sm_90 when True
     options: dict = field(default_factory=dict)  # extra compiler options (e.g. maxnreg)
+    targets: tuple[int, ...] | None = None  # the compute capabilities it ships for; None: every one
 
     def source(self):
         from triton.compiler import ASTSource

@@ -44,7 +44,8 @@ def _sources_key() -> str:
     import importlib.metadata
 
     digest = hashlib.sha256(importlib.metadata.version("triton").encode())
-    for path in sorted((ROOT / "kernels").glob("*.py")) + [ROOT / "fusebench" / "inspect.py"]:
+    for path in sorted((ROOT / "kernels").glob("*.py")) + [ROOT / "fusebench" / "inspect.py",
+                                                             ROOT / "fusebench" / "sass_cost.py"]:
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 

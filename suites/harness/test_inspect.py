@@ -125,3 +125,17 @@ def test_the_cli_stores_rows_unless_told_not_to(tmp_path):
     args = build_parser().parse_args(["inspect", "--no-store", "--results", str(tmp_path)])
     assert args.no_store and args.results == str(tmp_path)
     assert not build_parser().parse_args(["inspect"]).no_store
+
+
+def test_a_spec_shipped_for_some_targets_is_compiled_for_those_only():
+    import dataclasses
+
+    from fusebench.inspect import inspect_all
+
+    sys.path.insert(0, str(HERE))
+    try:
+        import toy_kernels
+    finally:
+        sys.path.remove(str(HERE))
+    spec = dataclasses.replace(toy_kernels.matmul_spec(), targets=(90,))
+    assert inspect_all([spec], (80, 120)) == []  # nothing to compile: not even the interpreter's refusal
