@@ -32,8 +32,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["Quantiles", "Timing", "timing", "time_cpu", "time_gpu", "measure_time", "peak_memory", "TensorMemoryTracker",
-           "throughput", "DevicePeak", "PEAKS", "spec_peak", "measure_ceilings", "QUANTILES"]
+__all__ = ["Quantiles", "Timing", "timing", "time_cpu", "time_gpu", "measure_time", "peak_memory",
+           "TensorMemoryTracker", "throughput", "DevicePeak", "PEAKS", "spec_peak", "measure_ceilings", "QUANTILES"]
 
 QUANTILES = (0.2, 0.5, 0.8)
 

@@ -79,7 +79,7 @@ def main() -> int:
     liars = runner.run(suites=("attention",), case_names=["clip-text-77"], modes=("forward", "backward"),
                        provider_names=["reference", "zeros", "no-causal"], ident=identity("cpu"), store=store,
                        threads=1)
-    print(f"\n$ fusebench run ... (zeros and no-causal registered through the seam, on the causal clip-text-77)")
+    print("\n$ fusebench run ... (zeros and no-causal registered through the seam, on the causal clip-text-77)")
     print(runner.format_summary(liars))
     print(f"\n$ fusebench compare --results {results}")
     cli.main(["compare", "--results", results])

@@ -682,7 +682,8 @@ def test_the_128_row_d128_forward_tile_ships_for_hopper_only():
     """Measured with `fusebench inspect`: 128x128 at D128 with 8 warps spills on sm_80, not on sm_90."""
     big = next(c for c in ka.FWD_CONFIGS if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) == (128, 128, 8))
     assert ka._fits(big, 128, "forward", 90) and not ka._fits(big, 128, "forward", 80)
-    shipped = [s for s in ka.compile_specs() if s.kernel == "attention.forward" and s.config.startswith("bf16 D128 M128 N128")]
+    shipped = [s for s in ka.compile_specs()
+               if s.kernel == "attention.forward" and s.config.startswith("bf16 D128 M128 N128")]
     assert len(shipped) == 1 and 80 not in shipped[0].targets and 90 in shipped[0].targets
 
 
