@@ -81,7 +81,9 @@ def _kernel(graph, inputs, grad_out, *, dtype, negative_slope, edges_per_program
 
 
 def _check_against_reference(graph, inputs, grad_out, *, dtype, negative_slope=0.2, **kernel_options):
-    inputs = [t.to(dtype).double() for t in inputs]  # gold sees exactly the values the candidate sees
+    # Gold sees exactly the values the candidate sees, the upstream gradient included (see test_spmm's twin).
+    inputs = [t.to(dtype).double() for t in inputs]
+    grad_out = grad_out.to(dtype).double()
     gold = _reference(graph, inputs, grad_out, dtype=torch.float64, negative_slope=negative_slope)
     base = _reference(graph, inputs, grad_out, dtype=dtype, negative_slope=negative_slope)
     cand = _kernel(graph, inputs, grad_out, dtype=dtype, negative_slope=negative_slope, **kernel_options)
