@@ -32,8 +32,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["Quantiles", "Timing", "timing", "time_cpu", "time_gpu", "measure_time", "peak_memory", "TensorMemoryTracker",
-           "throughput", "DevicePeak", "PEAKS", "spec_peak", "measure_ceilings", "QUANTILES"]
+__all__ = ["Quantiles", "Timing", "timing", "time_cpu", "time_gpu", "measure_time", "peak_memory",
+           "TensorMemoryTracker", "throughput", "DevicePeak", "PEAKS", "spec_peak", "measure_ceilings", "QUANTILES"]
 
 QUANTILES = (0.2, 0.5, 0.8)
 
@@ -285,6 +285,12 @@ PEAKS: tuple[DevicePeak, ...] = (
     DevicePeak(r"H100 NVL", {"bfloat16": 835.5, "float16": 835.5, "float32": 60.0}, 3900.0, "spec sheet: H100 NVL"),
     DevicePeak(r"H200", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 4800.0, "spec sheet: H200 SXM"),
     DevicePeak(r"H200 NVL", {"bfloat16": 835.5, "float16": 835.5, "float32": 60.0}, 4800.0, "spec sheet: H200 NVL"),
+    # Grace Hopper: the H100-class GPU beside a Grace CPU; its own memory (HBM3 96 GB or HBM3e 144 GB) sets the
+    # bandwidth, not the H200's.
+    DevicePeak(r"GH200 480GB", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 4000.0,
+               "spec sheet: GH200 (96GB HBM3)"),
+    DevicePeak(r"GH200 144G HBM3e", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 4900.0,
+               "spec sheet: GH200 (144GB HBM3e)"),
     DevicePeak(r"A100-SXM4-40GB|A100-PCIE-40GB", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 1555.0,
                "spec sheet: A100 40GB"),
     DevicePeak(r"A100-SXM4-80GB", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 2039.0,

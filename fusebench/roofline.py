@@ -19,7 +19,8 @@ dimension, ``Tq``/``Tk`` the query/key tokens of the whole batch):
 * **Graph FLOPs**: one multiply-add per gathered value for the weighted sums (``gcn``: ``2 E F``;
   ``gat``: ``2 E F`` plus about 5 per edge and head for the score, its leaky ReLU, exponential and
   normalisation), one operation per gathered value for ``sum`` and ``max`` (``E F``), plus ``N F``
-  divisions for ``mean`` (``E`` with GCN's self-loops); backward as forward (the transposed aggregation), forward+backward twice.
+  divisions for ``mean`` (``E`` with GCN's self-loops); backward as forward (the transposed aggregation),
+  forward+backward twice.
   Gathers do not run on tensor cores, so graph FLOPs are bounded by the float32 (CUDA core) rate;
   they are far below it anyway: these ops are memory-bound.
 """

@@ -124,7 +124,9 @@ REAL_NAMES = {
     "NVIDIA A100-SXM4-80GB": "A100 80GB SXM",
     "NVIDIA A100 80GB PCIe": "A100 80GB PCIe",
     "NVIDIA L4": "L4",
-    "NVIDIA GH200 480GB": None,  # Grace Hopper: not an H200, and not in the table
+    "NVIDIA GH200 480GB": "GH200 (96GB HBM3)",  # Grace Hopper: its own row, not the H200's
+    "NVIDIA GH200 144G HBM3e": "GH200 (144GB HBM3e)",
+    "NVIDIA GH200": None,  # a name the table does not know whole
     "NVIDIA L40S": None,
     "NVIDIA GeForce RTX 4090": None,
     "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz": None,
@@ -145,3 +147,4 @@ def test_look_alikes_differ_where_their_datasheets_do():
     assert spec_peak("NVIDIA A100 80GB PCIe").bandwidth_gbps < spec_peak("NVIDIA A100-SXM4-80GB").bandwidth_gbps
     assert spec_peak("NVIDIA H200 NVL").tflops["bfloat16"] < spec_peak("NVIDIA H200").tflops["bfloat16"]
     assert spec_peak("NVIDIA H100 NVL").bandwidth_gbps > spec_peak("NVIDIA H100 80GB HBM3").bandwidth_gbps
+    assert spec_peak("NVIDIA GH200 480GB").bandwidth_gbps < spec_peak("NVIDIA H200").bandwidth_gbps
