@@ -7,12 +7,12 @@ touched) and at temporary results and html directories; the benchmarks are this 
 import itertools
 import json
 import os
-import subprocess
 import urllib.parse
 from pathlib import Path
 
 import pytest
 from headless_browser import binaries_or_skip, graph_series
+from scratch_git import repository_with_commits
 
 from fusebench import dashboard
 from fusebench.device import identity
@@ -23,24 +23,12 @@ PARAMS = ("'bert-base-128'", "'sdpa-math'", "'forward'")
 SELECT = r"AttentionSpeed.track_time\('bert-base-128', 'sdpa-math', 'forward'\)"
 
 
-def _git(repo, *args):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """(html dir, config, the two commits) after recording both and publishing."""
     base = tmp_path_factory.mktemp("asv")
     repo = base / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    commits = []
-    for message in ("first", "second"):
-        _git(repo, "commit", "-q", "--allow-empty", "-m", message)
-        commits.append(_git(repo, "rev-parse", "HEAD"))
+    commits = repository_with_commits(repo, "first", "second")
     config = base / "asv.conf.json"
     conf = json.loads((ROOT / "asv.conf.json").read_text())
     conf.update(repo=str(repo), branches=["main"], benchmark_dir=str(ROOT / "suites" / "asv"),

@@ -6,13 +6,13 @@ only has to be recognisable); the `slow` one records two machines with asv, merg
 
 import json
 import os
-import subprocess
 import urllib.parse
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from headless_browser import binaries_or_skip, graph_series
+from scratch_git import repository_with_commits
 
 from fusebench import compare, dashboard
 from fusebench.device import identity
@@ -106,23 +106,13 @@ def test_a_directory_without_asv_results_is_refused_by_name(tmp_path):
         dashboard.merge([tmp_path / "empty"], _config(tmp_path / "here"))
 
 
-def _git(repo, *args):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def merged_site(tmp_path_factory):
     """(html dir, merged config, the machines, the commit): two machines' asv results, recorded apart (the
     machine name carries the host), merged into one tree and published as one site."""
     tmp_path = tmp_path_factory.mktemp("fleet")
     repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "commit", "-q", "--allow-empty", "-m", "first")
-    commit = _git(repo, "rev-parse", "HEAD")
+    (commit,) = repository_with_commits(repo, "first")
     here = identity()
     trees = []
     with pytest.MonkeyPatch.context() as monkeypatch:
