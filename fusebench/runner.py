@@ -96,10 +96,10 @@ def run(*, suites=catalog.OP_SUITES, case_names=None, provider_names=None, modes
     """Check, benchmark and store; returns what was measured (the CLI prints :func:`format_summary` of it).
 
     ``suites``: any of :data:`fusebench.cases.SUITES` (a whole model runs its own task: a ``forward`` case when
-    ``forward`` is among ``modes``, a ``generate`` case always). ``progress``: show a progress bar on stderr (a terminal only).
-    ``repeats``: interleaved timing rounds per case. ``threads``: torch CPU threads while timing (default:
-    torch's current count). ``extra_providers``: providers to run besides the discovered ones (a user's own
-    implementation, or a test's).
+    ``forward`` is among ``modes``, a ``generate`` case always). ``progress``: show a progress bar on stderr (a
+    terminal only). ``repeats``: interleaved timing rounds per case. ``threads``: torch CPU threads while timing
+    (default: torch's current count). ``extra_providers``: providers to run besides the discovered ones (a user's
+    own implementation, or a test's).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
