@@ -36,7 +36,21 @@ import torch.nn.functional as F
 
 from fusebench.cases import AttentionCase, GraphCase
 
-__all__ = ["Provider", "Unavailable", "Workload", "make_workload", "providers", "graph_suite_missing"]
+__all__ = ["Provider", "Unavailable", "Workload", "make_workload", "providers", "graph_suite_missing",
+           "PROVIDER_NAMES", "MODEL_PROVIDER_NAMES"]
+
+# Whole models run on the attention implementations transformers offers (plus ours), or PyG's layers (or ours).
+MODEL_PROVIDER_NAMES = {"transformers": ("eager", "sdpa", "flash_attention_2", "fusebench"),
+                        "pyg": ("pyg", "fusebench")}
+# Every provider fusebench knows, per suite of the case catalog, in table order: the one list the asv and
+# pytest-benchmark suites are parametrized over (asv fixes its params before anything runs). Which of them
+# can run a case here is found per case (Unavailable: a skip that says why). suites/harness/test_providers.py
+# checks that every provider :func:`providers` discovers is listed here.
+PROVIDER_NAMES = {
+    "attention": ("reference", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "triton", "flash-attn"),
+    "graph": ("reference", "torch-sparse", "pyg", "triton"),
+    "models": tuple(dict.fromkeys(name for names in MODEL_PROVIDER_NAMES.values() for name in names)),
+}
 
 
 class Unavailable(Exception):

@@ -2,7 +2,9 @@
 
 import pytest
 
-PROVIDERS = ["reference", "torch-sparse", "pyg", "triton"]
+from fusebench.providers import PROVIDER_NAMES
+
+PROVIDERS = PROVIDER_NAMES["graph"]
 
 
 @pytest.mark.parametrize("mode", ["forward", "backward"])
