@@ -166,11 +166,14 @@ _MEASURED_SPILLS = {
     ("dkdv", 64, 64, 8, 64): (80,),
     ("forward", 32, 32, 4, 128): (90,),  # with a key-padding mask (int32 key positions), 4 B
 }
+# Those measured on the pointer path only: the forward's TMA path (sm_90) frees the per-thread addresses.
+_POINTER_PATH_SPILLS = set()
 if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (12 B and 4 B, bfloat16); 3.9 does not
     _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,)})
+    _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
 
 
-def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80) -> bool:
+def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False) -> bool:
     """Whether a config's tiles fit registers and shared memory at this (padded) head dimension.
 
     Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
@@ -185,11 +188,13 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     spills there and fits sm_90) and dQ's 128-row tile (sm_90 only), since wgmma keeps its operands and
     accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
     M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
-    3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6).
+    3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6). ``tma``: the
+    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     hopper = capability in (90, 100)
-    if (80, 90)[hopper] in _MEASURED_SPILLS.get((kernel, bm, bn, config.num_warps, block_d), ()):
+    key = (kernel, bm, bn, config.num_warps, block_d)
+    if (80, 90)[hopper] in _MEASURED_SPILLS.get(key, ()) and not (tma and key in _POINTER_PATH_SPILLS):
         return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
@@ -209,7 +214,8 @@ def _pruner(kernel: str):
         args = {**named_args, **kwargs}
         widest = max(args["BLOCK_D"], args["BLOCK_DV"])
         capability = triton.runtime.driver.active.get_current_target().arch  # pruning runs on the GPU only
-        return [c for c in configs if _fits(c, widest, kernel, capability)] or configs[-1:]
+        tma = bool(args.get("USE_TMA", False))
+        return [c for c in configs if _fits(c, widest, kernel, capability, tma)] or configs[-1:]
 
     return prune
 
@@ -835,7 +841,8 @@ def compile_specs() -> list[CompileSpec]:
         for name, fn, configs in kernels:
             for config in configs:
                 targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c))
-                if not targets:
+                with_tma = name == "forward" and _fits(config, head_dim, name, 90, tma=True)
+                if not targets and not with_tma:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
                 flag_text = " causal" * causal + "+padding" * padding
@@ -844,10 +851,12 @@ def compile_specs() -> list[CompileSpec]:
                 kernel_flags = flags | config.kwargs
                 if name == "forward":  # the pointer path (every target) and, on sm_90, the TMA path
                     kernel_flags |= dict(USE_TMA=False, STORE_O32=False)
-                    if 90 in targets:
+                    if with_tma:
                         specs.append(_compile_spec(f"attention.{name}", fn, dtype, kernel_flags | dict(USE_TMA=True),
                                                    config.num_warps, config.num_stages, f"{label} tma",
                                                    targets=(90,)))
+                if not targets:  # the TMA path alone fits
+                    continue
                 spec = _compile_spec(f"attention.{name}", fn, dtype, kernel_flags, config.num_warps,
                                      config.num_stages, label)
                 specs.append(spec if targets == _SHIPPED_CAPABILITIES else dataclasses.replace(spec, targets=targets))
