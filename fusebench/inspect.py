@@ -13,7 +13,7 @@ with the tools Triton ships:
 Occupancy is derived from registers, shared memory (Triton's dynamic shared memory plus static) and
 warps with the per-SM limits in ``SM_LIMITS``. The CI gate (``--check``) fails when a shipped
 configuration does not compile, spills, or an attention configuration has no tensor-core instruction
-on sm_90.
+on sm_90, or one that reads through tensor descriptors (``expects_tma``) has no TMA load there.
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ class KernelReport:
     hgmma: int = 0
     global_loads: int = 0
     global_loads_128: int = 0
+    tma_loads: int = 0
     expects_tensor_cores: bool = False
+    expects_tma: bool = False
     # the main loop's static cost (fusebench/sass_cost.py): per iteration, per tile element, per 128x128 tile
     loop_instructions: int = 0
     per_element: float = 0.0
@@ -97,6 +99,8 @@ class KernelReport:
         failures = []
         if self.spills:
             failures.append(f"{where} spills ({self.spill_store_bytes} B stored, {self.spill_load_bytes} B loaded)")
+        if self.expects_tma and capability == 90 and self.tma_loads == 0:
+            failures.append(f"{where} has no TMA load (UTMALDG) although its spec reads through descriptors")
         if self.expects_tensor_cores and capability == 90 and self.hmma + self.hgmma == 0:
             failures.append(f"{where} has no tensor-core instruction (HMMA/HGMMA)")
         return failures
@@ -134,6 +138,7 @@ def _count_sass(sass: str) -> dict[str, int]:
         "hgmma": sum(op.startswith("HGMMA") for op in opcodes),
         "global_loads": len(loads),
         "global_loads_128": len(wide),
+        "tma_loads": sum(op.startswith("UTMALDG") for op in loads),
     }
 
 
@@ -159,7 +164,7 @@ def inspect_spec(spec, capability: int) -> KernelReport:
         )
     arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
     report = KernelReport(spec.kernel, spec.config, f"sm_{capability}", False, num_warps=spec.num_warps,
-                          expects_tensor_cores=spec.expects_tensor_cores)
+                          expects_tensor_cores=spec.expects_tensor_cores, expects_tma=spec.expects_tma)
     start = time.perf_counter()
     try:
         compiled = triton.compile(spec.source(), target=GPUTarget("cuda", capability, 32),

@@ -98,8 +98,8 @@ CATALOG: tuple[Mutant, ...] = (
            "kvh = h // GROUPS", "kvh = h % (H // GROUPS)", occurrence=1,
            why="query head h reads kv head h mod Hkv instead of h // (Hq / Hkv)"),
     Mutant("attn running max does not rescale the accumulator", "kernels/attention.py",
-           "acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)",
-           "acc = acc + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)",
+           "acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_BF16, DOT_PRECISION)",
+           "acc = _dot(p.to(v.dtype), v, acc, UPCAST_BF16, DOT_PRECISION)",
            why="online softmax: the accumulator keeps terms scaled by a stale maximum"),
     Mutant("attn running sum not rescaled", "kernels/attention.py",
            "l_i = l_i * alpha + tl.sum(p, 1)", "l_i = l_i + tl.sum(p, 1)",
@@ -112,13 +112,17 @@ CATALOG: tuple[Mutant, ...] = (
            'm_safe = tl.where(m_new == float("-inf"), 0.0, m_new)', "m_safe = m_new",
            why="exp2(-inf - -inf) = NaN on a row with no key left"),
     Mutant("attn delta from low-precision O", "kernels/attention.py",
-           "ctx.save_for_backward(q4, k4, v4, out32, lse, attn_mask, key_padding_mask)",
+           "ctx.save_for_backward(q4, k4, v4, out if out32 is None else out32, lse, attn_mask, key_padding_mask)",
            "ctx.save_for_backward(q4, k4, v4, out, lse, attn_mask, key_padding_mask)",
            why="delta = rowsum(dO * O) read from O rounded to float16/bfloat16",
-           equivalent="not distinguishable by the agreement policy on the CPU tier: the eager bfloat16 reference, "
-                      "the k-rule's baseline, computes its softmax gradient from bfloat16 O too, so the mutant stays "
-                      "within k times the baseline's error; a peaked-softmax (scores ~1e3) bfloat16 test judged by "
-                      "the plain k-rule, without the float32 cancellation floor, let it pass over 6 seeds"),
+           equivalent="not reliably distinguishable in one run: test_large_logits_do_not_overflow[bfloat16] kills it "
+                      "on about one seed in six (FUSEBENCH_SEED 7 and 10 of 2..13: dK ratios 9.8 and 8.4e3), where "
+                      "a near one-hot row's gradient cancels; the other seeds leave it within the k-rule, since the "
+                      "eager bfloat16 reference, the rule's baseline, differentiates through a rounded O too"),
+    Mutant("attn delta pre-pass drops the last partial query block", "kernels/attention.py",
+           "_attn_bwd_delta_kernel[(triton.cdiv(problem.n_q, _DELTA_BLOCK_M), problem.batch * hq)](",
+           "_attn_bwd_delta_kernel[(problem.n_q // _DELTA_BLOCK_M, problem.batch * hq)](",
+           why="delta = rowsum(dO * O) never written for the last rows: their gradients read an uninitialized delta"),
     Mutant("attn dK missing the scale", "kernels/attention.py",
            "dk = dk * sm_scale", "dk = dk",
            why="dK = dS^T Q forgets the softmax scale"),

@@ -26,6 +26,7 @@ class CompileSpec:
     config: str  # a short label of the configuration, e.g. "M128 N64 w4 s3"
     aligned: tuple[str, ...] = ()
     expects_tensor_cores: bool = False  # the CI gate requires HMMA/HGMMA on sm_90 when True
+    expects_tma: bool = False  # the CI gate requires TMA loads (UTMALDG) on sm_90 when True
     options: dict = field(default_factory=dict)  # extra compiler options (e.g. maxnreg)
     targets: tuple[int, ...] | None = None  # the compute capabilities it ships for; None: every one
 

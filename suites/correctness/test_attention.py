@@ -86,8 +86,8 @@ def _kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, s
 
 def _guarded_kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, scale):
     """:func:`_kernel_run` through the launchers with every input and output inside guard zones (NaN margins;
-    bool margins True), checked intact afterwards. The forward writes float32 O for the backward's delta, as
-    the autograd path does, and the caller gets it rounded once."""
+    bool margins True), checked intact afterwards. The forward writes O in its dtype and, for the backward's
+    delta, in float32, as the autograd path does with 16-bit inputs."""
     b, hq, nq, d = q.shape
     hkv, nk, dv = k.shape[1], k.shape[2], v.shape[-1]
     inputs = {"q": GuardedTensor(q.to(dtype)), "k": GuardedTensor(k.to(dtype)), "v": GuardedTensor(v.to(dtype)),
@@ -96,7 +96,8 @@ def _guarded_kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, c
         inputs["attn_mask"] = GuardedTensor(_cast(attn_mask, dtype))
     if key_padding_mask is not None:
         inputs["key_padding_mask"] = GuardedTensor(key_padding_mask)
-    outputs = {"out": GuardedTensor.empty((b, hq, nq, dv), dtype=torch.float32),
+    outputs = {"out": GuardedTensor.empty((b, hq, nq, dv), dtype=dtype),
+               "out32": GuardedTensor.empty((b, hq, nq, dv), dtype=torch.float32),
                "lse": GuardedTensor.empty((b, hq, nq), dtype=torch.float32),
                "dq": GuardedTensor.empty((b, hq, nq, d), dtype=dtype),
                "dk": GuardedTensor.empty((b, hkv, nk, d), dtype=dtype),
@@ -106,13 +107,14 @@ def _guarded_kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, c
     problem = ka._Problem(batch=b, n_q=nq, n_k=nk, causal=causal, scale=ka._default_scale(scale, d), cu_q=None,
                           cu_k=None)
     q4, k4, v4 = inputs["q"].tensor, inputs["k"].tensor, inputs["v"].tensor
-    out32, lse2 = ka._forward(q4, k4, v4, mask, padding, problem, out=outputs["out"].tensor,
-                              lse=outputs["lse"].tensor)
+    out, lse2 = ka._forward(q4, k4, v4, mask, padding, problem, out=outputs["out"].tensor, lse=outputs["lse"].tensor,
+                            out32=outputs["out32"].tensor if dtype != torch.float32 else None)
+    out32 = outputs["out32"].tensor if dtype != torch.float32 else out
     grads = ka._backward(inputs["d_out"].tensor, q4, k4, v4, out32, lse2, mask, padding, problem,
                          dq=outputs["dq"].tensor, dk=outputs["dk"].tensor, dv=outputs["dv"].tensor)
     for name, guarded in (inputs | outputs).items():
         guarded.assert_intact(name)
-    return out32.to(dtype), ka._natural(lse2), [g.clone() for g in grads]
+    return out.clone(), ka._natural(lse2), [g.clone() for g in grads]
 
 
 def _assert_k_rule(candidate, gold, baseline, *, gradient: bool, name: str) -> None:
@@ -490,6 +492,7 @@ def test_guard_zones_hold_and_every_output_is_written(seed, dtype):
     gmask = GuardedTensor(attn_mask.to(dtype))
     gpad = GuardedTensor(key_padding_mask)  # bool margins hold True: a stray read looks like padding
     g_out = GuardedTensor.empty((b, nq, hq, d), dtype=dtype)
+    g_out32 = GuardedTensor.empty((b, nq, hq, d), dtype=torch.float32)  # O for the backward's delta (training)
     g_lse = GuardedTensor.empty((b, hq, nq), dtype=torch.float32)
     d_out = random_tensor((b, hq, nq, d), seed=seed + 3, dtype=torch.float64)
     g_dout = GuardedTensor(d_out.to(dtype))
@@ -499,13 +502,16 @@ def test_guard_zones_hold_and_every_output_is_written(seed, dtype):
     problem = ka._Problem(batch=b, n_q=nq, n_k=nk, causal=True, scale=1 / math.sqrt(d), cu_q=None, cu_k=None)
     q4 = gq.tensor.transpose(1, 2)
     out, lse = ka._forward(q4, gk.tensor, gv.tensor, gmask.tensor, gpad.tensor, problem,
-                           out=g_out.tensor.transpose(1, 2), lse=g_lse.tensor)
-    dq, dk, dv = ka._backward(g_dout.tensor, q4, gk.tensor, gv.tensor, out, lse, gmask.tensor, gpad.tensor, problem,
-                              dq=g_dq.tensor, dk=g_dk.tensor, dv=g_dv.tensor)
-    for name, guarded in (("q", gq), ("k", gk), ("v", gv), ("attn_mask", gmask), ("out", g_out), ("lse", g_lse),
-                          ("d_out", g_dout), ("dq", g_dq), ("dk", g_dk), ("dv", g_dv)):
+                           out=g_out.tensor.transpose(1, 2), lse=g_lse.tensor, out32=g_out32.tensor.transpose(1, 2))
+    out32 = g_out32.tensor.transpose(1, 2)
+    # the same O, rounded once: within one ulp (the interpreter's float32 -> bfloat16 cast truncates)
+    assert ((out32 - out.float()).abs() <= torch.finfo(dtype).eps * out32.abs()).all()
+    dq, dk, dv = ka._backward(g_dout.tensor, q4, gk.tensor, gv.tensor, out32, lse, gmask.tensor, gpad.tensor,
+                              problem, dq=g_dq.tensor, dk=g_dk.tensor, dv=g_dv.tensor)
+    for name, guarded in (("q", gq), ("k", gk), ("v", gv), ("attn_mask", gmask), ("out", g_out), ("out32", g_out32),
+                          ("lse", g_lse), ("d_out", g_dout), ("dq", g_dq), ("dk", g_dk), ("dv", g_dv)):
         guarded.assert_intact(name)
-    for name, t in (("out", out), ("dq", dq), ("dk", dk), ("dv", dv)):
+    for name, t in (("out", out), ("out32", out32), ("dq", dq), ("dk", dk), ("dv", dv)):
         assert not torch.isnan(t).any(), f"{name}: NaN leaked (an out-of-bounds read or an unwritten element)"
     assert not torch.isnan(lse).any()
 
@@ -515,6 +521,60 @@ def test_guard_zones_hold_and_every_output_is_written(seed, dtype):
     assert_agrees(out, gold[0], baseline[0], name="output")
     for name, cand, g, base in zip(("dq", "dk", "dv"), (dq, dk, dv), gold[2], baseline[2], strict=True):
         assert_agrees(cand, g, base, gradient=True, name=name)
+
+
+# ---- the forward's TMA path (tensor descriptors for K and V, sm_90) ------------------------------------------
+# A GPU takes it on sm_90 only; the interpreter runs its program logic when it is forced (descriptor bases per
+# sequence and head, the bounds of each sequence, zero fill past Nk and past a padded head dimension). What only
+# an sm_90 GPU confirms, the TMA hardware itself, the gpu tier runs (test_gpu_forward_takes_the_tma_path_on_sm90).
+
+
+@pytest.fixture
+def tma_path(monkeypatch):
+    """Forces the forward's TMA path wherever the tensors allow it; yields the decisions the launcher took."""
+    if not ka._INTERPRETING:
+        pytest.skip("forcing the TMA path is for the interpreter; a GPU takes it on sm_90 by itself")
+    monkeypatch.setattr(ka, "_tma_available", lambda device: True)
+    decisions, rule = [], ka._kv_by_tma
+    monkeypatch.setattr(ka, "_kv_by_tma", lambda k4, v4: decisions.append(rule(k4, v4)) or decisions[-1])
+    yield decisions
+    assert decisions and all(decisions), "the forward did not take the TMA path"
+
+
+@pytest.mark.parametrize("dtype, d, mask, lengths, heads", [
+    (torch.bfloat16, 80, "causal", (37, 45), (4, 2)),  # padded head dim (tile 128), GQA, ragged key tail
+    (torch.float16, 64, "none", (17, 45), (3, 1)),  # unmasked interior blocks, MQA
+    (torch.bfloat16, 16, "all", (9, 45), (2, 2)),  # every mask: the masked loop only; a 32-byte row
+])
+def test_tma_path_agrees_with_reference(seed, tma_path, dtype, d, mask, lengths, heads):
+    (nq, nk), (hq, hkv) = lengths, heads
+    q, k, v = _qkv(seed, 2, hq, hkv, nq, nk, d)
+    attn_mask, key_padding_mask, causal = _masks(mask, seed, 2, hq, nq, nk)
+    _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                          causal=causal)
+
+
+def test_tma_path_varlen_matches_the_reference(seed, tma_path):
+    test_varlen_matches_the_reference(seed, torch.bfloat16)  # each sequence's own descriptor bounds
+
+
+def test_tma_path_keeps_the_guard_zones(seed, tma_path):
+    test_guard_zones_hold_and_every_output_is_written(seed, torch.bfloat16)  # a read past Nk would leak NaN
+
+
+def test_tma_path_is_taken_only_where_descriptors_allow(monkeypatch):
+    monkeypatch.setattr(ka, "_tma_available", lambda device: True)
+    k = torch.zeros(2, 2, 40, 64, dtype=torch.bfloat16)
+    assert ka._kv_by_tma(k, k)
+    assert ka._kv_by_tma(k.transpose(1, 2).contiguous().transpose(1, 2), k)  # (B, N, H, D) memory
+    assert not ka._kv_by_tma(k.float(), k.float())  # 16-bit elements only
+    assert not ka._kv_by_tma(k[..., ::2], k[..., ::2])  # the last stride must be 1
+    assert ka._kv_by_tma(k[..., :20], k[..., :20])  # 20 of 64 columns: the row pitch stays 128 bytes
+    assert not ka._kv_by_tma(k[..., :20].contiguous(), k)  # a 40-byte row pitch: not a multiple of 16
+    shifted = torch.zeros(k.numel() + 1, dtype=k.dtype)[1:].view(k.shape)
+    assert not ka._kv_by_tma(k, shifted)  # a base 2 bytes off 16-byte alignment
+    monkeypatch.setattr(ka, "_tma_available", lambda device: False)  # not sm_90 (or not compiled)
+    assert not ka._kv_by_tma(k, k)
 
 
 # ---- property-based fuzzing ------------------------------------------------------------------------------
@@ -684,7 +744,9 @@ def test_the_128_row_d128_forward_tile_ships_for_hopper_only():
     assert ka._fits(big, 128, "forward", 90) and not ka._fits(big, 128, "forward", 80)
     shipped = [s for s in ka.compile_specs()
                if s.kernel == "attention.forward" and s.config.startswith("bf16 D128 M128 N128")]
-    assert len(shipped) == 1 and 80 not in shipped[0].targets and 90 in shipped[0].targets
+    pointer, tma = ([s for s in shipped if s.expects_tma == path] for path in (False, True))
+    assert len(pointer) == 1 and 80 not in pointer[0].targets and 90 in pointer[0].targets
+    assert len(tma) == 1 and tma[0].targets == (90,)  # and its TMA variant, for sm_90 alone
 
 
 def test_no_config_ships_to_a_target_it_was_measured_to_spill_on():
@@ -694,6 +756,8 @@ def test_no_config_ships_to_a_target_it_was_measured_to_spill_on():
             continue
         key = (spec.kernel.removeprefix("attention."), spec.constexprs["BLOCK_M"], spec.constexprs["BLOCK_N"],
                spec.num_warps, spec.constexprs["BLOCK_D"])
+        if spec.expects_tma and key in ka._POINTER_PATH_SPILLS:
+            continue  # measured on the pointer path only
         for target in ka._MEASURED_SPILLS.get(key, ()):
             assert spec.targets is not None and target not in spec.targets, (spec.config, target)
             checked += 1
@@ -805,6 +869,20 @@ def test_gpu_head_dims_with_masks_and_varied_lengths(seed, d):
     attn_mask, key_padding_mask, causal = _masks("all", seed, 2, 8, 1000, 1537)
     _assert_kernel_agrees(seed, q, k, v, torch.bfloat16, attn_mask=attn_mask.cuda(),
                           key_padding_mask=key_padding_mask.cuda(), causal=causal)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+def test_gpu_forward_takes_the_tma_path_on_sm90(seed, monkeypatch, causal):
+    """On sm_90 contiguous 16-bit K/V go through TMA and a (B, N, H, D) layout too; an unaligned row pitch
+    (D = 20) takes the pointer path; both agree. Elsewhere every call takes the pointer path."""
+    hopper = torch.cuda.get_device_capability()[0] == 9
+    decisions, rule = [], ka._kv_by_tma
+    monkeypatch.setattr(ka, "_kv_by_tma", lambda k4, v4: decisions.append(rule(k4, v4)) or decisions[-1])
+    for d, layout in ((128, "bhnd"), (64, "bnhd"), (20, "bhnd")):
+        q, k, v = (t.cuda() for t in _qkv(seed, 2, 8, 2, 1000, 1537, d))  # ragged key tail, GQA
+        _assert_kernel_agrees(seed, q, k, v, torch.bfloat16, causal=causal, layout=layout)
+        assert decisions[-1] == (hopper and d != 20), (d, layout, decisions)
 
 
 def test_bad_causal_alignment_raises_naming_it():
