@@ -21,12 +21,12 @@ Backward (no atomics, deterministic): probabilities are recomputed as ``a_e = ex
 * ``ds_e = a_e (<dOut[i, h], x[j, h]> - delta[i, h])`` with ``delta = rowsum(dOut * out)``, then through
   the LeakyReLU (slope where the pre-activation is <= 0, as ``torch.nn.functional.leaky_relu``); one
   per-edge kernel writes ``dz (E, H)`` (each edge once), and ``d alpha_dst`` / ``d alpha_src`` are its
-  per-row sums over the CSR / CSC layouts, taken by the segment kernel of ``kernels/spmm.py``.
+  per-row sums over the CSR / CSC layouts, taken by the segment kernel of the CSR core ``kernels/_csr.py``.
 
-Row scheduling (power-law graphs): as in ``kernels/spmm.py``, a program owns a segment of at most
-``edges_per_program`` (default 256) edges of one row. A split row's segments write their partial
-``(m, l, acc)`` in float32, and a second launch merges them in segment order with the same rescaling
-(the split-softmax combine of flash-decoding), so a hub does not serialize the launch.
+Row scheduling (power-law graphs): the CSR core's (``kernels/_csr.py``, shared with ``kernels/spmm.py``):
+a program owns a segment of at most ``edges_per_program`` (default 256) edges of one row. A split row's
+segments write their partial ``(m, l, acc)`` in float32, and a second launch merges them in segment order
+with the same rescaling (the split-softmax combine of flash-decoding), so a hub does not serialize the launch.
 
 Supported: float32, float16, bfloat16 (scores, softmax and sums in float32; output in ``x``'s dtype),
 any number of heads and channels, int32 and int64 indices (the int32 path raises before launch when
@@ -43,7 +43,7 @@ survive in the score gradients); the forward then keeps an ``(N, H, C)`` float32
 score gradients are needed in float16/bfloat16.
 
 Validation before launch: x ``(N, H, C)``, alpha_src/alpha_dst ``(N, H)`` in x's dtype and on x's
-device; the layouts as in ``kernels/spmm.py`` (rowptr monotonic from 0 to ``E``, indices in range).
+device; the layouts as in ``kernels/_csr.py`` (rowptr monotonic from 0 to ``E``, indices in range).
 Every load and store is masked to those ranges: no input that passes makes a kernel access memory out
 of bounds.
 
@@ -65,26 +65,30 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._common import INT32_LIMIT, TRITON_DTYPE, check_device
 from kernels._compile import CompileSpec
-from kernels._versions import TRITON
-from kernels.spmm import (
-    _SUM,
+from kernels._csr import (
+    BLOCK_S,
     DEFAULT_EDGES_PER_PROGRAM,
+    FEATURE_TILES,
     INDEX_DTYPES,
+    NUM_WARPS,
+    SUM,
     SUPPORTED_DTYPES,
+    TILE_ELEMENTS,
     Layout,
-    _check_device,
-    _combine_kernel,
-    _derive_csc,
-    _Schedule,
-    _schedule,
-    _segment_reduce,
-    _validate_layout,
+    Schedule,
+    check_edges_per_program,
+    combine_kernel,
+    derive_csc,
+    feature_tile,
+    segment_reduce,
+    segment_schedule,
+    validate_layouts,
 )
+from kernels._versions import TRITON
 
-__all__ = ["gat_aggregate"]
-
-_INT32_LIMIT = 2**31 - 1
+__all__ = ["gat_aggregate", "compile_specs"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,20 +272,14 @@ def _gat_bwd_score_kernel(
 # Shipped configurations (a fixed rule from the channel width)
 # --------------------------------------------------------------------------------------------------
 
-_CHANNEL_TILES = (16, 64, 128)
-_TILE_ELEMENTS = 2048
-_NUM_WARPS = 4
-_BLOCK_S = 16
-
-
-def _channel_tile(num_channels: int) -> int:
-    return next((t for t in _CHANNEL_TILES if num_channels <= t), _CHANNEL_TILES[-1])
+# The channel tile is the core's feature tile (kernels/_csr.py); the edge tile has its own exception.
+_CHANNEL_TILES, _NUM_WARPS, _BLOCK_S = FEATURE_TILES, NUM_WARPS, BLOCK_S  # the names compile_specs() reads
 
 
 def _edge_tile(block_c: int) -> int:
     if TRITON < (3, 9) and block_c == 64:  # triton 3.6 (the lent GPU's) spilled E32 C64 in the forward on sm_90
         return 16
-    return min(64, _TILE_ELEMENTS // block_c)
+    return min(64, TILE_ELEMENTS // block_c)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,13 +290,13 @@ def _edge_tile(block_c: int) -> int:
 def _check_int32(index_dtype, num_rows: int, heads: int, channels: int, num_edges: int) -> None:
     if index_dtype != torch.int32:
         return
-    if num_rows * heads * max(channels, 1) > _INT32_LIMIT or num_edges * heads > _INT32_LIMIT:
+    if num_rows * heads * max(channels, 1) > INT32_LIMIT or num_edges * heads > INT32_LIMIT:
         raise ValueError(f"x: num_nodes x heads x channels = {num_rows} x {heads} x {channels} (or edges x heads = "
                          f"{num_edges} x {heads}) overflows the int32 index path (offsets beyond 2^31 - 1); "
                          "use int64 indices")
 
 
-def _forward(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
+def _forward(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
              lse=None):
     """``(out (N, H, C), lse (N, H) float32)``; ``out``/``lse`` may be given contiguous (tests guard them)."""
     num_nodes, heads, channels = x.shape
@@ -313,60 +311,60 @@ def _forward(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, negative
     part_m = torch.empty((partials, heads), dtype=torch.float32, device=x.device)
     part_l = torch.empty((partials, heads), dtype=torch.float32, device=x.device)
     part_acc = torch.empty((partials, heads, channels), dtype=torch.float32, device=x.device)
-    block_c = _channel_tile(channels)
+    block_c = feature_tile(channels)
     block_e = min(_edge_tile(block_c), schedule.chunk)
     grid = (schedule.seg_row.numel(), heads, triton.cdiv(channels, block_c))
     _gat_fwd_kernel[grid](
         csr.rowptr, csr.col, schedule.seg_row, schedule.seg_start, schedule.seg_part,
         x, alpha_src, alpha_dst, out, lse, part_m, part_l, part_acc,
         heads, channels, x.stride(0), x.stride(1), alpha_src.stride(0), alpha_src.stride(1), negative_slope,
-        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=NUM_WARPS,
     )
     if schedule.split_row.numel():
         grid = (schedule.split_row.numel(), heads, triton.cdiv(channels, block_c))
         _gat_combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part_m, part_l,
-                                  part_acc, out, lse, heads, channels, BLOCK_S=_BLOCK_S, BLOCK_C=block_c,
-                                  num_warps=_NUM_WARPS)
+                                  part_acc, out, lse, heads, channels, BLOCK_S=BLOCK_S, BLOCK_C=block_c,
+                                  num_warps=NUM_WARPS)
     return out, lse
 
 
-def _grad_x(csc: Layout, schedule: _Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
+def _grad_x(csc: Layout, schedule: Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
     num_nodes, heads, channels = grad_out.shape
     dx = torch.empty((num_nodes, heads, channels), dtype=x_dtype, device=grad_out.device)
     if num_nodes == 0 or heads == 0 or channels == 0:
         return dx
     part = torch.empty((max(schedule.num_partials, 1), heads, channels), dtype=torch.float32, device=dx.device)
-    block_c = _channel_tile(channels)
+    block_c = feature_tile(channels)
     block_e = min(_edge_tile(block_c), schedule.chunk)
     grid = (schedule.seg_row.numel(), heads, triton.cdiv(channels, block_c))
     _gat_bwd_dx_kernel[grid](
         csc.rowptr, csc.col, schedule.seg_row, schedule.seg_start, schedule.seg_part,
         alpha_src, alpha_dst, lse, grad_out, dx, part,
         heads, channels, alpha_src.stride(0), alpha_src.stride(1), negative_slope,
-        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=NUM_WARPS,
     )
-    if schedule.split_row.numel():  # split rows: the partials are plain sums, spmm's combine adds them in order
+    if schedule.split_row.numel():  # split rows: the partials are plain sums, the core's combine adds them in order
         features = heads * channels
-        block_f = 128 if features > 64 else (64 if features > 16 else 16)
+        block_f = feature_tile(features)
         grid = (schedule.split_row.numel(), triton.cdiv(features, block_f))
-        _combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part, part, dx, part,
-                              features, csc.num_edges, IS_MAX=False, BLOCK_S=_BLOCK_S, BLOCK_F=block_f,
-                              num_warps=_NUM_WARPS)
+        combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part, part, dx, part,
+                              features, csc.num_edges, IS_MAX=False, BLOCK_S=BLOCK_S, BLOCK_F=block_f,
+                              num_warps=NUM_WARPS)
     return dx
 
 
-def _grad_scores(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
+def _grad_scores(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
     num_nodes, heads, channels = x.shape
     dz = torch.zeros((csr.num_edges, heads), dtype=torch.float32, device=x.device)  # (E, H)
     if csr.num_edges == 0 or heads == 0:
         return dz
-    block_c = _channel_tile(channels)
+    block_c = feature_tile(channels)
     block_e = min(_edge_tile(block_c), schedule.chunk)
     _gat_bwd_score_kernel[(schedule.seg_row.numel(), heads)](
         csr.rowptr, csr.col, csr.perm, schedule.seg_row, schedule.seg_start,
         x, alpha_src, alpha_dst, lse, delta, grad_out, dz,
         heads, channels, x.stride(0), x.stride(1), alpha_src.stride(0), alpha_src.stride(1), negative_slope,
-        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=NUM_WARPS,
     )
     return dz
 
@@ -374,7 +372,7 @@ def _grad_scores(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, lse,
 def _edge_sums(layout: Layout, chunk: int, values: torch.Tensor, num_rows: int) -> torch.Tensor:
     """``out[r] = sum over positions k of row r of values[perm[k]]`` (values indexed by edge id)."""
     by_edge = Layout(layout.rowptr, layout.perm, layout.perm)  # gather rows of `values` by edge id
-    out, _ = _segment_reduce(by_edge, _schedule(layout.rowptr, chunk), values, num_out_rows=num_rows, reduce=_SUM)
+    out, _ = segment_reduce(by_edge, segment_schedule(layout.rowptr, chunk), values, num_out_rows=num_rows, reduce=SUM)
     return out
 
 
@@ -391,13 +389,13 @@ class _Problem:
     negative_slope: float
 
     def transposed(self) -> Layout:
-        return self.csc if self.csc is not None else _derive_csc(self.csr)
+        return self.csc if self.csc is not None else derive_csc(self.csr)
 
 
 class _GatAggregate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha_src, alpha_dst, problem: _Problem):
-        schedule = _schedule(problem.csr.rowptr, problem.chunk)
+        schedule = segment_schedule(problem.csr.rowptr, problem.chunk)
         if any(ctx.needs_input_grad[1:3]) and x.dtype != torch.float32:
             # The score gradients' delta = rowsum(dOut * out) must see out before it is rounded to float16/bfloat16:
             # a row's ds_e = a_e (<dOut, x_j> - delta) sum to <dOut, out> - delta, a near-total cancellation, so
@@ -425,11 +423,11 @@ class _GatAggregate(torch.autograd.Function):
         grad_x = grad_src = grad_dst = None
         csc = problem.transposed() if (need_x or need_src) else None
         if need_x:
-            grad_x = _grad_x(csc, _schedule(csc.rowptr, problem.chunk), alpha_src, alpha_dst, lse, grad_out,
+            grad_x = _grad_x(csc, segment_schedule(csc.rowptr, problem.chunk), alpha_src, alpha_dst, lse, grad_out,
                              problem.negative_slope, x.dtype)
         if need_src or need_dst:
             delta = (grad_out.float() * out.float()).sum(-1)  # (N, H)
-            dz = _grad_scores(problem.csr, _schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
+            dz = _grad_scores(problem.csr, segment_schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
                               lse, delta, grad_out, problem.negative_slope)  # (E, H)
             if need_dst:
                 grad_dst = _edge_sums(problem.csr, problem.chunk, dz, num_nodes).to(alpha_dst.dtype)
@@ -485,20 +483,13 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
         if alpha.device != x.device:
             raise ValueError(f"{name} must be on x's device {x.device}, got {alpha.device}")
     _check_int32(csr.rowptr.dtype, num_nodes, x.shape[1], x.shape[2], csr.num_edges)
-    _validate_layout("csr", csr, num_nodes, check_values=check_indices)
-    if csc is not None:
-        _validate_layout("csc", csc, num_nodes, check_values=check_indices)
-        if csc.num_edges != csr.num_edges or csc.rowptr.dtype != csr.rowptr.dtype:
-            raise ValueError(f"csc must describe the same {csr.num_edges} edges with {csr.rowptr.dtype} indices, got "
-                             f"{csc.num_edges} edges of {csc.rowptr.dtype}")
+    validate_layouts(csr, csc, num_nodes, num_nodes, check_values=check_indices)
     if x.device != csr.rowptr.device:
         raise ValueError(f"x must be on the layout's device {csr.rowptr.device}, got {x.device}")
-    _check_device("x", x)
+    check_device("x", x)
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) or negative_slope < 0:
         raise ValueError(f"negative_slope must be a non-negative number, got {negative_slope!r}")
-    chunk = DEFAULT_EDGES_PER_PROGRAM if edges_per_program is None else edges_per_program
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1 or chunk & (chunk - 1):
-        raise ValueError(f"edges_per_program must be a positive power of two, got {edges_per_program!r}")
+    chunk = check_edges_per_program(edges_per_program)
     x = x if x.stride(2) == 1 else x.contiguous()
     alpha_src, alpha_dst = alpha_src.contiguous(), alpha_dst.contiguous()  # one (N, H) stride pair for both
     problem = _Problem(csr, csc, chunk, float(negative_slope))
@@ -527,8 +518,7 @@ _register()
 # What `fusebench inspect` compiles
 # --------------------------------------------------------------------------------------------------
 
-_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
-                 torch.int32: "i32", torch.int64: "i64"}
+_TRITON_DTYPE = TRITON_DTYPE  # the name compile_specs() reads
 
 
 def compile_specs() -> list[CompileSpec]:

@@ -29,8 +29,8 @@ from correctness.graph_cases import (
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
 from kernels import gat
+from kernels._csr import DEFAULT_EDGES_PER_PROGRAM, Layout, segment_schedule
 from kernels.gat import gat_aggregate
-from kernels.spmm import DEFAULT_EDGES_PER_PROGRAM, Layout
 from reference.gnn import aggregation_backends, attention_aggregate
 from reference.graph import Graph
 from reference.graph_generators import generator_names, make_graph, power_law
@@ -146,7 +146,7 @@ def test_guard_zones(seed):
     _check_against_reference(graph, inputs, grad_out, dtype=torch.float32, edges_per_program=4, guard=True)
 
     csr, _ = layouts(graph)
-    schedule = gat._schedule(csr.rowptr, 4)
+    schedule = segment_schedule(csr.rowptr, 4)
     assert schedule.split_row.numel() > 0  # the combine pass runs too
     out = GuardedTensor.empty((graph.num_nodes, 2, 20), dtype=torch.float32)
     lse = GuardedTensor.empty((graph.num_nodes, 2), dtype=torch.float32)
@@ -210,7 +210,7 @@ def test_fuzz_tier(seed, num_nodes, shape, num_edges, heads, channels, dtype, ne
                              edges_per_program=edges_per_program, guard=True)
 
     csr, _ = layouts(graph)
-    schedule = gat._schedule(csr.rowptr, edges_per_program or DEFAULT_EDGES_PER_PROGRAM)
+    schedule = segment_schedule(csr.rowptr, edges_per_program or DEFAULT_EDGES_PER_PROGRAM)
     out = GuardedTensor.empty((num_nodes, heads, channels), dtype=torch.float32)
     lse = GuardedTensor.empty((num_nodes, heads), dtype=torch.float32)
     x, alpha_src, alpha_dst = (t.float() for t in inputs)
