@@ -31,7 +31,7 @@ from kernels._common import INT32_LIMIT
 __all__ = ["Layout", "Schedule", "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM", "MAX",
            "MASKED_SUM", "FEATURE_TILES", "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
            "segment_schedule", "derive_csc", "validate_layout", "validate_layouts", "check_edges_per_program",
-           "check_int32_sizes", "segment_kernel", "combine_kernel",
+           "check_int32_sizes", "segment_bounds", "block_range", "edge_block", "segment_kernel", "combine_kernel",
            "segment_reduce"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -40,11 +40,37 @@ DEFAULT_EDGES_PER_PROGRAM = 256
 
 # Reduction codes (constexpr REDUCE of the segment kernel)
 SUM, MAX, MASKED_SUM = 0, 1, 2  # MASKED_SUM: the backward of max (sum only where the arg-max matches)
+# The same codes as constexpr globals, the only globals a @triton.jit function may read
+_REDUCE_MAX, _REDUCE_MASKED_SUM = tl.constexpr(MAX), tl.constexpr(MASKED_SUM)
 
 
 # --------------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def segment_bounds(pid_s, rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK: tl.constexpr):
+    """``(row, start, end)``: the row of segment ``pid_s`` and its CSR positions ``[start, end)``."""
+    row = tl.load(seg_row_ptr + pid_s)
+    start = tl.load(seg_start_ptr + pid_s)
+    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
+    return row, start, end
+
+
+@triton.jit
+def block_range(first, limit, BLOCK: tl.constexpr):
+    """``(offsets, mask)``: the ``BLOCK`` offsets from ``first``, masked to those below ``limit``."""
+    offs = first + tl.arange(0, BLOCK)
+    return offs, offs < limit
+
+
+@triton.jit
+def edge_block(col_ptr, k0, end, BLOCK_E: tl.constexpr):
+    """``(offsets, mask, col)`` of the CSR positions ``k0 .. k0 + BLOCK_E - 1`` of a segment ending at ``end``
+    (``col`` is 0 on masked lanes: a valid row to gather, whose values the masks then drop)."""
+    offs_e, mask_e = block_range(k0, end, BLOCK_E)
+    return offs_e, mask_e, tl.load(col_ptr + offs_e, mask=mask_e, other=0)
 
 
 @triton.jit
@@ -63,27 +89,21 @@ def segment_kernel(
 ):
     """One segment (<= CHUNK edges of one row) times one feature tile."""
     pid_s = tl.program_id(0)
-    pid_f = tl.program_id(1)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
+    row, start, end = segment_bounds(pid_s, rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK)
     part = tl.load(seg_part_ptr + pid_s)  # -1: this program owns the whole row
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
-    offs_f = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask_f = offs_f < num_features
+    offs_f, mask_f = block_range(tl.program_id(1) * BLOCK_F, num_features, BLOCK_F)
     row_scale = 1.0
     if HAS_RSCALE:
         row_scale = tl.load(rscale_ptr + row).to(tl.float32)
 
-    if REDUCE == 1:
+    if REDUCE == _REDUCE_MAX:
         acc = tl.full([BLOCK_F], float("-inf"), tl.float32)
         arg = tl.full([BLOCK_F], -1, perm_ptr.dtype.element_ty)
     else:
         acc = tl.zeros([BLOCK_F], tl.float32)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
+        offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)  # src: (BLOCK_E,) rows of x
         mask = mask_e[:, None] & mask_f[None, :]
-        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)  # (BLOCK_E,) rows of x
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)  # (BLOCK_E,) edge ids
         coef = tl.zeros([BLOCK_E], tl.float32) + row_scale
         if HAS_W:
@@ -92,7 +112,7 @@ def segment_kernel(
             coef = coef * tl.load(cscale_ptr + src, mask=mask_e, other=0.0).to(tl.float32)
         vals = tl.load(x_ptr + src[:, None] * stride_xn + offs_f[None, :], mask=mask, other=0.0).to(tl.float32)
         vals = vals * coef[:, None]  # (BLOCK_E, BLOCK_F)
-        if REDUCE == 1:
+        if REDUCE == _REDUCE_MAX:
             vals = tl.where(mask, vals, float("-inf"))
             block_max = tl.max(vals, axis=0)
             # tie rule: the smallest edge id among the maxima (edge ids increase along a CSR row)
@@ -101,20 +121,20 @@ def segment_kernel(
             take = block_max > acc  # strict: an earlier block keeps its (smaller) edge id on a tie
             acc = tl.where(take, block_max, acc)
             arg = tl.where(take, block_arg.to(arg.dtype), arg)
-        elif REDUCE == 2:
+        elif REDUCE == _REDUCE_MASKED_SUM:
             chosen = tl.load(arg_in_ptr + src[:, None] * num_features + offs_f[None, :], mask=mask, other=-1)
             acc += tl.sum(tl.where(mask & (chosen == eid[:, None]), vals, 0.0), axis=0)
         else:
             acc += tl.sum(vals, axis=0)
 
     if part < 0:
-        if REDUCE == 1:
+        if REDUCE == _REDUCE_MAX:
             acc = tl.where(end > start, acc, 0.0)  # an empty row is 0, not -inf
             tl.store(arg_out_ptr + row * num_features + offs_f, arg, mask=mask_f)
         tl.store(out_ptr + row * num_features + offs_f, acc.to(out_ptr.dtype.element_ty), mask=mask_f)
     else:
         tl.store(part_ptr + part * num_features + offs_f, acc, mask=mask_f)
-        if REDUCE == 1:
+        if REDUCE == _REDUCE_MAX:
             tl.store(part_arg_ptr + part * num_features + offs_f, arg, mask=mask_f)
 
 
@@ -127,20 +147,18 @@ def combine_kernel(
 ):
     """Second pass: reduce a split row's partials in segment order and write the row."""
     pid_r = tl.program_id(0)
-    pid_f = tl.program_id(1)
     row = tl.load(split_row_ptr + pid_r)
     first = tl.load(split_first_ptr + pid_r)
     count = tl.load(split_count_ptr + pid_r)
-    offs_f = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask_f = offs_f < num_features
+    offs_f, mask_f = block_range(tl.program_id(1) * BLOCK_F, num_features, BLOCK_F)
     if IS_MAX:
         acc = tl.full([BLOCK_F], float("-inf"), tl.float32)
         arg = tl.full([BLOCK_F], -1, split_first_ptr.dtype.element_ty)
     else:
         acc = tl.zeros([BLOCK_F], tl.float32)
     for s0 in range(0, count, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        mask = (offs_s < count)[:, None] & mask_f[None, :]
+        offs_s, mask_s = block_range(s0, count, BLOCK_S)
+        mask = mask_s[:, None] & mask_f[None, :]
         offs = (first + offs_s)[:, None] * num_features + offs_f[None, :]
         if IS_MAX:
             vals = tl.load(part_ptr + offs, mask=mask, other=float("-inf"))

@@ -78,10 +78,13 @@ from kernels._csr import (
     TILE_ELEMENTS,
     Layout,
     Schedule,
+    block_range,
     check_edges_per_program,
     combine_kernel,
     derive_csc,
+    edge_block,
     feature_tile,
+    segment_bounds,
     segment_reduce,
     segment_schedule,
     validate_layouts,
@@ -97,6 +100,29 @@ __all__ = ["gat_aggregate", "compile_specs"]
 
 
 @triton.jit
+def _head_segment(rowptr_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr, alpha_row_ptr, num_channels, stride_an,
+                  stride_ah, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr):
+    """The prologue of a (segment, head, channel tile) program: ``(head, row, start, end, part, offs_c, mask_c,
+    alpha_row)``, with ``part`` -1 when the program owns the whole row and ``alpha_row`` the row's own score term."""
+    pid_s = tl.program_id(0)
+    head = tl.program_id(1)
+    row, start, end = segment_bounds(pid_s, rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK)
+    part = tl.load(seg_part_ptr + pid_s)
+    offs_c, mask_c = block_range(tl.program_id(2) * BLOCK_C, num_channels, BLOCK_C)
+    alpha_row = tl.load(alpha_row_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+    return head, row, start, end, part, offs_c, mask_c, alpha_row
+
+
+@triton.jit
+def _scores(alpha_ptr, nodes, mask_e, alpha_row, head, stride_an, stride_ah, negative_slope):
+    """``(z, s)`` of a block of edges: the pre-activation ``z = alpha[nodes] + alpha_row`` (the other end's term
+    plus this row's) and the score ``s = LeakyReLU(z)``, in float32."""
+    z = tl.load(alpha_ptr + nodes * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + alpha_row
+    s = tl.where(z > 0, z, z * negative_slope)  # LeakyReLU
+    return z, s
+
+
+@triton.jit
 def _gat_fwd_kernel(
     # layout (CSR) and segment schedule
     rowptr_ptr, col_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr,
@@ -108,26 +134,16 @@ def _gat_fwd_kernel(
     num_heads, num_channels, stride_xn, stride_xh, stride_an, stride_ah, negative_slope,
     BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_s = tl.program_id(0)
-    head = tl.program_id(1)
-    pid_c = tl.program_id(2)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    part = tl.load(seg_part_ptr + pid_s)
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < num_channels
-    a_dst = tl.load(adst_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+    head, row, start, end, part, offs_c, mask_c, a_dst = _head_segment(
+        rowptr_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr, adst_ptr, num_channels, stride_an, stride_ah, BLOCK_C,
+        CHUNK)
 
     m = tl.full([], float("-inf"), tl.float32)
     l = tl.zeros([], tl.float32)
     acc = tl.zeros([BLOCK_C], tl.float32)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
-        z = tl.load(asrc_ptr + src * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_dst
-        s = tl.where(z > 0, z, z * negative_slope)  # LeakyReLU
+        offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
+        _, s = _scores(asrc_ptr, src, mask_e, a_dst, head, stride_an, stride_ah, negative_slope)
         s = tl.where(mask_e, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=0))  # finite: the block holds at least one edge
         p = tl.exp(s - m_new)  # (BLOCK_E,), 0 on masked lanes
@@ -143,11 +159,11 @@ def _gat_fwd_kernel(
         out = tl.where(nonempty, acc / tl.where(nonempty, l, 1.0), 0.0)  # an empty row is 0
         tl.store(out_ptr + (row * num_heads + head) * num_channels + offs_c, out.to(out_ptr.dtype.element_ty),
                  mask=mask_c)
-        if pid_c == 0:
+        if tl.program_id(2) == 0:
             tl.store(lse_ptr + row * num_heads + head, tl.where(nonempty, m + tl.log(tl.where(nonempty, l, 1.0)), 0.0))
     else:
         tl.store(part_acc_ptr + (part * num_heads + head) * num_channels + offs_c, acc, mask=mask_c)
-        if pid_c == 0:
+        if tl.program_id(2) == 0:
             tl.store(part_m_ptr + part * num_heads + head, m)
             tl.store(part_l_ptr + part * num_heads + head, l)
 
@@ -166,14 +182,12 @@ def _gat_combine_kernel(
     row = tl.load(split_row_ptr + pid_r)
     first = tl.load(split_first_ptr + pid_r)
     count = tl.load(split_count_ptr + pid_r)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < num_channels
+    offs_c, mask_c = block_range(pid_c * BLOCK_C, num_channels, BLOCK_C)
     m = tl.full([], float("-inf"), tl.float32)
     l = tl.zeros([], tl.float32)
     acc = tl.zeros([BLOCK_C], tl.float32)
     for s0 in range(0, count, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        mask_s = offs_s < count
+        offs_s, mask_s = block_range(s0, count, BLOCK_S)
         parts = first + offs_s
         m_s = tl.load(part_m_ptr + parts * num_heads + head, mask=mask_s, other=float("-inf"))
         l_s = tl.load(part_l_ptr + parts * num_heads + head, mask=mask_s, other=0.0)
@@ -201,23 +215,13 @@ def _gat_bwd_dx_kernel(
     BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
 ):
     """dX[j, h] = sum over edges e = (j -> i) of a_e dOut[i, h], a_e = exp(s_e - lse[i, h])."""
-    pid_s = tl.program_id(0)
-    head = tl.program_id(1)
-    pid_c = tl.program_id(2)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    part = tl.load(seg_part_ptr + pid_s)
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < num_channels
-    a_src = tl.load(asrc_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+    head, row, start, end, part, offs_c, mask_c, a_src = _head_segment(
+        rowptr_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr, asrc_ptr, num_channels, stride_an, stride_ah, BLOCK_C,
+        CHUNK)
     acc = tl.zeros([BLOCK_C], tl.float32)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        dst = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
-        z = tl.load(adst_ptr + dst * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_src
-        s = tl.where(z > 0, z, z * negative_slope)
+        offs_e, mask_e, dst = edge_block(col_ptr, k0, end, BLOCK_E)
+        _, s = _scores(adst_ptr, dst, mask_e, a_src, head, stride_an, stride_ah, negative_slope)
         lse = tl.load(lse_ptr + dst * num_heads + head, mask=mask_e, other=float("inf"))  # masked: exp(-inf) = 0
         p = tl.where(mask_e, tl.exp(s - lse), 0.0)
         gv = tl.load(g_ptr + (dst[:, None] * num_heads + head) * num_channels + offs_c[None, :],
@@ -240,29 +244,22 @@ def _gat_bwd_score_kernel(
     BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
 ):
     """Per edge and head: dz_e = a_e (<dOut[i], x[j]> - delta[i]) * LeakyReLU'(z_e), stored at the edge id."""
-    pid_s = tl.program_id(0)
     head = tl.program_id(1)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
+    row, start, end = segment_bounds(tl.program_id(0), rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK)
     a_dst = tl.load(adst_ptr + row * stride_an + head * stride_ah).to(tl.float32)
     lse = tl.load(lse_ptr + row * num_heads + head)
     delta = tl.load(delta_ptr + row * num_heads + head)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+        offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
         dot = tl.zeros([BLOCK_E], tl.float32)
         for c0 in range(0, num_channels, BLOCK_C):
-            offs_c = c0 + tl.arange(0, BLOCK_C)
-            mask_c = offs_c < num_channels
+            offs_c, mask_c = block_range(c0, num_channels, BLOCK_C)
             xv = tl.load(x_ptr + src[:, None] * stride_xn + head * stride_xh + offs_c[None, :],
                          mask=mask_e[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
             gv = tl.load(g_ptr + (row * num_heads + head) * num_channels + offs_c, mask=mask_c, other=0.0)
             dot += tl.sum(xv * gv.to(tl.float32)[None, :], axis=1)
-        z = tl.load(asrc_ptr + src * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_dst
-        s = tl.where(z > 0, z, z * negative_slope)
+        z, s = _scores(asrc_ptr, src, mask_e, a_dst, head, stride_an, stride_ah, negative_slope)
         p = tl.exp(s - lse)
         dz = p * (dot - delta) * tl.where(z > 0, 1.0, negative_slope)
         tl.store(dz_ptr + eid * num_heads + head, dz, mask=mask_e)

@@ -99,12 +99,15 @@ from kernels._csr import (
     SUPPORTED_DTYPES,
     Layout,
     Schedule,
+    block_range,
     check_edges_per_program,
     check_int32_sizes,
     combine_kernel,
     derive_csc,
+    edge_block,
     edge_tile,
     feature_tile,
+    segment_bounds,
     segment_kernel,
     segment_reduce,
     segment_schedule,
@@ -141,22 +144,16 @@ def _edge_grad_kernel(
 ):
     """Per edge e = (j -> i): t_e = sum_f [arg[i, f] == e] x[j, f] dOut[i, f] (an SDDMM);
     writes dW[e] = r[i] c[j] t_e and u[e] = w_e t_e (for the scale vectors' gradients)."""
-    pid_s = tl.program_id(0)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
+    row, start, end = segment_bounds(tl.program_id(0), rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK)
     row_scale = 1.0
     if HAS_RSCALE:
         row_scale = tl.load(rscale_ptr + row).to(tl.float32)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+        offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
         t = tl.zeros([BLOCK_E], tl.float32)
         for f0 in range(0, num_features, BLOCK_F):
-            offs_f = f0 + tl.arange(0, BLOCK_F)
-            mask_f = offs_f < num_features
+            offs_f, mask_f = block_range(f0, num_features, BLOCK_F)
             mask = mask_e[:, None] & mask_f[None, :]
             xv = tl.load(x_ptr + src[:, None] * stride_xn + offs_f[None, :], mask=mask, other=0.0).to(tl.float32)
             gv = tl.load(g_ptr + row * num_features + offs_f, mask=mask_f, other=0.0).to(tl.float32)
