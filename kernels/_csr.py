@@ -5,8 +5,10 @@
   :func:`validate_layouts` (a CSR and its optional CSC), :func:`derive_csc` (the transposed layout by a
   stable sort) and :func:`check_edges_per_program`.
 * The row schedule: :func:`segment_schedule` splits every row into segments of at most ``chunk`` CSR
-  positions (one program each), so a hub row does not serialize the launch; :func:`segment_bounds` is the
-  ``@triton.jit`` prologue that gives a program its segment.
+  positions (one program each), so a hub row does not serialize the launch. The ``@triton.jit`` helpers
+  every graph kernel opens with: :func:`segment_bounds` (a program's row and CSR range),
+  :func:`block_range` (a tile's offsets and mask) and :func:`edge_block` (a block of positions and their
+  columns). Triton inlines them: the compiled kernels are what the spelled-out code compiled to.
 * The segment kernel (:func:`segment_kernel`, launched by :func:`segment_reduce`): the per-segment sum or
   max over a row's edges of ``r[i] w[perm[k]] c[col[k]] x[col[k]]`` with float32 accumulation, the max's
   arg-max edge, and the masked sum of the max's backward. ``kernels/spmm.py`` documents the algorithm,
