@@ -32,9 +32,9 @@ from kernels._common import INT32_LIMIT
 
 __all__ = ["Layout", "Schedule", "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM", "MAX",
            "MASKED_SUM", "FEATURE_TILES", "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
-           "segment_schedule", "derive_csc", "validate_layout", "validate_layouts", "check_edges_per_program",
-           "check_int32_sizes", "segment_bounds", "block_range", "edge_block", "segment_kernel", "combine_kernel",
-           "segment_reduce"]
+           "segment_schedule", "derive_csc", "validate_layout", "validate_layouts", "check_operand",
+           "check_edges_per_program", "check_int32_sizes", "segment_bounds", "block_range", "edge_block",
+           "segment_kernel", "combine_kernel", "segment_reduce"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -330,6 +330,17 @@ def validate_layouts(csr: Layout, csc: Layout | None, num_rows: int, num_cols: i
         if csc.num_edges != csr.num_edges or csc.rowptr.dtype != csr.rowptr.dtype:
             raise ValueError(f"csc must describe the same {csr.num_edges} edges with {csr.rowptr.dtype} indices, got "
                              f"{csc.num_edges} edges of {csc.rowptr.dtype}")
+
+
+def check_operand(name: str, t, rank: int, shape_text: str) -> None:
+    """A feature-like operand: a float16/bfloat16/float32 tensor of ``rank`` dimensions (``shape_text`` names them)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16 or float32 (the kernel accumulates in float32), "
+                        f"got {t.dtype}")
+    if t.dim() != rank:
+        raise ValueError(f"{name} must be {rank}-D with shape {shape_text}, got shape {tuple(t.shape)}")
 
 
 def check_edges_per_program(edges_per_program) -> int:

@@ -80,6 +80,7 @@ from kernels._csr import (
     Schedule,
     block_range,
     check_edges_per_program,
+    check_operand,
     combine_kernel,
     derive_csc,
     edge_block,
@@ -438,16 +439,6 @@ class _GatAggregate(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_operand(name: str, t, rank: int, shape_text: str) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16 or float32 (the kernel accumulates in float32), "
-                        f"got {t.dtype}")
-    if t.dim() != rank:
-        raise ValueError(f"{name} must have shape {shape_text}, got {tuple(t.shape)}")
-
-
 def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Tensor, csr: Layout,
                   csc: Layout | None = None, *, negative_slope: float = 0.2, edges_per_program: int | None = None,
                   check_indices: bool = True) -> torch.Tensor:
@@ -468,11 +459,11 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
     if not isinstance(csr, Layout):
         raise TypeError(f"csr must be a kernels.spmm.Layout (rowptr, col, perm), got {type(csr).__name__}")
     num_nodes = csr.num_rows
-    _check_operand("x", x, 3, "(N, H, C)")
+    check_operand("x", x, 3, "(N, H, C)")
     if x.shape[0] != num_nodes:
         raise ValueError(f"x must have num_nodes={num_nodes} rows (the layout's rows), got {x.shape[0]}")
     for name, alpha in (("alpha_src", alpha_src), ("alpha_dst", alpha_dst)):
-        _check_operand(name, alpha, 2, "(N, H)")
+        check_operand(name, alpha, 2, "(N, H)")
         if tuple(alpha.shape) != tuple(x.shape[:2]):
             raise ValueError(f"{name} must have shape (N, H) = {tuple(x.shape[:2])}, got {tuple(alpha.shape)}")
         if alpha.dtype != x.dtype:

@@ -102,6 +102,7 @@ from kernels._csr import (
     block_range,
     check_edges_per_program,
     check_int32_sizes,
+    check_operand,
     combine_kernel,
     derive_csc,
     edge_block,
@@ -180,13 +181,7 @@ def _edge_grad_kernel(
 
 
 def _check_features(name: str, x, num_rows: int) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16 or float32 (the kernel accumulates in float32), "
-                        f"got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (num_nodes, features), got shape {tuple(x.shape)}")
+    check_operand(name, x, 2, "(num_nodes, features)")
     if x.shape[0] != num_rows:
         raise ValueError(f"{name} must have num_nodes={num_rows} rows (the layout's columns), got {x.shape[0]}")
 
