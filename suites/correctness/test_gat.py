@@ -29,8 +29,8 @@ from correctness.graph_cases import (
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
 from kernels import gat
+from kernels._csr import DEFAULT_EDGES_PER_PROGRAM, Layout, segment_schedule
 from kernels.gat import gat_aggregate
-from kernels.spmm import DEFAULT_EDGES_PER_PROGRAM, Layout
 from reference.gnn import aggregation_backends, attention_aggregate
 from reference.graph import Graph
 from reference.graph_generators import generator_names, make_graph, power_law
@@ -146,7 +146,7 @@ def test_guard_zones(seed):
     _check_against_reference(graph, inputs, grad_out, dtype=torch.float32, edges_per_program=4, guard=True)
 
     csr, _ = layouts(graph)
-    schedule = gat._schedule(csr.rowptr, 4)
+    schedule = segment_schedule(csr.rowptr, 4)
     assert schedule.split_row.numel() > 0  # the combine pass runs too
     out = GuardedTensor.empty((graph.num_nodes, 2, 20), dtype=torch.float32)
     lse = GuardedTensor.empty((graph.num_nodes, 2), dtype=torch.float32)
@@ -210,7 +210,7 @@ def test_fuzz_tier(seed, num_nodes, shape, num_edges, heads, channels, dtype, ne
                              edges_per_program=edges_per_program, guard=True)
 
     csr, _ = layouts(graph)
-    schedule = gat._schedule(csr.rowptr, edges_per_program or DEFAULT_EDGES_PER_PROGRAM)
+    schedule = segment_schedule(csr.rowptr, edges_per_program or DEFAULT_EDGES_PER_PROGRAM)
     out = GuardedTensor.empty((num_nodes, heads, channels), dtype=torch.float32)
     lse = GuardedTensor.empty((num_nodes, heads), dtype=torch.float32)
     x, alpha_src, alpha_dst = (t.float() for t in inputs)
@@ -289,11 +289,13 @@ def _small():
     (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, (csr.rowptr, csr.col)), TypeError,
      "csr must be a kernels.spmm.Layout"),
     (lambda csr, csc, x, a, b: gat_aggregate(x.double(), a, b, csr), TypeError, "x must be float16, bfloat16"),
-    (lambda csr, csc, x, a, b: gat_aggregate(x[..., 0], a, b, csr), ValueError, r"x must have shape \(N, H, C\)"),
+    (lambda csr, csc, x, a, b: gat_aggregate(x[..., 0], a, b, csr), ValueError,
+     r"x must be 3-D with shape \(N, H, C\)"),
     (lambda csr, csc, x, a, b: gat_aggregate(x[:2], a, b, csr), ValueError, "x must have num_nodes=3 rows"),
     (lambda csr, csc, x, a, b: gat_aggregate(x, a[:, :1], b, csr), ValueError,
      r"alpha_src must have shape \(N, H\) = \(3, 2\)"),
-    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b[None], csr), ValueError, r"alpha_dst must have shape \(N, H\)"),
+    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b[None], csr), ValueError,
+     r"alpha_dst must be 2-D with shape \(N, H\)"),
     (lambda csr, csc, x, a, b: gat_aggregate(x, a.half(), b, csr), TypeError, "alpha_src must have x's dtype"),
     (lambda csr, csc, x, a, b: gat_aggregate(x, a, b.to("meta"), csr), ValueError, "alpha_dst must be on x's device"),
     (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, Layout(csr.rowptr, torch.tensor([0, 1, 5, 2]), csr.perm)),

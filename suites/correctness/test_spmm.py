@@ -32,7 +32,7 @@ from correctness.graph_cases import (
 )
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
-from kernels import spmm
+from kernels import _csr
 from kernels.spmm import Layout, csr_aggregate
 from reference.gnn import MessagePassing, aggregate, aggregation_backends
 from reference.graph import Graph, coo_to_compressed
@@ -165,12 +165,12 @@ def test_guard_zones(seed, reduce):
                              dtype=torch.float32, edges_per_program=4, guard=True)
 
     csr, _ = layouts(graph)
-    schedule = spmm._schedule(csr.rowptr, 4)
+    schedule = _csr.segment_schedule(csr.rowptr, 4)
     assert schedule.split_row.numel() > 0  # the combine pass runs too
     out = GuardedTensor.empty((graph.num_nodes, 20), dtype=torch.float32)
     arg = GuardedTensor.empty((graph.num_nodes, 20), dtype=torch.int32)
-    code = spmm._MAX if reduce == "max" else spmm._SUM
-    spmm._segment_reduce(csr, schedule, x.float(), num_out_rows=graph.num_nodes, reduce=code,
+    code = _csr.MAX if reduce == "max" else _csr.SUM
+    _csr.segment_reduce(csr, schedule, x.float(), num_out_rows=graph.num_nodes, reduce=code,
                          weight=weight.float(), out=out.tensor, arg=arg.tensor if reduce == "max" else None)
     out.assert_intact("out")
     arg.assert_intact("arg")
@@ -220,11 +220,11 @@ def test_fuzz_tier(seed, num_nodes, shape, num_edges, width, reduce, weighting, 
                              edges_per_program=edges_per_program, guard=True)
 
     csr, _ = layouts(graph)
-    schedule = spmm._schedule(csr.rowptr, edges_per_program or spmm.DEFAULT_EDGES_PER_PROGRAM)
+    schedule = _csr.segment_schedule(csr.rowptr, edges_per_program or _csr.DEFAULT_EDGES_PER_PROGRAM)
     out = GuardedTensor.empty((num_nodes, width), dtype=torch.float32)
     arg = GuardedTensor.empty((num_nodes, width), dtype=index_dtype)
-    spmm._segment_reduce(csr, schedule, x.float(), num_out_rows=num_nodes,
-                         reduce=spmm._MAX if reduce == "max" else spmm._SUM, weight=None, out=out.tensor,
+    _csr.segment_reduce(csr, schedule, x.float(), num_out_rows=num_nodes,
+                         reduce=_csr.MAX if reduce == "max" else _csr.SUM, weight=None, out=out.tensor,
                          arg=arg.tensor if reduce == "max" else None)
     out.assert_intact("out")
     arg.assert_intact("arg")
@@ -238,7 +238,7 @@ def test_schedule_splits_long_rows_into_segments(seed, chunk):
     positions, in order; split rows own contiguous partial slots, listed for the combine pass."""
     graph = make_graph("power_law", 40, seed=seed)
     rowptr = graph.csr().rowptr
-    schedule = spmm._schedule(rowptr, chunk)
+    schedule = _csr.segment_schedule(rowptr, chunk)
     degree = (rowptr[1:] - rowptr[:-1]).tolist()
     starts = {}
     for row, start in zip(schedule.seg_row.tolist(), schedule.seg_start.tolist(), strict=True):
