@@ -90,7 +90,8 @@ class AttentionCase:
         return f"B{self.batch} {heads} {n} D{self.head_dim}" + (" causal" if self.causal else "")
 
     def flops(self, mode: str) -> float:
-        """The FLOP model: forward ``4 B H Nq Nk D`` (two matmuls), halved when causal.
+        """Matmul FLOPs: forward ``4 B H Nq Nk D`` (Q K^T and P V, two FLOPs per multiply-add), halved when causal;
+        the backward's five matmuls count 2.5 times the forward (``_MODE_FLOP_FACTOR``).
 
         Halving is the usual convention (FlashAttention's benchmarks) for ``Nq == Nk``; the masked
         half is work a kernel may skip, so counting it would flatter the kernels that do not skip it.

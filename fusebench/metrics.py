@@ -203,9 +203,10 @@ def measure_time(fn, device: str) -> tuple[Quantiles, int]:
 class TensorMemoryTracker(TorchDispatchMode):
     """A dispatch mode that records the peak bytes held by storages created inside it.
 
-    Each storage an operator returns is counted once (views share their base's storage) and
-    uncounted when the storage is freed, so ``peak`` is the high-water mark of bytes torch allocated
-    during the ``with`` block and still held at once.
+    Each storage an operator returns is counted once and uncounted when the storage is freed, so ``peak`` is the
+    high-water mark of bytes torch allocated during the ``with`` block and still held at once; ``largest`` is the
+    largest single storage. A result that shares storage with one of the op's inputs (a view, an in-place op) is
+    no allocation, whether or not that input was created inside the block.
     """
 
     def __init__(self):
@@ -213,20 +214,23 @@ class TensorMemoryTracker(TorchDispatchMode):
         self._live: dict[int, int] = {}
         self.current = 0
         self.peak = 0
+        self.largest = 0
 
     def _release(self, key: int) -> None:
         self.current -= self._live.pop(key, 0)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in _dense_parts(tree_leaves((args, kwargs)))}
         for tensor in _dense_parts(tree_leaves(out)):
             storage = tensor.untyped_storage()
             key = storage.data_ptr()
-            if key == 0 or key in self._live:
+            if key == 0 or key in self._live or key in inputs:
                 continue
             self._live[key] = storage.nbytes()
             self.current += storage.nbytes()
             self.peak = max(self.peak, self.current)
+            self.largest = max(self.largest, storage.nbytes())
             weakref.finalize(storage, self._release, key)
         return out
 

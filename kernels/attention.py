@@ -114,7 +114,6 @@ import triton.language as tl
 from triton.runtime import _allocation as _triton_allocation
 from triton.runtime.interpreter import InterpretedFunction
 
-import reference.attention as _reference_attention
 from kernels._compile import CompileSpec
 from kernels._versions import TRITON
 from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions
@@ -1256,5 +1255,3 @@ def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, r
                      key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse,
                      causal_alignment=causal_alignment)
 
-
-_reference_attention.register_attention_backend("triton", _triton_backend)

@@ -493,14 +493,6 @@ def _triton_attention_aggregate(graph, x, alpha_src, alpha_dst, *, negative_slop
                          Layout(csc.rowptr, csc.col, csc.perm), negative_slope=negative_slope, check_indices=False)
 
 
-def _register() -> None:
-    from reference.gnn import register_attention_aggregation_backend
-
-    register_attention_aggregation_backend("triton", _triton_attention_aggregate)
-
-
-_register()
-
 
 # --------------------------------------------------------------------------------------------------
 # What `fusebench inspect` compiles

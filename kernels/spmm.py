@@ -387,15 +387,6 @@ def _triton_readout(x, batch, *, num_graphs, reduce):
                          num_cols=x.shape[0], check_indices=False)
 
 
-def _register() -> None:
-    from reference.gnn import register_aggregation_backend, register_readout_backend
-
-    register_aggregation_backend("triton", _triton_aggregate)
-    register_readout_backend("triton", _triton_readout)
-
-
-_register()
-
 
 # --------------------------------------------------------------------------------------------------
 # What `fusebench inspect` compiles

@@ -1,4 +1,4 @@
-"""pytest-benchmark: graph aggregation providers on catalog graphs (skipped until reference.gnn lands)."""
+"""pytest-benchmark: graph aggregation providers on catalog graphs."""
 
 import pytest
 

@@ -18,11 +18,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import kernels.attention as ka
-from fusebench.agreement import K_GRADIENT, K_OUTPUT, assert_agrees, check
+from fusebench.agreement import Cancellation, assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
+from fusebench.metrics import TensorMemoryTracker
+from fusebench.pairwise import missing_pairs, pairwise
 from reference.attention import (
     attention_backends,
     scaled_dot_product_attention,
@@ -117,49 +118,30 @@ def _guarded_kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, c
     return out.clone(), ka._natural(lse2), [g.clone() for g in grads]
 
 
-def _assert_k_rule(candidate, gold, baseline, *, gradient: bool, name: str) -> None:
-    """FlashAttention's k-rule (fusebench.agreement) applied to a float32 candidate; see its one use."""
-    k = K_GRADIENT if gradient else K_OUTPUT
-    error = float((candidate.double() - gold).abs().max())
-    floor = torch.finfo(torch.float32).eps * float(gold.abs().max())  # one ulp, as the policy's floor
-    allowed = k * float((baseline.double() - gold).abs().max()) + floor
-    assert error <= allowed, f"{name} (float32, k-rule): max|cand-gold| {error:.3g} > allowed {allowed:.3g}"
+def _score_gradient_terms(q, k, v, d_out, scale) -> Cancellation:
+    """What dQ and dK sum where dS = P * (dP - rowsum(dO * O)) cancels (one key per query row, or a softmax one-hot
+    up to float32 at scores ~1e3): the exact dS is (nearly) zero and the policy's relative bound has no scale.
 
-
-def _cancellation_floor(q, k, v, d_out, scale) -> float:
-    """The error float32 accumulation leaves in dQ or dK wherever dS = P * (dP - rowsum(dO * O)) cancels.
-
-    When every query row sees at most one key, or the softmax is one-hot up to float32 (scores ~1e3), the
-    exact dS is (nearly) zero and the relative rules have no scale (max|gold| ~ 0). What any float32
-    implementation leaves is the rounding of the two dot products of length Dv, each within
-    Dv * u * max|dO| * max|v| (the standard dot-product bound), carried into dQ = scale * dS K (at most Nk
-    terms of max|k|) and dK = scale * dS^T Q (at most Nq terms of max|q|).
-    """
-    u = torch.finfo(torch.float32).eps / 2
-    ds_bound = 2 * v.shape[-1] * u * float(d_out.abs().max()) * float(v.abs().max())
+    dS rounds two dot products of length Dv, each term within max|dO| * max|v|, carried into dQ = scale * dS K (at
+    most Nk terms of max|k|) and dK = scale * dS^T Q (at most Nq terms of max|q|)."""
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    return scale * ds_bound * max(k.shape[2] * float(k.abs().max()), q.shape[2] * float(q.abs().max()))
-
-
-def _assert_gradient_agrees(cand, gold, base, floor: float, name: str) -> None:
-    """The policy, or an error within the float32 cancellation floor (see :func:`_cancellation_floor`)."""
-    verdict = check(cand, gold, base, gradient=True, name=name)
-    error = float((cand.double() - gold).abs().max()) if cand.numel() else 0.0
-    assert verdict.passed or error <= floor, f"{verdict.describe()}; cancellation floor {floor:.3g}"
+    carried = scale * max(k.shape[2] * float(k.abs().max()), q.shape[2] * float(q.abs().max()))
+    return Cancellation(terms=2 * v.shape[-1], term_bound=float(d_out.abs().max()) * float(v.abs().max()) * carried)
 
 
 def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_mask=None, causal=False,
-                          scale=None, layout="bhnd", gold_attn_mask=None, float32_k_rule=False, guard=False):
+                          scale=None, layout="bhnd", gold_attn_mask=None, float32_baseline=False, guard=False):
     """Output, lse, dq, dk, dv of the kernel in ``dtype`` against the float64 reference (the policy).
 
     ``gold_attn_mask``: the same mask spelled differently for the reference (see its use).
-    ``float32_k_rule``: judge float32 by the k-rule against the float32 reference (see its use).
+    ``float32_baseline``: give float32 the float32 reference as baseline, so the policy's k-rule applies where its
+    element-wise bound is out of that reference's reach (see its use).
     ``guard``: run the launchers with every input and output inside guard zones (bhnd only)."""
     # Gold is the float64 reference on the very inputs the candidate gets, i.e. rounded to ``dtype``: input
     # quantization is not the kernel's error, and at large logits (|s| ~ 1e3, where one bfloat16 ulp of q moves
     # a score by ~4) it would make the comparison with the unrounded inputs a coin toss.
     # float32 keeps the unrounded float64 inputs: its rounding is ~1e-7 relative, and its large-logit k-rule
-    # (``float32_k_rule``) was calibrated against the float32 reference's error including that rounding.
+    # (``float32_baseline``) was calibrated against the float32 reference's error including that rounding.
     if dtype in LOW_PRECISION:
         q, k, v = (t.to(dtype).to(torch.float64) for t in (q, k, v))
         if attn_mask is not None and attn_mask.is_floating_point():
@@ -169,21 +151,18 @@ def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_m
     d_out = random_tensor(q.shape[:-1] + v.shape[-1:], seed=seed + 11, dtype=dtype if dtype in LOW_PRECISION
                           else torch.float64, device=q.device).to(torch.float64)
     gold = _reference_run(q, k, v, d_out, torch.float64, **gold_masks)
-    with_baseline = dtype in LOW_PRECISION or float32_k_rule
+    with_baseline = dtype in LOW_PRECISION or float32_baseline
     baseline = _reference_run(q, k, v, d_out, dtype, **gold_masks) if with_baseline else (None, None, [None] * 3)
     if guard:
         out, lse, grads = _guarded_kernel_run(q, k, v, d_out, dtype, **masks)
     else:
         out, lse, grads = _kernel_run(q, k, v, d_out, dtype, layout=layout, **masks)
     names = ("output", "lse", "dq", "dk", "dv")
+    cancels = _score_gradient_terms(q, k, v, d_out, scale)
     for i, (name, cand, g, base) in enumerate(zip(names, (out, lse, *grads), (gold[0], gold[1], *gold[2]),
                                                   (baseline[0], baseline[1], *baseline[2]), strict=True)):
-        if dtype == torch.float32 and float32_k_rule:
-            _assert_k_rule(cand, g, base, gradient=i >= 2, name=name)
-        elif i >= 2:
-            _assert_gradient_agrees(cand, g, base, _cancellation_floor(q, k, v, d_out, scale), name)
-        else:
-            assert_agrees(cand, g, base, name=name)
+        assert_agrees(cand, g, base, gradient=i >= 2, name=name,
+                      cancels=cancels if name in ("dq", "dk") else None)
 
 
 # ---- kernel level: a pairwise table of dtypes x head dims x masks x lengths x heads ------------------------
@@ -200,37 +179,8 @@ LENGTHS = [
 HEADS = [(2, 2), (4, 2), (3, 1)]  # (Hq, Hkv): multi-head, grouped-query, multi-query
 
 
-def _gain(row: dict, name: str, value: int, uncovered: set) -> int:
-    """How many uncovered pairs setting ``row[name] = value`` would cover."""
-    return sum((p, row[p], name, value) in uncovered or (name, value, p, row[p]) in uncovered for p in row)
-
-
-def _pairwise(factors: dict[str, list]) -> list[dict]:
-    """A small table in which every pair of values of any two factors appears in some row (greedy:
-    each row starts from an uncovered pair and fills the other factors with the value that covers the
-    most new pairs, the least used value on ties)."""
-    names = list(factors)
-    uncovered = {(a, x, b, y) for a, b in itertools.combinations(names, 2)
-                 for x in range(len(factors[a])) for y in range(len(factors[b]))}
-    used = {name: [0] * len(values) for name, values in factors.items()}
-    rows = []
-    while uncovered:
-        a, x, b, y = min(uncovered)
-        row = {a: x, b: y}
-        for name in names:
-            if name not in row:
-                row[name] = max(range(len(factors[name])),
-                                key=lambda i, name=name, row=row, todo=uncovered: (_gain(row, name, i, todo),
-                                                                                    -used[name][i]))
-        for name, i in row.items():
-            used[name][i] += 1
-        uncovered -= {(a, row[a], b, row[b]) for a, b in itertools.combinations(names, 2)}
-        rows.append({name: factors[name][row[name]] for name in names})
-    return rows
-
-
 FACTORS = {"dtype": DTYPES, "head_dim": HEAD_DIMS, "mask": MASKS, "lengths": LENGTHS, "heads": HEADS}
-CASES = _pairwise(FACTORS)
+CASES = pairwise(FACTORS)
 
 
 def _case_id(case):
@@ -239,10 +189,7 @@ def _case_id(case):
 
 
 def test_case_table_covers_every_pair():
-    covered = {(a, str(c[a]), b, str(c[b])) for c in CASES for a, b in itertools.combinations(FACTORS, 2)}
-    wanted = {(a, str(x), b, str(y)) for a, b in itertools.combinations(FACTORS, 2)
-              for x in FACTORS[a] for y in FACTORS[b]}
-    assert wanted <= covered
+    assert missing_pairs(CASES, FACTORS) == []
     assert len(CASES) < 60  # pairwise, not the 2268-case product
 
 
@@ -307,8 +254,8 @@ def test_large_logits_do_not_overflow(seed, dtype):
     assert scores.abs().max() > 500  # the premise: a naive exp() overflows (float32 at 89, float16 at 11)
     # float32: the scores' own rounding (|s| * 6e-8 ~ 6e-5 at |s| ~ 1e3) enters exp() as a relative error of
     # every probability, so the element-wise bound calibrated for O(1) scores is out of reach of the float32
-    # reference itself; the kernel is held to the k-rule against it instead (at most 2x / 3x its error).
-    _assert_kernel_agrees(seed, q, k, v, dtype, float32_k_rule=True)
+    # reference itself; with that reference as baseline the policy holds the kernel to the k-rule against it.
+    _assert_kernel_agrees(seed, q, k, v, dtype, float32_baseline=True)
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION)
@@ -663,33 +610,13 @@ def test_fuzz_tier_forward_and_backward(problem):
 # ---- memory: linear in the sequence length ---------------------------------------------------------------
 
 
-class _AllocationCounter(TorchDispatchMode):
-    """Bytes of every new tensor storage that torch allocates while active (and the largest one).
-
-    An op's result is a new allocation unless it shares storage with one of the op's inputs (views and
-    in-place ops do); storages are told apart by address, which is unique among live tensors."""
-
-    def __init__(self):
-        super().__init__()
-        self.total = self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        result = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
-                  if isinstance(t, torch.Tensor)}
-        for t in torch.utils._pytree.tree_leaves(result):
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
-                self.total += t.untyped_storage().nbytes()
-                self.largest = max(self.largest, t.untyped_storage().nbytes())
-        return result
-
-
-def _allocated(fn, seed, n):
+def _allocated(fn, seed, n) -> TensorMemoryTracker:
+    """What the forward and backward of ``fn`` allocate at sequence length ``n`` (peak and largest storage)."""
     q, k, v = (t.float().requires_grad_() for t in _qkv(seed, 1, 1, 1, n, n, 16))
-    with _AllocationCounter() as counter:
+    with TensorMemoryTracker() as tracker:
         out = fn(q, k, v)
         torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
-    return counter
+    return tracker
 
 
 def test_memory_grows_linearly_with_sequence_length(seed):
@@ -697,11 +624,12 @@ def test_memory_grows_linearly_with_sequence_length(seed):
     kernel = [_allocated(lambda q, k, v: ka.attention(q, k, v, causal=True), seed, n) for n in (short, long)]
     reference = [_allocated(lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True), seed, n)
                  for n in (short, long)]
-    growth = kernel[1].total / kernel[0].total
-    assert growth <= 1.1 * long / short, f"kernel allocations grew {growth:.2f}x for 4x the sequence"
+    growth = kernel[1].peak / kernel[0].peak
+    assert growth <= 1.1 * long / short, f"kernel's peak memory grew {growth:.2f}x for 4x the sequence"
     assert kernel[1].largest < long * long * 4  # no buffer as large as one float32 (N x N) matrix
-    # The counter does see quadratic memory where it exists: the reference materializes the scores.
-    assert reference[1].total / reference[0].total > 0.7 * (long / short) ** 2
+    # The tracker does see quadratic memory where it exists: the reference materializes the scores.
+    assert reference[1].peak / reference[0].peak > 0.7 * (long / short) ** 2
+    assert reference[1].largest >= long * long * 4
 
 
 # ---- the interpreter-only bf16 shim ----------------------------------------------------------------------

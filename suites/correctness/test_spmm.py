@@ -8,7 +8,6 @@ lists; bit-exact determinism; a negative test per validation error. Seam level: 
 hub row of 1M edges) where CUDA is present.
 """
 
-import itertools
 import os
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
+from oracle_pairs import gcn_pair
 from torch_geometric.nn import MessagePassing as MessagePassingPyG
 
 from correctness.graph_cases import (
@@ -23,15 +23,14 @@ from correctness.graph_cases import (
     GRAPH_SHAPES,
     awkward_graph,
     case_id,
-    gcn_pair,
-    layer_in,
     layouts,
-    pairwise,
     random_graph,
     tie_free_columns,
 )
+from correctness.twins import with_backend
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
+from fusebench.pairwise import missing_pairs, pairwise
 from kernels import _csr
 from kernels.spmm import Layout, csr_aggregate
 from reference.gnn import MessagePassing, aggregate, aggregation_backends
@@ -43,7 +42,7 @@ NUM_NODES = 19  # odd, and small: the interpreter runs one program per segment
 
 # weighting: None (unit weights), "weighted" (signed random weights), "gcn" (unit weights, normalized),
 # "gcn-weighted" (positive random weights, normalized; the weight gradient flows through the degrees)
-CASES = pairwise({
+FACTORS = {
     "generator": generator_names(),
     "weighting": [None, "weighted", "gcn", "gcn-weighted"],
     "reduce": ["sum", "mean", "max"],
@@ -51,18 +50,12 @@ CASES = pairwise({
     "index_dtype": [torch.int64, torch.int32],
     "edges_per_program": [None, 4],  # 4: rows longer than 4 edges are split and combined in a second pass
     "width": [7, 20],  # 7: below the 16-wide feature tile; 20: above it, one masked tile
-})
+}
+CASES = pairwise(FACTORS)
 
 
 def test_cases_cover_every_pair_of_factors():
-    """The pairwise table really meets every value of each factor with every value of every other."""
-    factors = {"a": list(range(8)), "b": list(range(4)), "c": list(range(3)), "d": [0, 1], "e": [0, 1, 2]}
-    for table, names in ((pairwise(factors), factors), (CASES, None)):
-        names = names or {key: sorted({str(case[key]) for case in CASES}) for key in CASES[0]}
-        for first, second in itertools.combinations(names, 2):
-            seen = {(str(case[first]), str(case[second])) for case in table}
-            wanted = {(str(a), str(b)) for a in names[first] for b in names[second]}
-            assert seen == wanted, f"{first} x {second}: missing {sorted(wanted - seen)}"
+    assert missing_pairs(CASES, FACTORS) == []
     assert len(CASES) < 60  # far below the full product (8 * 4 * 3 * 3 * 2 * 2 * 2 = 2304)
 
 
@@ -362,8 +355,8 @@ def _check_layer(ours, theirs, graph, x, dtype, *, pyg_args=(), name="layer"):
     assert_agrees(theirs(x, graph.edge_index, *pyg_args), ours(graph, x), name=f"PyG {name} (float64)")
     grad_out = None
     results = []
-    for layer, layer_dtype in ((ours, torch.float64), (layer_in(ours, dtype, "reference"), dtype),
-                               (layer_in(ours, dtype, "triton"), dtype)):
+    for layer, layer_dtype in ((ours, torch.float64), (with_backend(ours, "reference", dtype), dtype),
+                               (with_backend(ours, "triton", dtype), dtype)):
         inputs = x.detach().to(layer_dtype).requires_grad_()
         low_graph = graph.to(weight_dtype=layer_dtype) if graph.edge_weight is not None else graph
         out = layer(low_graph, inputs)

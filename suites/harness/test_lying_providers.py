@@ -23,8 +23,8 @@ from fusebench.store import ResultsStore
 @pytest.fixture
 def seams(monkeypatch):
     """Registrations made by a test are undone after it: each seam's table is swapped for a copy."""
-    monkeypatch.setattr(attention, "_BACKENDS", dict(attention._BACKENDS))
-    monkeypatch.setattr(gnn, "_AGGREGATE", dict(gnn._AGGREGATE))
+    monkeypatch.setattr(attention.ATTENTION_BACKENDS, "registered", dict(attention.ATTENTION_BACKENDS.registered))
+    monkeypatch.setattr(gnn.AGGREGATE_BACKENDS, "registered", dict(gnn.AGGREGATE_BACKENDS.registered))
 
 
 def _honest(q, k, v, **options):

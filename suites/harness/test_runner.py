@@ -57,8 +57,8 @@ def test_run_stores_rows_whose_times_carry_agreement(tmp_path):
 
 
 def test_an_interpreted_triton_provider_gets_agreement_and_never_a_time(monkeypatch, tmp_path):
-    # A stand-in "triton" provider built on the reference, so this test runs before kernels/ lands: what is
-    # checked is the runner's handling of any provider flagged triton on a CPU under TRITON_INTERPRET=1.
+    # A stand-in "triton" provider built on the reference: what is checked is the runner's handling of any
+    # provider flagged triton on a CPU under TRITON_INTERPRET=1, not the kernel (quick, whatever the kernel costs).
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     reference = runner.providers("attention")[0]
     fake = Provider("triton", "attention", "stand-in", reference.build, triton=True)

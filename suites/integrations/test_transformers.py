@@ -16,7 +16,6 @@ kept with ``record_property("agreement_ratio", ...)`` (``--junitxml`` carries it
 """
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,7 +24,7 @@ import transformers
 
 import fusebench.integrations.transformers as integration
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from fusebench.integrations.transformers import (
     fusebench_attention_forward,
     patch_legacy_attention,
@@ -35,15 +34,6 @@ from reference.attention import scaled_dot_product_attention
 
 NAME = register()
 LOW_PRECISION = [torch.float32, torch.bfloat16]
-
-
-def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Redraw every parameter: weights of fan-in n get scale 1/sqrt(n) (activations stay O(1)), the rest N(0, 1)."""
-    with torch.no_grad():
-        for i, (name, p) in enumerate(sorted(model.named_parameters())):
-            fan_in = math.prod(p.shape[1:]) if p.dim() >= 2 and "embed" not in name else 1
-            p.copy_(random_tensor(p.shape, seed=seed + 17 * i, dtype=p.dtype, scale=fan_in**-0.5))
-    return model
 
 
 def _with(model: torch.nn.Module, impl: str, dtype: torch.dtype, device: str = "cpu") -> torch.nn.Module:
@@ -249,7 +239,7 @@ def _check_hidden_states(seed, model_name, dtype, size, device, kernel_calls, pa
     case = MODELS[model_name](seed, size)
     if not padded:
         case.mask = None
-    case.model = _randomize(case.model.double().eval(), seed)
+    case.model = randomize_parameters(case.model.double().eval(), seed, unit_scale=("embed",))
     gold = _gold_on_real_tokens(case, _with(case.model, "eager", torch.float64, device))
     baseline = _forward(_with(case.model, case.baseline_impl, dtype, device), case, slice(None), case.mask)
     fused = _with(case.model, NAME, dtype, device)
@@ -301,7 +291,7 @@ def _check_generate(seed, model_name, padded, size, device, prompt, new_tokens, 
         model = transformers.GPT2LMHeadModel(_gpt2_config(size))
     else:
         model = transformers.LlamaForCausalLM(_llama_config(size))
-    model = _randomize(model.double().eval(), seed)
+    model = randomize_parameters(model.double().eval(), seed, unit_scale=("embed",))
     lengths = [prompt, prompt * 2 // 3] if padded else [prompt]  # one prompt: no mask, the mask-free paths
     mask = _padding_mask(lengths, prompt, "left").to(device)
     ids = _ids(seed, (len(lengths), prompt), size.vocab).to(device).masked_fill(mask == 0, 0)
@@ -345,7 +335,7 @@ def test_training_gradients_agree_with_eager_float64(seed, record_property):
     """The kernel's backward inside BERT (dropout 0, train mode): gradients of the inputs and of the first layer's
     query/key/value weights, with a padded row; the loss weighs real tokens only, by random weights."""
     case = _bert(seed)
-    case.model = _randomize(case.model.double(), seed).train()
+    case.model = randomize_parameters(case.model.double(), seed, unit_scale=("embed",)).train()
     embeds = random_tensor((2, TINY.seq, TINY.hidden), seed=seed + 5, dtype=torch.float64)
     weights = random_tensor((2, TINY.seq, TINY.hidden), seed=seed + 6, dtype=torch.float64) * case.mask[..., None]
 
