@@ -503,6 +503,31 @@ def test_output_attentions_gives_none_with_one_warning_as_sdpa_does(seed, model_
     assert not [w for w in caught if "attention probabilities" in str(w.message)], "warned once per process"
 
 
+def test_composite_models_dispatch_every_tower_to_the_kernel(seed, kernel_calls, tmp_path):
+    """transformers' dispatch tests for composite models (test_can_set_attention_dynamically_composite_model,
+    test_sdpa_can_dispatch_composite_models) ask this of "sdpa"; here of "fusebench": set on the model, it reaches
+    every sub-config, survives save/from_pretrained, can be chosen per tower, and both CLIP towers run the kernel."""
+    text = transformers.CLIPTextConfig(vocab_size=TINY.vocab, hidden_size=TINY.hidden, intermediate_size=TINY.ffn,
+                                       num_hidden_layers=1, num_attention_heads=TINY.heads)
+    vision = transformers.CLIPVisionConfig(image_size=TINY.image, patch_size=TINY.patch, hidden_size=TINY.hidden,
+                                           intermediate_size=TINY.ffn, num_hidden_layers=2, num_attention_heads=TINY.heads)
+    model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                                                           projection_dim=16)).eval()
+    model.set_attn_implementation(NAME)
+    towers = lambda m: [m.config, m.text_model.config, m.vision_model.config]  # noqa: E731
+    assert [c._attn_implementation for c in towers(model)] == [NAME] * 3
+    model.save_pretrained(tmp_path)
+    loaded = transformers.CLIPModel.from_pretrained(tmp_path, attn_implementation=NAME).eval()
+    assert [c._attn_implementation for c in towers(loaded)] == [NAME] * 3
+    mixed = transformers.CLIPModel.from_pretrained(tmp_path, attn_implementation={"text_config": NAME,
+                                                                                   "vision_config": "eager"})
+    assert [mixed.text_model.config._attn_implementation, mixed.vision_model.config._attn_implementation] == [
+        NAME, "eager"]
+    with torch.no_grad():
+        loaded(input_ids=_ids(seed, (2, 5), TINY.vocab), pixel_values=_pixels(seed, TINY).float())
+    assert len(kernel_calls) == 1 + 2, "one kernel call per text layer and per vision layer"
+
+
 def test_register_and_patch_validate_their_arguments():
     for bad in ("", "sdpa", "eager", "flash_attention_2", 3):
         with pytest.raises(ValueError, match="name must be a new attention implementation name"):
