@@ -208,6 +208,11 @@ def test_fuzz_tier(seed, num_nodes, shape, num_edges, width, reduce, weighting, 
         x = tie_free_columns(x)  # a unique arg-max, so the max gradient is unique
     grad_out = random_tensor((num_nodes, width), seed=seed + graph_seed + 2, dtype=torch.float64)
     weight = _weights(graph, weighting, seed + graph_seed)
+    if reduce == "max" and weight is not None:
+        # Duplicate edges (the hub's) whose weights round to one low-precision value carry equal messages: a
+        # tie, and then the weight gradient is not unique (the reference splits it, the kernel gives it to the
+        # first edge). Found by this tier: bfloat16, two edges 1->1 both weighted -0.5117.
+        weight = tie_free_columns(weight[:, None])[:, 0]
     normalize = "gcn" if weighting == "gcn" else None
     _check_against_reference(graph, x, weight, grad_out, reduce=reduce, normalize=normalize, dtype=dtype,
                              edges_per_program=edges_per_program, guard=True)
