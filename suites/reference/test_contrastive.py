@@ -5,8 +5,6 @@
   clip_loss, and the loss, d loss / d logit_scale and d loss / d embeddings must agree.
 * nt_xent_loss: pytorch-metric-learning's NTXentLoss (forward and gradients), a hand-computed 2-example case,
   and properties.
-Every comparison goes through the agreement policy: gold = the reference in float64, candidate = the
-oracle in the dtype under test, baseline = the reference in that dtype.
 """
 
 import math
