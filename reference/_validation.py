@@ -17,6 +17,12 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
 
 
+def check_positive_int(name: str, value) -> None:
+    """``value`` (the argument ``name``) must be an integer of at least 1 (a length, a count)."""
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def check_token_id(name: str, token_id: int, vocab_size: int) -> None:
     """A single special token id (padding, mask, end of text) must lie in the vocabulary."""
     if not 0 <= token_id < vocab_size:
