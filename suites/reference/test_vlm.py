@@ -29,7 +29,7 @@ def _their_config():
 
 
 def _our_config():
-    return VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
+    return VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                             intermediate_size=FFN, max_position_embeddings=64, type_vocab_size=TYPES,
                             visual_embedding_dim=VISUAL_DIM)
 
@@ -201,9 +201,9 @@ def test_regions_are_an_unordered_set(seed):
 
 
 def test_backend_reaches_every_attention_layer():
-    model = VisualBertEncoder(VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=3, num_heads=HEADS,
-                                               intermediate_size=FFN, visual_embedding_dim=VISUAL_DIM,
-                                               backend="sdpa"))
+    model = VisualBertEncoder(VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=3,
+                                               num_attention_heads=HEADS, intermediate_size=FFN,
+                                               visual_embedding_dim=VISUAL_DIM, backend="sdpa"))
     assert [m.backend for m in model.modules() if hasattr(m, "backend")] == ["sdpa"] * 3
 
 
