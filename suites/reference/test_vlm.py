@@ -232,3 +232,12 @@ def test_bad_inputs_are_rejected(seed):
     with pytest.raises(ValueError, match="more than max_position_embeddings"):
         ours(**{**inputs, "input_ids": torch.zeros(2, 65, dtype=torch.long), "attention_mask": None,
                 "token_type_ids": None})
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match=r"hidden_size \(30\) must be divisible by num_attention_heads"):
+        VisualBertConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ValueError, match="hidden_act must be one of"):
+        VisualBertConfig(hidden_act="swish")
+    with pytest.raises(ValueError, match="pad_token_id must lie in"):
+        VisualBertConfig(vocab_size=1)  # VisualBERT's padding token is 1, outside a vocabulary of one
