@@ -200,9 +200,7 @@ class ClipModel(nn.Module):
                              f"got {pixel_values.shape[0]}")
         image, text = self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask)  # (B, P) each
         logits_per_image = clip_logits(image, text, self.logit_scale, max_logit_scale=self.config.max_logit_scale)
-        loss = None
-        if return_loss:
-            loss = clip_loss(image, text, self.logit_scale, max_logit_scale=self.config.max_logit_scale)
+        loss = clip_loss(logits_per_image) if return_loss else None
         return ClipOutput(logits_per_image, logits_per_image.T, image / image.norm(dim=-1, keepdim=True),
                           text / text.norm(dim=-1, keepdim=True), loss)
 
