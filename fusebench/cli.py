@@ -31,8 +31,7 @@ def _mutants(args: argparse.Namespace) -> int:
 
     catalog = [m for m in mutants.CATALOG if not args.only or any(word in m.name for word in args.only)]
     if args.list:
-        for m in catalog:
-            print(f"{m.name:<52} {m.file}  ({m.why})")
+        print(mutants.format_catalog(catalog))
         return 0
     problems = mutants.check_anchors(catalog)
     if problems:

@@ -80,12 +80,13 @@ def excluded(frame: pd.DataFrame) -> pd.DataFrame:
 def format_excluded(table: pd.DataFrame) -> str:
     if table.empty:
         return "no disagreeing or implausible results."
-    lines = [f"NOT RANKED: {len(table)} result(s) disagree with the gold or are implausible (no speedup is computed "
-             "for them):"]
-    for row in table.itertuples():
-        lines.append(f"  {row.provider:<15} {row.case:<18} {row.mode:<17} {row.dtype:<9} on {row.device} "
-                     f"(commit {str(row.commit)[:12]}, run {row.run_id}): {row.why}")
-    return "\n".join(lines)
+    from fusebench.tables import text_table
+
+    rows = [(r.provider, r.case, r.mode, r.dtype, r.device, str(r.commit)[:12], r.run_id, r.why)
+            for r in table.itertuples()]
+    return (f"NOT RANKED: {len(table)} result(s) disagree with the gold or are implausible (no speedup is computed "
+            "for them):\n" + text_table(rows, ["provider", "case", "mode", "dtype", "device", "commit", "run", "why"],
+                                        numbers=False))
 
 
 def _filter(frame: pd.DataFrame, suite=None, mode=None, dtype=None) -> pd.DataFrame:

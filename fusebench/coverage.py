@@ -370,14 +370,15 @@ def as_dicts(rows: list[Row]) -> list[dict]:
 
 
 def format_table(rows: list[Row], recording: dict | None = None) -> str:
-    header = ("sections", "module", "status", "tested backends", "oracle kind", "reference", "oracle")
+    """The coverage map `fusebench list` prints: one line per module, then what the backends column rests on."""
+    from fusebench.tables import text_table
+
+    columns = ["sections", "module", "status", "tested backends", "oracle kind", "reference", "oracle"]
     lines = [
         (",".join(map(str, r.sections)), r.name, r.status, ",".join(r.backends) or "-", r.kind, r.reference, r.oracle)
         for r in sorted(rows, key=lambda r: r.sections[0])
     ]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
-    widths[-1] = 0  # the oracle column runs to the end of the line
-    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    table = text_table(lines, columns, empty="(no module)", numbers=False)
     done = sum(r.status == "done" for r in rows)
     footer = [f"{done} of {len(rows)} modules done; sections covered: {30 - len(uncovered_sections())} of 30"]
     if recording is None:
@@ -388,4 +389,4 @@ def format_table(rows: list[Row], recording: dict | None = None) -> str:
         tests = recording.get("scope", {}).get("tests", "?")
         footer.append(f"tested backends: recorded through the seams by the test run of commit "
                       f"{str(recording.get('commit'))[:12]}{dirty}, {tests} tests")
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths[:-1]] + ["------"]), *map(fmt, lines), *footer])
+    return "\n".join([table, *footer])

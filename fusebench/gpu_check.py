@@ -241,6 +241,7 @@ def step_roofline(check: Check, budget_s: float) -> str:
     from fusebench import roofline
     from fusebench.report import over_bound
     from fusebench.store import ResultsStore
+    from fusebench.tables import text_table
 
     devices = ["H100 SXM5", "H200 SXM"]
     if check.cuda:
@@ -259,8 +260,9 @@ def step_roofline(check: Check, budget_s: float) -> str:
         ratio = over_bound((row.device, row.suite, row.case, row.size, row.provider, row.mode, row.dtype),
                            float(row.p50))
         if ratio == ratio:  # not NaN
-            lines.append(f"{row.case:<18} {row.provider:<15} {row.mode:<17} {row.p50:>10.4g} ms  {ratio:>7.2f}x")
-    measured = ("\n\nmeasured p50 time over the bound on this device:\n" + "\n".join(lines)) if lines else ""
+            lines.append((row.case, row.provider, row.mode, f"{row.p50:.4g}", f"{ratio:.2f}x"))
+    columns = ["case", "provider", "mode", "p50 ms", "over bound"]
+    measured = f"\n\nmeasured p50 time over the bound on this device:\n{text_table(lines, columns)}" if lines else ""
     (check.out / "roofline.txt").write_text(text + measured + "\n")
     if lines:
         return f"{len(lines)} measured time(s) over their bound in roofline.txt"
@@ -315,9 +317,11 @@ def plan(steps=STEPS) -> str:
     lines = [f"fusebench gpu-check plan: {len(steps)} steps, {total:.0f} s of budgets (the check stops at "
              f"{TOTAL_BUDGET_S} s), leaving {DEVICE_CALL_S - TOTAL_BUDGET_S} s of a {DEVICE_CALL_S} s device call "
              f"for start-up and packing"]
-    for number, (name, budget, function) in enumerate(steps, 1):
-        what = (function.__doc__ or "").strip().split("\n")[0]
-        lines.append(f"  {number}. {name:<12} {budget:>4.0f} s  {what}")
+    from fusebench.tables import text_table
+
+    lines.append(text_table([(number, name, f"{budget:.0f}", (function.__doc__ or "").strip().split("\n")[0])
+                             for number, (name, budget, function) in enumerate(steps, 1)],
+                            ["", "step", "budget s", "what it does"]))
     lines.append(f"  then: pack everything into OUT/{ARCHIVE} (at most {ARCHIVE_LIMIT // 2**20} MiB) "
                  "beside OUT/summary.md")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = ["Mutant", "Outcome", "AnchorError", "CATALOG", "SUBSETS", "apply", "run", "score", "format_table",
-           "store_rows"]
+           "format_catalog", "store_rows"]
 
 
 class AnchorError(LookupError):
@@ -329,22 +329,36 @@ def score(outcomes: list[Outcome]) -> float:
     return 100.0 * sum(o.killed for o in judged) / len(judged) if judged else float("nan")
 
 
+def _verdict(o: Outcome) -> str:
+    if o.killed:
+        return o.killed_by
+    return "EQUIVALENT: " + o.mutant.equivalent if o.mutant.equivalent else "SURVIVED"
+
+
 def format_row(o: Outcome) -> str:
-    where = f"{o.mutant.file}:{o.line}"
-    verdict = o.killed_by if o.killed else ("EQUIVALENT: " + o.mutant.equivalent if o.mutant.equivalent
-                                           else "SURVIVED")
-    return f"{o.mutant.name:<52} {where:<26} {o.seconds:7.1f}  {verdict}"
+    """One outcome as a progress line, printed as soon as its mutant has run."""
+    return f"{o.mutant.name}  {o.mutant.file}:{o.line}  {o.seconds:.1f} s  {_verdict(o)}"
 
 
 def format_table(outcomes: list[Outcome]) -> str:
-    header = f"{'mutant':<52} {'file:line':<26} {'seconds':>7}  killed by"
-    lines = [header, "-" * len(header), *map(format_row, outcomes)]
+    """Every outcome, then the mutation score."""
+    from fusebench.tables import text_table
+
+    table = text_table([(o.mutant.name, f"{o.mutant.file}:{o.line}", round(o.seconds, 1), _verdict(o))
+                        for o in outcomes], ["mutant", "file:line", "seconds", "killed by"], empty="(no mutant ran)",
+                       floatfmt=".1f")
     killed = sum(o.killed for o in outcomes)
     equivalent = sum(bool(o.mutant.equivalent) and not o.killed for o in outcomes)
     total = sum(o.seconds for o in outcomes)
-    lines.append(f"mutation score {score(outcomes):.1f}%: {killed} of {len(outcomes)} killed"
-                 f"{f', {equivalent} equivalent' if equivalent else ''}; {total:.0f} s of test time")
-    return "\n".join(lines)
+    return (f"{table}\nmutation score {score(outcomes):.1f}%: {killed} of {len(outcomes)} killed"
+            f"{f', {equivalent} equivalent' if equivalent else ''}; {total:.0f} s of test time")
+
+
+def format_catalog(catalog: Iterable[Mutant]) -> str:
+    """`fusebench mutants --list`: each mutant, the file it changes and the fault it stands for."""
+    from fusebench.tables import text_table
+
+    return text_table([(m.name, m.file, m.why) for m in catalog], ["mutant", "file", "why"], empty="(no mutant)")
 
 
 def store_rows(outcomes: list[Outcome], ident, run_id: str, timestamp: str, seed: int) -> list[dict]:

@@ -182,6 +182,8 @@ def loop_cost(sass: str, num_warps: int, constexprs: dict, capability: int) -> L
 
 def format_cost(reports) -> str:
     """The cost table of ``fusebench inspect --cost``: one row per compiled (kernel, config, target)."""
+    from fusebench.tables import text_table
+
     header = ("kernel", "config", "target", "regs", "spill B", "HGMMA", "HMMA", "TMA", "cp.async", "loop",
               "per elem", "issue clk", "TC clk", "MUFU", "FFMA", "FMUL", "FADD", "FSEL", "barriers")
     rows = []
@@ -194,9 +196,7 @@ def format_cost(reports) -> str:
                      mix["hgmma"], mix["hmma"], mix["tma"], mix["cp_async"], r.loop_instructions,
                      f"{r.per_element:.1f}", f"{r.issue_clocks:.0f}", f"{r.tensor_clocks:.0f}", mix["mufu"],
                      mix["ffma"], mix["fmul"], mix["fadd"], mix["fsel"], mix["barrier"]))
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
     notes = ("loop: instructions of one main-loop iteration; per elem: thread-instructions per score (attention) or "
              "edge-feature (graph) element; issue clk / TC clk: clocks to issue one iteration / for the tensor "
              "cores to do its products, both per 128x128 tile (fusebench/sass_cost.py states the throughputs)")
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows), "", notes])
+    return "\n".join([text_table(rows, header, empty="(no compiled kernel)", numbers=False), "", notes])

@@ -17,6 +17,12 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
 
 
+def check_positive_int(name: str, value) -> None:
+    """``value`` (the argument ``name``) must be an integer of at least 1 (a length, a count)."""
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def check_token_id(name: str, token_id: int, vocab_size: int) -> None:
     """A single special token id (padding, mask, end of text) must lie in the vocabulary."""
     if not 0 <= token_id < vocab_size:
@@ -51,6 +57,28 @@ def check_token_ids(name: str, ids, high: int, *, shape: tuple[int, ...] | None 
         bad = ids[~valid][0].item()
         also = f" or equal {ignore}" if ignore is not None else ""
         raise ValueError(f"{name} must lie in [{low}, {high}){also}, got {bad}")
+
+
+def key_padding_mask(attention_mask, shape: tuple[int, int], *, need_a_real_token: bool = True):
+    """transformers' ``attention_mask`` (``(B, N)`` of 1 = real token, 0 = padding) checked and turned into the
+    attention seam's ``key_padding_mask`` (``(B, N)`` bool, True = padding); None stays None.
+
+    ``need_a_real_token``: refuse a row without a real token. It has nothing to attend to: the seam returns zeros,
+    transformers a uniform average of padding; neither means anything, so refuse rather than differ silently.
+    """
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
+    if tuple(attention_mask.shape) != tuple(shape):
+        raise ValueError(f"attention_mask must have the shape of input_ids (B, N) = {tuple(shape)}, "
+                         f"got {tuple(attention_mask.shape)}")
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("attention_mask must hold only 1 (real token) and 0 (padding)")
+    padding = attention_mask == 0  # (B, N)
+    if need_a_real_token and bool(padding.all(dim=1).any()):
+        raise ValueError("attention_mask must mark at least one real token (a 1) in every row")
+    return padding
 
 
 def check_float_tensor(name: str, t, shape: str) -> None:

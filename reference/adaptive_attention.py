@@ -45,8 +45,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from reference._validation import check_positive_int
+from reference.captioning import caption_loss
 
 __all__ = ["VisualSentinel", "AdaptiveAttention", "AdaptiveAttentionOutput", "LSTMCell", "AdaptiveCaptionDecoder",
            "AdaptiveCaptionDecoderConfig"]
@@ -248,22 +250,12 @@ class AdaptiveCaptionDecoder(nn.Module):
              caption_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy (nats per word) of words 1..L-1 given the earlier ones, where the mask is 1."""
         logits, _ = self(regions, captions)  # (B, L - 1, V)
-        token_losses = F.cross_entropy(logits.transpose(1, 2), captions[:, 1:], reduction="none")  # (B, L - 1)
-        if caption_mask is None:
-            return token_losses.mean()
-        if tuple(caption_mask.shape) != tuple(captions.shape):
-            raise ValueError(f"caption_mask must have the shape of captions {tuple(captions.shape)}, "
-                             f"got {tuple(caption_mask.shape)}")
-        keep = caption_mask[:, 1:].bool()
-        if not keep.any():
-            raise ValueError("caption_mask must mark at least one word after the start token")
-        return token_losses[keep].mean()
+        return caption_loss(logits, captions, caption_mask, given=1)  # the start token is given
 
     @torch.no_grad()
     def caption(self, regions: torch.Tensor, max_length: int) -> torch.Tensor:
         """Greedy captions ``(B, max_length)``: each word the argmax given the image and the words before it."""
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        check_positive_int("max_length", max_length)
         features, global_feature = self.encode(regions)
         state = self.initial_state(regions)
         words = torch.full((regions.shape[0],), self.config.start_token, dtype=torch.long, device=regions.device)

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference._validation import check_choice, check_divisible, check_token_id, check_token_ids
-from reference.transformer import ACTIVATIONS, TransformerEncoder, TransformerEncoderLayer
+from reference._validation import check_token_id, check_token_ids, key_padding_mask
+from reference.transformer import ACTIVATIONS, EncoderConfig
 
 __all__ = ["BertConfig", "BertEmbeddings", "BertPooler", "BertModel", "MaskedLMHead", "BertPreTrainingOutput",
            "BertForPreTraining", "masked_lm_loss", "next_sentence_loss", "transformers_parameter_names",
@@ -48,24 +48,18 @@ VOCAB_FILE = Path(__file__).resolve().parent / "data" / "vocab.txt"
 
 
 @dataclass
-class BertConfig:
-    """The knobs of the model; names and defaults (BERT-base) follow ``transformers.BertConfig``."""
+class BertConfig(EncoderConfig):
+    """The knobs of the model; names and defaults (BERT-base) follow ``transformers.BertConfig``. The encoder's
+    shape (``hidden_size``, ``num_hidden_layers``, ... with BERT-base's values) is :class:`EncoderConfig`'s."""
 
     vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"  # exact, erf-based GELU, as in the paper and transformers' "gelu"
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     backend: str = "reference"  # the attention seam's backend, passed down to every attention layer
 
     def __post_init__(self):
-        check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
-        check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
+        super().__post_init__()
         check_token_id("pad_token_id", self.pad_token_id, self.vocab_size)
 
     @classmethod
@@ -82,20 +76,6 @@ class BertConfig:
 def _check_input_ids(config: BertConfig, input_ids: torch.Tensor) -> None:
     check_token_ids("input_ids", input_ids, config.vocab_size, max_length=config.max_position_embeddings,
                     length_limit="max_position_embeddings")
-
-
-def _key_padding_mask(attention_mask: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
-    """transformers' ``attention_mask`` (1 = real token, 0 = padding) -> the seam's mask (True = padding)."""
-    if attention_mask is None:
-        return None
-    if not isinstance(attention_mask, torch.Tensor):
-        raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
-    if tuple(attention_mask.shape) != tuple(shape):
-        raise ValueError(f"attention_mask must have the shape of input_ids (B, N) = {tuple(shape)}, "
-                         f"got {tuple(attention_mask.shape)}")
-    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-        raise ValueError("attention_mask must hold only 1 (real token) and 0 (padding)")
-    return attention_mask == 0  # (B, N)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,26 +121,17 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.encoder = TransformerEncoder(
-            lambda: TransformerEncoderLayer(config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                                            activation=config.hidden_act, norm_first=False,
-                                            layer_norm_eps=config.layer_norm_eps, backend=config.backend),
-            config.num_hidden_layers,
-        )
+        self.encoder = config.build_encoder(norm_first=False, backend=config.backend)  # post-norm, as the paper
         self.pooler = BertPooler(config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _check_input_ids(self.config, input_ids)
-        key_padding_mask = _key_padding_mask(attention_mask, input_ids.shape)  # (B, N), True = padding
-        if key_padding_mask is not None and bool(key_padding_mask.all(dim=1).any()):
-            # Such a row has nothing to attend to: the seam returns zeros, transformers a uniform average of
-            # padding. Neither is meaningful, so refuse rather than silently differ from the oracle.
-            raise ValueError("attention_mask must mark at least one real token (a 1) in every row")
+        padding = key_padding_mask(attention_mask, input_ids.shape)  # (B, N), True = padding
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)  # every token in segment A
         check_token_ids("token_type_ids", token_type_ids, self.config.type_vocab_size, shape=tuple(input_ids.shape))
-        hidden = self.encoder(self.embeddings(input_ids, token_type_ids), key_padding_mask=key_padding_mask)
+        hidden = self.encoder(self.embeddings(input_ids, token_type_ids), key_padding_mask=padding)
         return hidden, self.pooler(hidden)  # (B, N, E), (B, E)
 
 
@@ -354,7 +325,7 @@ def mask_tokens(input_ids: torch.Tensor, *, special_token_ids, mask_token_id: in
     replacements = torch.arange(vocab_size)[~torch.isin(torch.arange(vocab_size), special)]  # (V - S,)
     if replacements.numel() == 0:
         raise ValueError("special_token_ids cover the whole vocabulary: no token is left to draw at random")
-    padding = _key_padding_mask(attention_mask, input_ids.shape)
+    padding = key_padding_mask(attention_mask, input_ids.shape, need_a_real_token=False)
 
     # 1. Choose the targets: rank each row's tokens in a random order, ineligible ones last.
     device = input_ids.device

@@ -25,9 +25,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference._validation import check_positive_int
 from reference.generation import DecoderLM
 
-__all__ = ["PrefixCaptionerConfig", "PrefixCaptioner"]
+__all__ = ["PrefixCaptionerConfig", "PrefixCaptioner", "caption_loss"]
+
+
+def caption_loss(logits: torch.Tensor, captions: torch.Tensor, caption_mask: torch.Tensor | None = None, *,
+                 given: int = 0) -> torch.Tensor:
+    """Mean cross-entropy (nats per token) of the caption tokens after the first ``given`` ones (a start token
+    is given, not predicted), over the tokens ``caption_mask`` marks with 1 (every token when it is None).
+
+    Shapes:
+        logits ``(B, L - given, V)``: entry ``t`` predicts ``captions[:, given + t]``; captions and caption_mask
+        ``(B, L)``.
+    """
+    token_losses = F.cross_entropy(logits.transpose(1, 2), captions[:, given:], reduction="none")  # (B, L - given)
+    if caption_mask is None:
+        return token_losses.mean()
+    if tuple(caption_mask.shape) != tuple(captions.shape):
+        raise ValueError(f"caption_mask must have the shape of captions {tuple(captions.shape)}, "
+                         f"got {tuple(caption_mask.shape)}")
+    keep = caption_mask[:, given:].bool()
+    if not keep.any():
+        raise ValueError(f"caption_mask must mark at least one token to predict (at position {given} or later)")
+    return token_losses[keep].mean()
 
 
 @dataclass
@@ -92,23 +114,12 @@ class PrefixCaptioner(nn.Module):
     def loss(self, image_embeddings: torch.Tensor, captions: torch.Tensor,
              caption_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean cross-entropy (nats per token) over the caption tokens where ``caption_mask`` is 1."""
-        logits = self(image_embeddings, captions)  # (B, L, V)
-        token_losses = F.cross_entropy(logits.transpose(1, 2), captions, reduction="none")  # (B, L)
-        if caption_mask is None:
-            return token_losses.mean()
-        if tuple(caption_mask.shape) != tuple(captions.shape):
-            raise ValueError(f"caption_mask must have the shape of captions {tuple(captions.shape)}, "
-                             f"got {tuple(caption_mask.shape)}")
-        keep = caption_mask.bool()
-        if not keep.any():
-            raise ValueError("caption_mask must mark at least one caption token")
-        return token_losses[keep].mean()
+        return caption_loss(self(image_embeddings, captions), captions, caption_mask)  # logits (B, L, V)
 
     @torch.no_grad()
     def caption(self, image_embeddings: torch.Tensor, max_length: int) -> torch.Tensor:
         """Greedy captions ``(B, max_length)``, decoded from the prefix alone with the decoder's KV cache."""
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        check_positive_int("max_length", max_length)
         room = self.decoder.config.context_length - self.config.prefix_length
         if max_length > room:
             raise ValueError(f"max_length ({max_length}) must fit after the prefix: at most {room} tokens")

@@ -29,15 +29,15 @@ Difference, on purpose: the logit scale is clamped at 100 in the forward pass (t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from reference._validation import check_choice, check_divisible, check_token_id, check_token_ids
+from reference._validation import check_token_id, check_token_ids, key_padding_mask
 from reference.contrastive import CLIP_INIT_TEMPERATURE, CLIP_MAX_LOGIT_SCALE, clip_logits, clip_loss
-from reference.transformer import ACTIVATIONS, TransformerEncoder, TransformerEncoderLayer
+from reference.transformer import EncoderConfig
 from reference.vit import PatchEmbedding, ViTConfig
 
 __all__ = ["ClipTextConfig", "ClipVisionConfig", "ClipConfig", "ClipTextTransformer", "ClipVisionTransformer",
@@ -45,40 +45,34 @@ __all__ = ["ClipTextConfig", "ClipVisionConfig", "ClipConfig", "ClipTextTransfor
 
 
 @dataclass
-class ClipTextConfig:
+class ClipTextConfig(EncoderConfig):
     """The text tower; names and defaults (ViT-B/32's text tower) follow ``transformers.CLIPTextConfig``."""
 
     vocab_size: int = 49408
+    max_position_embeddings: int = 77
+    eos_token_id: int = 49407  # the end-of-text token whose output is the text's embedding
+    # EncoderConfig's fields where CLIP's text tower differs from BERT-base
     hidden_size: int = 512
-    num_hidden_layers: int = 12
     num_attention_heads: int = 8
     intermediate_size: int = 2048
-    max_position_embeddings: int = 77
     hidden_act: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
-    eos_token_id: int = 49407  # the end-of-text token whose output is the text's embedding
 
     def __post_init__(self):
-        _check_tower(self)
+        super().__post_init__()
         check_token_id("eos_token_id", self.eos_token_id, self.vocab_size)
 
 
 @dataclass
-class ClipVisionConfig:
+class ClipVisionConfig(EncoderConfig):
     """The image tower; names and defaults (ViT-B/32) follow ``transformers.CLIPVisionConfig``."""
 
     image_size: int = 224
     patch_size: int = 32
     num_channels: int = 3
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
+    # EncoderConfig's fields where CLIP's image tower differs from BERT-base
     hidden_act: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
-
-    def __post_init__(self):
-        _check_tower(self)
 
 
 @dataclass
@@ -93,24 +87,9 @@ class ClipConfig:
     @classmethod
     def from_transformers(cls, config, backend: str = "reference") -> ClipConfig:
         """The model a ``transformers.CLIPConfig`` describes (dropout ignored; temperature from its init value)."""
-        text = ClipTextConfig(**{name: getattr(config.text_config, name) for name in ClipTextConfig.__annotations__})
-        vision = ClipVisionConfig(**{name: getattr(config.vision_config, name)
-                                     for name in ClipVisionConfig.__annotations__})
+        text = ClipTextConfig(**{f.name: getattr(config.text_config, f.name) for f in fields(ClipTextConfig)})
+        vision = ClipVisionConfig(**{f.name: getattr(config.vision_config, f.name) for f in fields(ClipVisionConfig)})
         return cls(text, vision, config.projection_dim, math.exp(-config.logit_scale_init_value), backend=backend)
-
-
-def _check_tower(config) -> None:
-    check_divisible("hidden_size", config.hidden_size, "num_attention_heads", config.num_attention_heads)
-    check_choice("hidden_act", config.hidden_act, ACTIVATIONS)
-
-
-def _pre_norm_encoder(config, backend: str) -> TransformerEncoder:
-    return TransformerEncoder(
-        lambda: TransformerEncoderLayer(config.hidden_size, config.num_attention_heads, config.intermediate_size,
-                                        activation=config.hidden_act, norm_first=True,
-                                        layer_norm_eps=config.layer_norm_eps, backend=backend),
-        config.num_hidden_layers,
-    )
 
 
 class ClipTextTransformer(nn.Module):
@@ -126,7 +105,7 @@ class ClipTextTransformer(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.encoder = _pre_norm_encoder(config, backend)
+        self.encoder = config.build_encoder(norm_first=True, backend=backend)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor,
@@ -138,16 +117,10 @@ class ClipTextTransformer(nn.Module):
         if not bool(is_eos.any(dim=1).all()):
             raise ValueError(f"input_ids must hold the end-of-text token (eos_token_id={config.eos_token_id}) in "
                              "every row: its output is the text's embedding")
-        padding = None
-        if attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask must have the shape of input_ids (B, N) = {tuple(input_ids.shape)}")
-            if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-                raise ValueError("attention_mask must hold only 1 (real token) and 0 (padding)")
-            if not bool(attention_mask[:, 0].bool().all()):
-                # With the causal mask, a padded first token leaves its query with no key at all.
-                raise ValueError("attention_mask must mark the first token of every row as real (padding goes last)")
-            padding = attention_mask == 0  # (B, N), True = padding
+        padding = key_padding_mask(attention_mask, input_ids.shape)  # (B, N), True = padding
+        if padding is not None and bool(padding[:, 0].any()):
+            # With the causal mask, a padded first token leaves its query with no key at all.
+            raise ValueError("attention_mask must mark the first token of every row as real (padding goes last)")
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (N,)
         hidden = self.token_embedding(input_ids) + self.position_embedding(positions)  # (B, N, D)
         hidden = self.encoder(hidden, is_causal=True, key_padding_mask=padding)  # (B, N, D)
@@ -175,7 +148,7 @@ class ClipVisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(torch.randn(d) * 0.02)
         self.position_embedding = nn.Embedding(num_positions, d)
         self.pre_layernorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.encoder = _pre_norm_encoder(config, backend)
+        self.encoder = config.build_encoder(norm_first=True, backend=backend)
         self.post_layernorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,9 +200,7 @@ class ClipModel(nn.Module):
                              f"got {pixel_values.shape[0]}")
         image, text = self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask)  # (B, P) each
         logits_per_image = clip_logits(image, text, self.logit_scale, max_logit_scale=self.config.max_logit_scale)
-        loss = None
-        if return_loss:
-            loss = clip_loss(image, text, self.logit_scale, max_logit_scale=self.config.max_logit_scale)
+        loss = clip_loss(logits_per_image) if return_loss else None
         return ClipOutput(logits_per_image, logits_per_image.T, image / image.norm(dim=-1, keepdim=True),
                           text / text.norm(dim=-1, keepdim=True), loss)
 

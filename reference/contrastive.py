@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference._validation import check_matrix_pair
+from reference._validation import check_float_tensor, check_matrix_pair
 
 __all__ = ["clip_logits", "clip_loss", "ClipLoss", "nt_xent_loss"]
 
@@ -72,27 +72,24 @@ def clip_logits(
     return scale * image @ text.T  # (B, B): row i = image i against every text
 
 
-def clip_loss(
-    image_embeds: torch.Tensor,
-    text_embeds: torch.Tensor,
-    logit_scale: torch.Tensor | float,
-    *,
-    max_logit_scale: float = CLIP_MAX_LOGIT_SCALE,
-) -> torch.Tensor:
-    """CLIP's symmetric InfoNCE: the mean of the image-to-text and text-to-image cross-entropies.
-
-    Pair ``i`` (image i, text i) is the positive of row i and of column i; see :func:`clip_logits`
-    for the arguments. Returns a scalar.
-    """
-    logits = clip_logits(image_embeds, text_embeds, logit_scale, max_logit_scale=max_logit_scale)  # (B, B)
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    image_to_text = F.cross_entropy(logits, targets)
-    text_to_image = F.cross_entropy(logits.T, targets)
+def clip_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over the ``(B, B)`` logits of :func:`clip_logits`: the mean of the image-to-text
+    (rows) and text-to-image (columns) cross-entropies, pair ``i`` being the positive of row i and of column i.
+    Returns a scalar (as transformers' ``clip_loss`` of the similarity matrix, and the paper's Figure 3)."""
+    check_float_tensor("logits_per_image", logits_per_image, "(B, B)")
+    batch = logits_per_image.shape[0]
+    if logits_per_image.shape[1] != batch or batch < 2:
+        raise ValueError(f"logits_per_image must be square (B, B) with B >= 2 (one positive and one negative), "
+                         f"got shape {tuple(logits_per_image.shape)}")
+    targets = torch.arange(batch, device=logits_per_image.device)
+    image_to_text = F.cross_entropy(logits_per_image, targets)
+    text_to_image = F.cross_entropy(logits_per_image.T, targets)
     return (image_to_text + text_to_image) / 2
 
 
 class ClipLoss(nn.Module):
-    """:func:`clip_loss` with its learnable log-scale ``t`` as a parameter (``logit_scale``)."""
+    """:func:`clip_loss` of :func:`clip_logits`, with the learnable log-scale ``t`` as a parameter (``logit_scale``):
+    ``forward(image_embeds, text_embeds)``."""
 
     def __init__(self, init_temperature: float = CLIP_INIT_TEMPERATURE,
                  max_logit_scale: float = CLIP_MAX_LOGIT_SCALE):
@@ -105,7 +102,7 @@ class ClipLoss(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        return clip_loss(image_embeds, text_embeds, self.logit_scale, max_logit_scale=self.max_logit_scale)
+        return clip_loss(clip_logits(image_embeds, text_embeds, self.logit_scale, max_logit_scale=self.max_logit_scale))
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:

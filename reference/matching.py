@@ -46,9 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference._validation import check_choice, check_divisible, check_token_ids
+from reference._validation import check_token_ids, key_padding_mask
 from reference.attention import MultiHeadAttention
-from reference.transformer import ACTIVATIONS, FeedForward
+from reference.transformer import EncoderConfig, FeedForward
 from reference.vit import VisionTransformer, ViTConfig
 
 __all__ = ["hard_negative_probabilities", "sample_hard_negatives", "build_itm_pairs", "ImageTextMatchingHead",
@@ -143,22 +143,13 @@ class ImageTextMatchingHead(nn.Module):
 
 
 @dataclass
-class FusionTextConfig:
-    """The text encoder; names and defaults (BERT-base) follow ``transformers.BlipTextConfig``."""
+class FusionTextConfig(EncoderConfig):
+    """The text encoder: the encoder's shape (BERT-base's by default) and its vocabulary; names and defaults follow
+    ``transformers.BlipTextConfig``."""
 
     vocab_size: int = 30524
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
     max_position_embeddings: int = 512
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
-
-    def __post_init__(self):
-        check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
-        check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
 
 
 @dataclass
@@ -212,15 +203,7 @@ class FusionTextEncoder(nn.Module):
         config = self.config
         check_token_ids("input_ids", input_ids, config.vocab_size, max_length=config.max_position_embeddings,
                         length_limit="max_position_embeddings")
-        padding = None
-        if attention_mask is not None:
-            if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask must have the shape of input_ids (B, N) = {tuple(input_ids.shape)}")
-            if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-                raise ValueError("attention_mask must hold only 1 (real token) and 0 (padding)")
-            if not bool(attention_mask.bool().any(dim=1).all()):
-                raise ValueError("attention_mask must mark at least one real token (a 1) in every row")
-            padding = attention_mask == 0  # (B, N), True = padding
+        padding = key_padding_mask(attention_mask, input_ids.shape)  # (B, N), True = padding
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (N,)
         x = self.norm(self.word_embeddings(input_ids) + self.position_embeddings(positions))  # (B, N, D)
         for layer in self.layers:

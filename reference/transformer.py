@@ -13,18 +13,25 @@ so weights map one to one. Dropout is left out: the reference is the determinist
 
 Attention goes through :class:`reference.attention.MultiHeadAttention` and so through the one
 ``backend=`` seam.
+
+:class:`EncoderConfig` holds the shape of an encoder stack in transformers' names (``hidden_size``,
+``num_hidden_layers``, ...); the configs of the models built on one (BERT, VisualBERT, CLIP's towers, the ITM
+text encoder) extend it, and :meth:`EncoderConfig.build_encoder` builds their stacks.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference._validation import check_choice, check_divisible
 from reference.attention import MultiHeadAttention
 
 __all__ = ["FeedForward", "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder",
-           "TransformerDecoder", "ACTIVATIONS"]
+           "TransformerDecoder", "EncoderConfig", "ACTIVATIONS"]
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -163,3 +170,32 @@ class TransformerDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, memory, **masks)
         return x if self.norm is None else self.norm(x)
+
+
+@dataclass
+class EncoderConfig:
+    """The shape of a stack of encoder layers, in transformers' names; the defaults are BERT-base's.
+
+    The model configs that hold an encoder (BERT, VisualBERT, CLIP's towers, the ITM text encoder) extend it with
+    what they add, and restate only the defaults they change.
+    """
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072  # the feed-forward's inner width
+    hidden_act: str = "gelu"  # a name of ACTIVATIONS
+    layer_norm_eps: float = 1e-12
+
+    def __post_init__(self):
+        check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
+        check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
+
+    def build_encoder(self, *, norm_first: bool, backend: str = "reference") -> TransformerEncoder:
+        """The stack this config describes: pre-norm layers (``norm_first``) or post-norm ones, no final norm."""
+        return TransformerEncoder(
+            lambda: TransformerEncoderLayer(self.hidden_size, self.num_attention_heads, self.intermediate_size,
+                                            activation=self.hidden_act, norm_first=norm_first,
+                                            layer_norm_eps=self.layer_norm_eps, backend=backend),
+            self.num_hidden_layers,
+        )

@@ -38,32 +38,20 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from reference._validation import check_divisible, check_token_id, check_token_ids
-from reference.bert import IGNORE_INDEX, MaskedLMHead, masked_lm_loss, next_sentence_loss
-from reference.transformer import TransformerEncoder, TransformerEncoderLayer
+from reference._validation import check_token_ids
+from reference.bert import IGNORE_INDEX, BertConfig, MaskedLMHead, masked_lm_loss, next_sentence_loss
 
 __all__ = ["VisualBertConfig", "VisualBertEmbeddings", "VisualBertEncoder", "VisualBertOutput",
            "VisualBertPreTrainingOutput", "VisualBertForPreTraining"]
 
 
 @dataclass
-class VisualBertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    visual_embedding_dim: int = 512  # the detector's region feature size
-    hidden_act: str = "gelu"  # the feed-forward and MLM-head activation (exact GELU, as BERT)
-    pad_token_id: int = 1  # transformers' VisualBertConfig default: that word embedding never receives a gradient
-    layer_norm_eps: float = 1e-12
-    backend: str = "reference"
+class VisualBertConfig(BertConfig):
+    """BERT's knobs (``hidden_act`` is also the MLM head's) and the size of the region features; names and
+    defaults follow ``transformers.VisualBertConfig``."""
 
-    def __post_init__(self):
-        check_divisible("hidden_size", self.hidden_size, "num_heads", self.num_heads)
-        check_token_id("pad_token_id", self.pad_token_id, self.vocab_size)
+    visual_embedding_dim: int = 512  # the detector's region feature size
+    pad_token_id: int = 1  # transformers' VisualBertConfig default: that word embedding never receives a gradient
 
 
 class VisualBertEmbeddings(nn.Module):
@@ -128,13 +116,7 @@ class VisualBertEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = VisualBertEmbeddings(config)
-        self.encoder = TransformerEncoder(
-            lambda: TransformerEncoderLayer(config.hidden_size, config.num_heads, config.intermediate_size,
-                                            activation=config.hidden_act, norm_first=False,
-                                            layer_norm_eps=config.layer_norm_eps,
-                                            backend=config.backend),
-            config.num_layers,
-        )
+        self.encoder = config.build_encoder(norm_first=False, backend=config.backend)  # post-norm, as BERT
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
 
     def _validate(self, input_ids, visual_embeds) -> None:

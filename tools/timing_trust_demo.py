@@ -15,34 +15,12 @@ Exit status 0 when both verdicts come out as expected.
 
 import argparse
 import tempfile
-import time
 
 import reference.attention as attention
 from fusebench import cli, compare, runner
 from fusebench.device import identity
+from fusebench.lying_providers import busy_waits_longer, honest, ignores_the_causal_mask, zeros
 from fusebench.store import ResultsStore
-
-
-def _honest(q, k, v, **options):
-    return attention.scaled_dot_product_attention(q, k, v, backend="reference", **options)
-
-
-def _thirty_percent_slower(q, k, v, **options):
-    # A busy wait rather than time.sleep: a sleeping thread yields its core, which changes what is measured.
-    start = time.perf_counter()
-    out = _honest(q, k, v, **options)
-    deadline = start + 1.3 * (time.perf_counter() - start)
-    while time.perf_counter() < deadline:
-        pass
-    return out
-
-
-def _zeros(q, k, v, **options):
-    return _honest(q, k, v, **options) * 0  # differentiable, so its gradients are judged too
-
-
-def _ignores_the_causal_mask(q, k, v, *, is_causal=False, **options):
-    return _honest(q, k, v, is_causal=False, **options)
 
 
 def _run(store: ResultsStore, case: str, candidate) -> str:
@@ -60,9 +38,9 @@ def main() -> int:
     args = parser.parse_args()
     results = args.results or tempfile.mkdtemp(prefix="fusebench-demo-")
     store = ResultsStore(results)
-    first = _run(store, args.case, _honest)
-    second = _run(store, args.case, _honest)
-    slowed = _run(store, args.case, _thirty_percent_slower)
+    first = _run(store, args.case, honest)
+    second = _run(store, args.case, honest)
+    slowed = _run(store, args.case, busy_waits_longer(0.3))
 
     frame = store.read(strict=True).frame
     verdicts = []
@@ -70,8 +48,8 @@ def main() -> int:
         print(f"\n$ fusebench compare --results {results} --runs {a} {b} --provider candidate   # {title}")
         cli.main(["compare", "--results", results, "--runs", a, b, "--provider", "candidate"])
         verdicts.append(bool(compare.runs(frame, a, b, provider="candidate")["changed"].iloc[0]))
-    attention.register_attention_backend("zeros", _zeros)
-    attention.register_attention_backend("no-causal", _ignores_the_causal_mask)
+    attention.register_attention_backend("zeros", zeros)
+    attention.register_attention_backend("no-causal", ignores_the_causal_mask)
     # A store of its own: the default compare would otherwise pool the three candidate runs above (one commit).
     results = f"{results}/liars"
     store = ResultsStore(results)

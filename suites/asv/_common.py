@@ -7,11 +7,8 @@ the provider's result disagrees with the gold: a wrong result gets no figure in 
 says why.
 """
 
+from fusebench.cases import MODES, names
 from fusebench.providers import PROVIDER_NAMES
-
-ATTENTION_PROVIDERS = list(PROVIDER_NAMES["attention"])
-GRAPH_PROVIDERS = list(PROVIDER_NAMES["graph"])
-MODEL_PROVIDERS = list(PROVIDER_NAMES["models"])
 
 
 def prepare(case: str, provider: str, mode: str, *, timed: bool):
@@ -32,10 +29,25 @@ def prepare(case: str, provider: str, mode: str, *, timed: bool):
     return prepared
 
 
-class _SpeedBase:
-    """track_time (device time: CUDA events via do_bench on a GPU), track_peak_memory, track_throughput."""
+class _CatalogBenchmark:
+    """Parametrized over one catalog suite's cases, every provider of its list, and the modes.
+
+    A subclass names its suite, ``class AttentionSpeed(_SpeedBase, suite="attention")``, and gets ``params``
+    and ``param_names`` set here together, so the two never drift apart.
+    """
 
     timeout = 600
+
+    def __init_subclass__(cls, suite: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if suite is not None:
+            cls.params = [names(suite), list(PROVIDER_NAMES[suite]), list(MODES)]
+            cls.param_names = ["case", "provider", "mode"]
+
+
+class _SpeedBase(_CatalogBenchmark):
+    """track_time (device time: CUDA events via do_bench on a GPU), track_peak_memory; a subclass adds its
+    throughput (``track_tflops = throughput_benchmark("TFLOP/s")``)."""
 
     def setup(self, case, provider, mode):
         self.prepared = prepare(case, provider, mode, timed=True)
@@ -55,10 +67,8 @@ class _SpeedBase:
     track_peak_memory.unit = "bytes"
 
 
-class _AgreementBase:
+class _AgreementBase(_CatalogBenchmark):
     """track_agreement: the agreement ratio (error / allowed error, <= 1 agrees) of the mode's result."""
-
-    timeout = 600
 
     def setup(self, case, provider, mode):
         self.prepared = prepare(case, provider, mode, timed=False)
@@ -67,6 +77,17 @@ class _AgreementBase:
         return self.prepared.agreement().ratio
 
     track_agreement.unit = "error/allowed"
+
+
+def throughput_benchmark(unit: str):
+    """A ``track_*`` method for a speed class: the case's work per second at the median time, in ``unit``
+    (the catalog's unit for the suite: TFLOP/s for attention, GB/s for graphs)."""
+
+    def track(self, case, provider, mode):
+        return throughput(self.prepared)
+
+    track.unit = unit
+    return track
 
 
 def throughput(prepared) -> float:

@@ -1,8 +1,7 @@
 """asv: whole models on each provider (real sizes on a GPU, CPU-sized variants otherwise)."""
 
 from fusebench.cases import names
-
-from ._common import MODEL_PROVIDERS as PROVIDERS
+from fusebench.providers import PROVIDER_NAMES
 
 
 def _prepare(case: str, provider: str, *, timed: bool):
@@ -22,15 +21,21 @@ def _prepare(case: str, provider: str, *, timed: bool):
     return prepared
 
 
-class ModelSpeed:
-    """track_time (device time: CUDA events via do_bench on a GPU) and track_peak_memory of the case's task."""
+class _ModelBenchmark:
+    """Parametrized over the catalog's model cases and every model provider; ``timed`` says whether ``setup``
+    refuses what gets no figure (an interpreted kernel, a result that disagrees with the gold)."""
 
-    params = [names("models"), PROVIDERS]
+    params = [names("models"), list(PROVIDER_NAMES["models"])]
     param_names = ["case", "provider"]
     timeout = 1200
+    timed = True
 
     def setup(self, case, provider):
-        self.prepared = _prepare(case, provider, timed=True)
+        self.prepared = _prepare(case, provider, timed=self.timed)
+
+
+class ModelSpeed(_ModelBenchmark):
+    """track_time (device time: CUDA events via do_bench on a GPU) and track_peak_memory of the case's task."""
 
     def track_time(self, case, provider):
         from fusebench.metrics import timing
@@ -47,15 +52,10 @@ class ModelSpeed:
     track_peak_memory.unit = "bytes"
 
 
-class ModelAgreement:
+class ModelAgreement(_ModelBenchmark):
     """track_agreement: error / allowed error (<= 1 agrees) against the float64 eager model."""
 
-    params = [names("models"), PROVIDERS]
-    param_names = ["case", "provider"]
-    timeout = 1200
-
-    def setup(self, case, provider):
-        self.prepared = _prepare(case, provider, timed=False)
+    timed = False
 
     def track_agreement(self, case, provider):
         return self.prepared.agreement()[0].ratio

@@ -348,7 +348,7 @@ def _visual_bert_models(seed: int):
                                            type_vocab_size=2, hidden_dropout_prob=0.0,
                                            attention_probs_dropout_prob=0.0, attn_implementation="eager")
     theirs = randomize_parameters(transformers.VisualBertModel(config).double().eval(), seed)
-    ours = VisualBertEncoder(VisualBertConfig(vocab_size=61, hidden_size=32, num_layers=2, num_heads=4,
+    ours = VisualBertEncoder(VisualBertConfig(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                               intermediate_size=48, max_position_embeddings=64, type_vocab_size=2,
                                               visual_embedding_dim=20)).double()
     return ours.copy_from_transformers(theirs), theirs

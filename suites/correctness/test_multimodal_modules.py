@@ -153,8 +153,8 @@ def test_image_text_matching_model_with_triton_matches_the_reference(seed, dtype
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_visualbert_pretraining_with_triton_matches_the_reference(seed, dtype):
     """Section 6: 9 text tokens (padded) and 5 regions in one stream; MLM over the text and sentence-image logits."""
-    config = VisualBertConfig(vocab_size=VOCAB, hidden_size=16, num_layers=1, num_heads=4, intermediate_size=24,
-                              max_position_embeddings=16, visual_embedding_dim=10)
+    config = VisualBertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
+                              intermediate_size=24, max_position_embeddings=16, visual_embedding_dim=10)
     reference = randomize_parameters(VisualBertForPreTraining(config).double(), seed)
     input_ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(seed))
     attention_mask = (~_padding(3, 9, seed + 2)).long()  # 1 = a real token

@@ -4,7 +4,6 @@ Each liar is registered with ``reference.attention.register_attention_backend`` 
 ``reference.gnn.register_aggregation_backend``, so the runner discovers it as it would a real kernel.
 """
 
-import time
 from dataclasses import replace
 
 import pytest
@@ -16,6 +15,14 @@ from fusebench import compare, measure, metrics, report, runner
 from fusebench.cases import get
 from fusebench.device import identity
 from fusebench.gold import compute_gold
+from fusebench.lying_providers import (
+    honest,
+    ignores_isolated_nodes,
+    ignores_the_causal_mask,
+    one_percent_off,
+    wrong_only_when_timed,
+    zeros,
+)
 from fusebench.providers import make_workload, providers
 from fusebench.store import ResultsStore
 
@@ -25,44 +32,6 @@ def seams(monkeypatch):
     """Registrations made by a test are undone after it: each seam's table is swapped for a copy."""
     monkeypatch.setattr(attention.ATTENTION_BACKENDS, "registered", dict(attention.ATTENTION_BACKENDS.registered))
     monkeypatch.setattr(gnn.AGGREGATE_BACKENDS, "registered", dict(gnn.AGGREGATE_BACKENDS.registered))
-
-
-def _honest(q, k, v, **options):
-    return attention.scaled_dot_product_attention(q, k, v, backend="reference", **options)
-
-
-def zeros(q, k, v, **options):
-    return _honest(q, k, v, **options) * 0  # still differentiable, so its gradients are checked too
-
-
-def one_percent_off(q, k, v, **options):
-    return _honest(q, k, v, **options) * 1.01
-
-
-def ignores_the_causal_mask(q, k, v, *, is_causal=False, **options):
-    return _honest(q, k, v, is_causal=False, **options)
-
-
-def wrong_only_when_timed(q, k, v, **options):
-    out = _honest(q, k, v, **options)
-    return out if torch.is_grad_enabled() else out * 0  # right under grad, wrong under no_grad
-
-
-def sleeps_30_percent_longer(q, k, v, **options):
-    # A busy wait, not time.sleep: a sleeper yields its core, and on an oversubscribed machine the scheduler
-    # then favours it, so a time.sleep liar came out faster than the honest provider (0.47 vs 1.11 ms).
-    start = time.perf_counter()
-    out = _honest(q, k, v, **options)
-    deadline = start + 1.3 * (time.perf_counter() - start)
-    while time.perf_counter() < deadline:
-        pass
-    return out
-
-
-def ignores_isolated_nodes(graph, x, *, reduce, edge_weight, normalize):
-    out = gnn.aggregate(graph, x, reduce=reduce, edge_weight=edge_weight, normalize=normalize)
-    isolated = torch.bincount(graph.edge_index[1], minlength=x.shape[0]) == 0
-    return torch.where(isolated[:, None], x, out)  # as if every node had a self-loop
 
 
 def _checked(case_name, provider_name, modes=("forward",)):
@@ -129,7 +98,7 @@ class _VirtualClock:
     def provider(self, cost_ms: float):
         def call(q, k, v, **options):
             self.spent += cost_ms
-            return _honest(q, k, v, **options)
+            return honest(q, k, v, **options)
         return call
 
     def timing(self, fn, device, **options):

@@ -402,7 +402,7 @@ def test_decoder_bad_inputs_raise_naming_the_argument(seed):
         (lambda: decoder(regions[:2], captions), ValueError, "batch size of regions"),
         (lambda: decoder(regions, captions + VOCAB), ValueError, r"token ids in \[0, 23\)"),
         (lambda: decoder.loss(regions, captions, torch.ones(3, 2)), ValueError, "caption_mask must have the shape"),
-        (lambda: decoder.loss(regions, captions, torch.zeros_like(captions)), ValueError, "at least one word"),
+        (lambda: decoder.loss(regions, captions, torch.zeros_like(captions)), ValueError, "one token to predict"),
         (lambda: decoder.caption(regions, 0), ValueError, "max_length must be a positive integer"),
         (lambda: AdaptiveCaptionDecoderConfig(vocab_size=5, feature_dim=3, start_token=5), ValueError,
          "start_token must be"),

@@ -3,8 +3,6 @@
 * scaled_dot_product_attention: torch's SDPA (with explicit masks, since torch's `is_causal` is
   top-left aligned) and an explicit softmax written out here, in float64 and float32.
 * MultiHeadAttention / SelfAttention: torch.nn.MultiheadAttention(batch_first=True), weights copied.
-Every comparison goes through the agreement policy: gold = the reference in float64, candidate = the
-oracle in the dtype under test, baseline = the reference in that dtype.
 """
 
 import math

@@ -1,12 +1,10 @@
 """reference/contrastive.py against independent oracles.
 
-* clip_loss: the loss transformers' CLIPModel returns with return_loss=True. A tiny CLIPModel (built
-  from a config, no hub) produces its own projected embeddings; the same embeddings go into
+* clip_logits + clip_loss: the loss transformers' CLIPModel returns with return_loss=True. A tiny CLIPModel (built
+  from a config, no hub) produces its own projected embeddings; the same embeddings go into clip_logits and
   clip_loss, and the loss, d loss / d logit_scale and d loss / d embeddings must agree.
 * nt_xent_loss: pytorch-metric-learning's NTXentLoss (forward and gradients), a hand-computed 2-example case,
   and properties.
-Every comparison goes through the agreement policy: gold = the reference in float64, candidate = the
-oracle in the dtype under test, baseline = the reference in that dtype.
 """
 
 import math
@@ -53,11 +51,11 @@ def test_clip_loss_matches_transformers_clip_model(seed, dtype, batch):
     # The same embeddings, upcast: the float64 gold; and as they are: the baseline.
     image64, text64 = (e.detach().double().requires_grad_() for e in (image, text))
     scale64 = model.logit_scale.detach().double().requires_grad_()
-    gold = clip_loss(image64, text64, scale64)
+    gold = clip_loss(clip_logits(image64, text64, scale64))
     gold.backward()
     image_b, text_b = (e.detach().requires_grad_() for e in (image, text))
     scale_b = model.logit_scale.detach().clone().requires_grad_()
-    baseline = clip_loss(image_b, text_b, scale_b)
+    baseline = clip_loss(clip_logits(image_b, text_b, scale_b))
     baseline.backward()
 
     assert_agrees(out.loss.detach(), gold.detach(), baseline.detach(), name="CLIPModel loss")
@@ -80,7 +78,7 @@ def test_equal_logits_give_log_batch(seed, batch):
     image = random_tensor((1, 16), seed=seed, dtype=torch.float64).expand(batch, 16)
     text = random_tensor((1, 16), seed=seed + 1, dtype=torch.float64).expand(batch, 16)
     for log_scale in (0.0, 2.7, math.log(100)):
-        loss = clip_loss(image, text, log_scale)
+        loss = clip_loss(clip_logits(image, text, log_scale))
         assert_agrees(loss, torch.tensor(math.log(batch), dtype=torch.float64), name=f"log B at t={log_scale}")
 
 
@@ -90,19 +88,19 @@ def test_perfectly_aligned_orthogonal_pairs_hand_computed():
     embeds = 2.5 * torch.eye(3, dtype=torch.float64)
     t = math.log(4.0)  # s = 4
     expected = math.log(1 + 2 * math.exp(-4.0))  # = 0.036 000...
-    assert_agrees(clip_loss(embeds, embeds.clone(), t), torch.tensor(expected, dtype=torch.float64))
+    assert_agrees(clip_loss(clip_logits(embeds, embeds.clone(), t)), torch.tensor(expected, dtype=torch.float64))
 
 
 def test_logit_scale_is_clamped_at_100_and_stops_learning_there(seed):
     image = random_tensor((6, 8), seed=seed, dtype=torch.float64)
     text = random_tensor((6, 8), seed=seed + 1, dtype=torch.float64)
     above = torch.tensor(math.log(100) + 0.7, dtype=torch.float64, requires_grad=True)
-    clamped = clip_loss(image, text, above)
+    clamped = clip_loss(clip_logits(image, text, above))
     clamped.backward()
-    assert_agrees(clamped, clip_loss(image, text, math.log(100)), name="loss above the clamp")
+    assert_agrees(clamped, clip_loss(clip_logits(image, text, math.log(100))), name="loss above the clamp")
     assert above.grad == 0  # torch.clamp passes no gradient outside its range
     below = torch.tensor(math.log(100) - 0.7, dtype=torch.float64, requires_grad=True)
-    clip_loss(image, text, below).backward()
+    clip_loss(clip_logits(image, text, below)).backward()
     assert below.grad != 0
 
 
@@ -114,7 +112,8 @@ def test_clip_loss_module_is_initialised_as_clip_and_learns_its_scale(seed):
     text = random_tensor((4, 8), seed=seed + 1, dtype=torch.float64)
     module(image, text).backward()
     assert module.logit_scale.grad is not None and torch.isfinite(module.logit_scale.grad)
-    assert_agrees(module(image, text), clip_loss(image, text, module.logit_scale.detach()), name="module = function")
+    function = clip_loss(clip_logits(image, text, module.logit_scale.detach()))
+    assert_agrees(module(image, text), function, name="module = function")
 
 
 # ---- NT-Xent ----------------------------------------------------------------------------------------
@@ -193,13 +192,16 @@ def test_nt_xent_gradcheck(seed):
 def test_bad_inputs_raise_naming_the_argument():
     good = torch.randn(4, 8)
     cases = [
-        (lambda: clip_loss(good[0], good, 1.0), ValueError, "image_embeds must have shape \\(B, D\\)"),
-        (lambda: clip_loss(good, torch.randn(5, 8), 1.0), ValueError, "must have the same shape"),
-        (lambda: clip_loss(good, good.double(), 1.0), TypeError, "share a dtype"),
-        (lambda: clip_loss(good.long(), good.long(), 1.0), TypeError, "image_embeds must be a floating-point"),
-        (lambda: clip_loss(good[:1], good[:1], 1.0), ValueError, "batch of at least 2"),
-        (lambda: clip_loss(good, good, torch.ones(2)), ValueError, "logit_scale must be a scalar"),
-        (lambda: clip_loss(good, good, 1.0, max_logit_scale=0), ValueError, "max_logit_scale must be"),
+        (lambda: clip_logits(good[0], good, 1.0), ValueError, "image_embeds must have shape \\(B, D\\)"),
+        (lambda: clip_logits(good, torch.randn(5, 8), 1.0), ValueError, "must have the same shape"),
+        (lambda: clip_logits(good, good.double(), 1.0), TypeError, "share a dtype"),
+        (lambda: clip_logits(good.long(), good.long(), 1.0), TypeError, "image_embeds must be a floating-point"),
+        (lambda: clip_logits(good[:1], good[:1], 1.0), ValueError, "batch of at least 2"),
+        (lambda: clip_logits(good, good, torch.ones(2)), ValueError, "logit_scale must be a scalar"),
+        (lambda: clip_logits(good, good, 1.0, max_logit_scale=0), ValueError, "max_logit_scale must be"),
+        (lambda: clip_loss(torch.randn(4, 5)), ValueError, r"logits_per_image must be square \(B, B\)"),
+        (lambda: clip_loss(torch.randn(1, 1)), ValueError, "B >= 2"),
+        (lambda: clip_loss(torch.randn(4)), ValueError, r"logits_per_image must have shape \(B, B\)"),
         (lambda: ClipLoss(init_temperature=0), ValueError, "init_temperature must be"),
         (lambda: nt_xent_loss(good, good, 0.0), ValueError, "temperature must be"),
         (lambda: nt_xent_loss(good, good[:3]), ValueError, "z1 and z2 must have the same shape"),

@@ -10,8 +10,6 @@
 * GATConv: ``torch_geometric.nn.GATConv`` with copied weights (dropout 0), heads concatenated and averaged.
 * the backend seams: lookups, errors, and every layer passing its ``backend`` to the seam (the registry itself:
   test_backends.py).
-Every comparison goes through the agreement policy: gold = the reference in float64, candidate = the
-oracle in the dtype under test, baseline = the reference in that dtype.
 """
 
 import pytest

@@ -29,7 +29,7 @@ def _their_config():
 
 
 def _our_config():
-    return VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
+    return VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                             intermediate_size=FFN, max_position_embeddings=64, type_vocab_size=TYPES,
                             visual_embedding_dim=VISUAL_DIM)
 
@@ -201,9 +201,9 @@ def test_regions_are_an_unordered_set(seed):
 
 
 def test_backend_reaches_every_attention_layer():
-    model = VisualBertEncoder(VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=3, num_heads=HEADS,
-                                               intermediate_size=FFN, visual_embedding_dim=VISUAL_DIM,
-                                               backend="sdpa"))
+    model = VisualBertEncoder(VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=3,
+                                               num_attention_heads=HEADS, intermediate_size=FFN,
+                                               visual_embedding_dim=VISUAL_DIM, backend="sdpa"))
     assert [m.backend for m in model.modules() if hasattr(m, "backend")] == ["sdpa"] * 3
 
 
@@ -232,3 +232,12 @@ def test_bad_inputs_are_rejected(seed):
     with pytest.raises(ValueError, match="more than max_position_embeddings"):
         ours(**{**inputs, "input_ids": torch.zeros(2, 65, dtype=torch.long), "attention_mask": None,
                 "token_type_ids": None})
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match=r"hidden_size \(30\) must be divisible by num_attention_heads"):
+        VisualBertConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ValueError, match="hidden_act must be one of"):
+        VisualBertConfig(hidden_act="swish")
+    with pytest.raises(ValueError, match="pad_token_id must lie in"):
+        VisualBertConfig(vocab_size=1)  # VisualBERT's padding token is 1, outside a vocabulary of one
