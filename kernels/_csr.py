@@ -1,9 +1,10 @@
 """The compressed-sparse-row core that the graph kernels share: ``kernels/spmm.py`` (aggregation) and
 ``kernels/gat.py`` (graph attention) are peers built on it.
 
-* :class:`Layout` (``rowptr``, ``col``, ``perm``) as the kernels read it, :func:`validate_layout` and
-  :func:`validate_layouts` (a CSR and its optional CSC), :func:`derive_csc` (the transposed layout by a
-  stable sort) and :func:`check_edges_per_program`.
+* The layouts: the kernels read :class:`reference.graph.Compressed` (``rowptr``, ``col``, ``perm``, what
+  ``Graph.csr()`` and ``Graph.csc()`` return) as it is. :func:`validate_layout` and :func:`validate_layouts`
+  (a CSR and its optional CSC), :func:`derive_csc` (the transposed layout by a stable sort) and
+  :func:`check_edges_per_program`.
 * The row schedule: :func:`segment_schedule` splits every row into segments of at most ``chunk`` CSR
   positions (one program each), so a hub row does not serialize the launch. The ``@triton.jit`` helpers
   every graph kernel opens with: :func:`segment_bounds` (a program's row and CSR range),
@@ -29,12 +30,13 @@ import triton
 import triton.language as tl
 
 from kernels._common import INT32_LIMIT
+from reference.graph import Compressed, coo_to_compressed
 
-__all__ = ["Layout", "Schedule", "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM", "MAX",
-           "MASKED_SUM", "FEATURE_TILES", "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
-           "segment_schedule", "derive_csc", "validate_layout", "validate_layouts", "check_operand",
-           "check_edges_per_program", "check_int32_sizes", "segment_bounds", "block_range", "edge_block",
-           "segment_kernel", "combine_kernel", "segment_reduce"]
+__all__ = ["Schedule", "SparsePattern", "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM",
+           "MAX", "MASKED_SUM", "FEATURE_TILES", "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
+           "segment_schedule", "derive_csc", "check_layout_type", "validate_layout", "validate_layouts",
+           "check_operand", "check_edges_per_program", "check_int32_sizes", "segment_bounds", "block_range",
+           "edge_block", "segment_kernel", "combine_kernel", "segment_reduce"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -198,25 +200,8 @@ def edge_tile(block_f: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Layout, schedule and validation
+# Layouts, schedule and validation
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A compressed layout as the kernels read it: ``rowptr (R+1,)``, ``col (E,)``, ``perm (E,)``."""
-
-    rowptr: torch.Tensor
-    col: torch.Tensor
-    perm: torch.Tensor
-
-    @property
-    def num_rows(self) -> int:
-        return self.rowptr.numel() - 1
-
-    @property
-    def num_edges(self) -> int:
-        return self.col.numel()
 
 
 @dataclass(frozen=True)
@@ -262,27 +247,45 @@ def segment_schedule(rowptr: torch.Tensor, chunk: int) -> Schedule:
     return schedule
 
 
-def derive_csc(csr: Layout, num_cols: int | None = None) -> Layout:
-    """The transposed layout (rows = sources, ``num_cols`` of them) from a CSR one, by a stable sort."""
+def derive_csc(csr: Compressed, num_cols: int | None = None) -> Compressed:
+    """The transposed layout (rows = the CSR's columns, ``num_cols`` of them) from a CSR one: its positions grouped
+    by column with a stable sort, so each CSC row keeps edge order, as ``Graph.csc()`` does."""
     num_cols = csr.num_rows if num_cols is None else num_cols
-    rows = torch.repeat_interleave(torch.arange(csr.num_rows, device=csr.col.device),
-                                   (csr.rowptr[1:] - csr.rowptr[:-1]).long(), output_size=csr.num_edges)
-    order = torch.sort(csr.col.long(), stable=True).indices  # CSR positions grouped by source
-    counts = torch.bincount(csr.col.long(), minlength=num_cols)
-    rowptr = torch.zeros(num_cols + 1, dtype=torch.int64, device=csr.col.device)
-    rowptr[1:] = torch.cumsum(counts, 0)
-    dtype = csr.rowptr.dtype
-    return Layout(rowptr.to(dtype), rows[order].to(dtype), csr.perm[order])
+    by_column = coo_to_compressed(csr.col, csr.row_ids(), num_cols)  # its perm: CSR positions, grouped by column
+    return Compressed(by_column.rowptr, by_column.col, csr.perm[by_column.perm.long()])
 
 
-def validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values: bool,
+@dataclass(frozen=True)
+class SparsePattern:
+    """Where the nonzeros of ``A`` (R rows over ``num_cols`` columns) are, in the two layouts the kernels walk:
+    ``csr`` for the forward, ``csc`` (rows = columns of ``A``) for the backward, derived from the CSR when not
+    given; both are scheduled in segments of ``chunk`` positions."""
+
+    csr: Compressed
+    csc: Compressed | None
+    num_cols: int
+    chunk: int
+
+    def csr_schedule(self) -> Schedule:
+        return segment_schedule(self.csr.rowptr, self.chunk)
+
+    def transposed(self) -> Compressed:
+        return self.csc if self.csc is not None else derive_csc(self.csr, self.num_cols)
+
+
+def check_layout_type(name: str, layout) -> None:
+    if not isinstance(layout, Compressed):
+        raise TypeError(f"{name} must be a reference.graph.Compressed (rowptr, col, perm; Graph.csr() gives one), "
+                        f"got {type(layout).__name__}")
+
+
+def validate_layout(name: str, layout: Compressed, num_nodes: int, *, check_values: bool,
                      num_cols: int | None = None) -> None:
     """Types and shapes always; values (monotonic rowptr, index ranges) when ``check_values``.
 
     ``num_nodes`` rows; ``col`` indexes ``num_cols`` columns (default: square, ``num_nodes``)."""
     num_cols = num_nodes if num_cols is None else num_cols
-    if not isinstance(layout, Layout):
-        raise TypeError(f"{name} must be a kernels.spmm.Layout (rowptr, col, perm), got {type(layout).__name__}")
+    check_layout_type(name, layout)
     parts = (("rowptr", layout.rowptr), ("col", layout.col), ("perm", layout.perm))
     for part, t in parts:
         if not isinstance(t, torch.Tensor):
@@ -322,7 +325,8 @@ def validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values: 
                 raise ValueError(f"{name}.{part} must hold indices in [0, {high}), found {bad}")
 
 
-def validate_layouts(csr: Layout, csc: Layout | None, num_rows: int, num_cols: int, *, check_values: bool) -> None:
+def validate_layouts(csr: Compressed, csc: Compressed | None, num_rows: int, num_cols: int, *,
+                     check_values: bool) -> None:
     """A CSR of ``num_rows`` rows over ``num_cols`` columns and, when given, its CSC (the same edges, transposed)."""
     validate_layout("csr", csr, num_rows, check_values=check_values, num_cols=num_cols)
     if csc is not None:
@@ -362,7 +366,7 @@ def check_int32_sizes(index_dtype: torch.dtype, num_nodes: int, num_features: in
 # --------------------------------------------------------------------------------------------------
 
 
-def segment_reduce(layout: Layout, schedule: Schedule, x: torch.Tensor, *, num_out_rows: int, reduce: int,
+def segment_reduce(layout: Compressed, schedule: Schedule, x: torch.Tensor, *, num_out_rows: int, reduce: int,
                     weight=None, row_scale=None, col_scale=None, arg_in=None, out_dtype=None, out=None, arg=None):
     """``out (R, F)`` (and the arg-max edge ids for ``MAX``) of one segment-kernel launch (+ combine).
 

@@ -59,8 +59,6 @@ inspect`` compiles the shipped configurations for sm_80/sm_90 and checks spills)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
@@ -76,13 +74,13 @@ from kernels._csr import (
     SUM,
     SUPPORTED_DTYPES,
     TILE_ELEMENTS,
-    Layout,
     Schedule,
+    SparsePattern,
     block_range,
     check_edges_per_program,
+    check_layout_type,
     check_operand,
     combine_kernel,
-    derive_csc,
     edge_block,
     feature_tile,
     segment_bounds,
@@ -91,6 +89,7 @@ from kernels._csr import (
     validate_layouts,
 )
 from kernels._versions import TRITON
+from reference.graph import Compressed
 
 __all__ = ["gat_aggregate", "compile_specs"]
 
@@ -294,7 +293,7 @@ def _check_int32(index_dtype, num_rows: int, heads: int, channels: int, num_edge
                          "use int64 indices")
 
 
-def _forward(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
+def _forward(csr: Compressed, schedule: Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
              lse=None):
     """``(out (N, H, C), lse (N, H) float32)``; ``out``/``lse`` may be given contiguous (tests guard them)."""
     num_nodes, heads, channels = x.shape
@@ -326,7 +325,7 @@ def _forward(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, negative_
     return out, lse
 
 
-def _grad_x(csc: Layout, schedule: Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
+def _grad_x(csc: Compressed, schedule: Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
     num_nodes, heads, channels = grad_out.shape
     dx = torch.empty((num_nodes, heads, channels), dtype=x_dtype, device=grad_out.device)
     if num_nodes == 0 or heads == 0 or channels == 0:
@@ -351,7 +350,7 @@ def _grad_x(csc: Layout, schedule: Schedule, alpha_src, alpha_dst, lse, grad_out
     return dx
 
 
-def _grad_scores(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
+def _grad_scores(csr: Compressed, schedule: Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
     num_nodes, heads, channels = x.shape
     dz = torch.zeros((csr.num_edges, heads), dtype=torch.float32, device=x.device)  # (E, H)
     if csr.num_edges == 0 or heads == 0:
@@ -367,9 +366,9 @@ def _grad_scores(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, lse, 
     return dz
 
 
-def _edge_sums(layout: Layout, chunk: int, values: torch.Tensor, num_rows: int) -> torch.Tensor:
+def _edge_sums(layout: Compressed, chunk: int, values: torch.Tensor, num_rows: int) -> torch.Tensor:
     """``out[r] = sum over positions k of row r of values[perm[k]]`` (values indexed by edge id)."""
-    by_edge = Layout(layout.rowptr, layout.perm, layout.perm)  # gather rows of `values` by edge id
+    by_edge = Compressed(layout.rowptr, layout.perm, layout.perm)  # gather rows of `values` by edge id
     out, _ = segment_reduce(by_edge, segment_schedule(layout.rowptr, chunk), values, num_out_rows=num_rows, reduce=SUM)
     return out
 
@@ -379,21 +378,10 @@ def _edge_sums(layout: Layout, chunk: int, values: torch.Tensor, num_rows: int) 
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Problem:
-    csr: Layout
-    csc: Layout | None
-    chunk: int
-    negative_slope: float
-
-    def transposed(self) -> Layout:
-        return self.csc if self.csc is not None else derive_csc(self.csr)
-
-
 class _GatAggregate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, alpha_src, alpha_dst, problem: _Problem):
-        schedule = segment_schedule(problem.csr.rowptr, problem.chunk)
+    def forward(ctx, x, alpha_src, alpha_dst, pattern: SparsePattern, negative_slope: float):
+        schedule = pattern.csr_schedule()
         if any(ctx.needs_input_grad[1:3]) and x.dtype != torch.float32:
             # The score gradients' delta = rowsum(dOut * out) must see out before it is rounded to float16/bfloat16:
             # a row's ds_e = a_e (<dOut, x_j> - delta) sum to <dOut, out> - delta, a near-total cancellation, so
@@ -401,37 +389,37 @@ class _GatAggregate(torch.autograd.Function):
             # channel, exceeds k times the eager reference's error. The forward writes float32 and the caller
             # gets it rounded once: on a GPU the same values as a direct low-precision store (the CPU
             # interpreter's own bfloat16 store truncates instead of rounding to nearest).
-            out32, lse = _forward(problem.csr, schedule, x, alpha_src, alpha_dst, problem.negative_slope,
+            out32, lse = _forward(pattern.csr, schedule, x, alpha_src, alpha_dst, negative_slope,
                                   out=torch.empty(x.shape, dtype=torch.float32, device=x.device))
             out = out32.to(x.dtype)
         else:
-            out, lse = _forward(problem.csr, schedule, x, alpha_src, alpha_dst, problem.negative_slope)
+            out, lse = _forward(pattern.csr, schedule, x, alpha_src, alpha_dst, negative_slope)
             out32 = out
         ctx.save_for_backward(x, alpha_src, alpha_dst, out32, lse)
-        ctx.problem = problem
+        ctx.pattern, ctx.negative_slope = pattern, negative_slope
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         x, alpha_src, alpha_dst, out, lse = ctx.saved_tensors
-        problem: _Problem = ctx.problem
+        pattern: SparsePattern = ctx.pattern
         need_x, need_src, need_dst = ctx.needs_input_grad[:3]
         grad_out = grad_out.contiguous()
         num_nodes = x.shape[0]
         grad_x = grad_src = grad_dst = None
-        csc = problem.transposed() if (need_x or need_src) else None
+        csc = pattern.transposed() if (need_x or need_src) else None
         if need_x:
-            grad_x = _grad_x(csc, segment_schedule(csc.rowptr, problem.chunk), alpha_src, alpha_dst, lse, grad_out,
-                             problem.negative_slope, x.dtype)
+            grad_x = _grad_x(csc, segment_schedule(csc.rowptr, pattern.chunk), alpha_src, alpha_dst, lse, grad_out,
+                             ctx.negative_slope, x.dtype)
         if need_src or need_dst:
             delta = (grad_out.float() * out.float()).sum(-1)  # (N, H)
-            dz = _grad_scores(problem.csr, segment_schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
-                              lse, delta, grad_out, problem.negative_slope)  # (E, H)
+            dz = _grad_scores(pattern.csr, pattern.csr_schedule(), x, alpha_src, alpha_dst, lse, delta, grad_out,
+                              ctx.negative_slope)  # (E, H)
             if need_dst:
-                grad_dst = _edge_sums(problem.csr, problem.chunk, dz, num_nodes).to(alpha_dst.dtype)
+                grad_dst = _edge_sums(pattern.csr, pattern.chunk, dz, num_nodes).to(alpha_dst.dtype)
             if need_src:
-                grad_src = _edge_sums(csc, problem.chunk, dz, num_nodes).to(alpha_src.dtype)
-        return grad_x, grad_src, grad_dst, None
+                grad_src = _edge_sums(csc, pattern.chunk, dz, num_nodes).to(alpha_src.dtype)
+        return grad_x, grad_src, grad_dst, None, None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -439,15 +427,15 @@ class _GatAggregate(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
-def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Tensor, csr: Layout,
-                  csc: Layout | None = None, *, negative_slope: float = 0.2, edges_per_program: int | None = None,
+def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Tensor, csr: Compressed,
+                  csc: Compressed | None = None, *, negative_slope: float = 0.2, edges_per_program: int | None = None,
                   check_indices: bool = True) -> torch.Tensor:
     """GAT aggregation: ``out[i, h] = sum over e = (j -> i) of softmax_e(LeakyReLU(as[j,h] + ad[i,h])) x[j, h]``.
 
     Args:
         x: projected features ``(N, H, C)``.
         alpha_src, alpha_dst: per-node source / destination score terms ``(N, H)``, in ``x``'s dtype.
-        csr: rows = destinations (``Graph.csr()`` fields as a :class:`kernels.spmm.Layout`).
+        csr: rows = destinations (``Graph.csr()``, a :class:`reference.graph.Compressed`).
         csc: rows = sources (``Graph.csc()``), for the backward; derived from ``csr`` when None.
         negative_slope: the LeakyReLU slope (>= 0).
         edges_per_program: segment length of the row schedule (default 256, a power of two).
@@ -456,8 +444,7 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
     Shapes:
         x ``(N, H, C)``, alpha_src/alpha_dst ``(N, H)`` -> ``(N, H, C)`` in ``x``'s dtype.
     """
-    if not isinstance(csr, Layout):
-        raise TypeError(f"csr must be a kernels.spmm.Layout (rowptr, col, perm), got {type(csr).__name__}")
+    check_layout_type("csr", csr)
     num_nodes = csr.num_rows
     check_operand("x", x, 3, "(N, H, C)")
     if x.shape[0] != num_nodes:
@@ -480,17 +467,16 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
     chunk = check_edges_per_program(edges_per_program)
     x = x if x.stride(2) == 1 else x.contiguous()
     alpha_src, alpha_dst = alpha_src.contiguous(), alpha_dst.contiguous()  # one (N, H) stride pair for both
-    problem = _Problem(csr, csc, chunk, float(negative_slope))
-    return _GatAggregate.apply(x, alpha_src, alpha_dst, problem)
+    pattern = SparsePattern(csr, csc, num_nodes, chunk)
+    return _GatAggregate.apply(x, alpha_src, alpha_dst, pattern, float(negative_slope))
 
 
 def _triton_attention_aggregate(graph, x, alpha_src, alpha_dst, *, negative_slope):
     """The ``"triton"`` backend of ``reference.gnn.attention_aggregate`` (arguments validated there)."""
     if x.dtype not in SUPPORTED_DTYPES:
         raise NotImplementedError(f"the triton attention backend supports {SUPPORTED_DTYPES}, not {x.dtype}")
-    csr, csc = graph.csr(), graph.csc()
-    return gat_aggregate(x, alpha_src, alpha_dst, Layout(csr.rowptr, csr.col, csr.perm),
-                         Layout(csc.rowptr, csc.col, csc.perm), negative_slope=negative_slope, check_indices=False)
+    return gat_aggregate(x, alpha_src, alpha_dst, graph.csr(), graph.csc(), negative_slope=negative_slope,
+                         check_indices=False)
 
 
 

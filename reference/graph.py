@@ -121,7 +121,8 @@ class Compressed:
 
     ``rowptr (N+1,)``: row ``r`` owns positions ``rowptr[r]:rowptr[r+1]``; ``col (E,)``: the other end
     of each edge; ``perm (E,)``: the edge id at each position. For CSR the rows are destinations and
-    ``col`` holds sources; for CSC the rows are sources and ``col`` holds destinations.
+    ``col`` holds sources; for CSC the rows are sources and ``col`` holds destinations. The graph kernels
+    (``kernels/_csr.py``) read this very object.
     """
 
     rowptr: torch.Tensor
@@ -131,6 +132,10 @@ class Compressed:
     @property
     def num_rows(self) -> int:
         return self.rowptr.numel() - 1
+
+    @property
+    def num_edges(self) -> int:
+        return self.col.numel()
 
     def row_ids(self) -> torch.Tensor:
         """The row of every position, ``(E,)``: the expansion of ``rowptr``."""
