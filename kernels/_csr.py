@@ -2,14 +2,16 @@
 ``kernels/gat.py`` (graph attention) are peers built on it.
 
 * The layouts: the kernels read :class:`reference.graph.Compressed` (``rowptr``, ``col``, ``perm``, what
-  ``Graph.csr()`` and ``Graph.csc()`` return) as it is. :func:`validate_layout` and :func:`validate_layouts`
-  (a CSR and its optional CSC), :func:`derive_csc` (the transposed layout by a stable sort) and
-  :func:`check_edges_per_program`.
+  ``Graph.csr()`` and ``Graph.csc()`` return) as it is. :class:`SparsePattern` (a CSR, its CSC and the
+  segment length: what an aggregation's forward and backward walk), :func:`validate_layout` and
+  :func:`validate_layouts` (a CSR and its optional CSC), :func:`derive_csc` (the transposed layout by a
+  stable sort) and :func:`check_edges_per_program`.
 * The row schedule: :func:`segment_schedule` splits every row into segments of at most ``chunk`` CSR
   positions (one program each), so a hub row does not serialize the launch. The ``@triton.jit`` helpers
   every graph kernel opens with: :func:`segment_bounds` (a program's row and CSR range),
-  :func:`block_range` (a tile's offsets and mask) and :func:`edge_block` (a block of positions and their
-  columns). Triton inlines them: the compiled kernels are what the spelled-out code compiled to.
+  :func:`block_range` (a tile's offsets and mask), :func:`edge_block` (a block of positions and their
+  columns) and :func:`edge_dot` (the per-edge dot products of the backward kernels). Triton inlines
+  them, so they cost nothing at run time (``fusebench inspect`` shows the compiled kernels).
 * The segment kernel (:func:`segment_kernel`, launched by :func:`segment_reduce`): the per-segment sum or
   max over a row's edges of ``r[i] w[perm[k]] c[col[k]] x[col[k]]`` with float32 accumulation, the max's
   arg-max edge, and the masked sum of the max's backward. ``kernels/spmm.py`` documents the algorithm,
@@ -36,7 +38,7 @@ __all__ = ["Schedule", "SparsePattern", "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEF
            "MAX", "MASKED_SUM", "FEATURE_TILES", "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
            "segment_schedule", "derive_csc", "check_layout_type", "validate_layout", "validate_layouts",
            "check_operand", "check_edges_per_program", "check_int32_sizes", "segment_bounds", "block_range",
-           "edge_block", "segment_kernel", "combine_kernel", "segment_reduce"]
+           "edge_block", "edge_dot", "segment_kernel", "combine_kernel", "segment_reduce"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -75,6 +77,26 @@ def edge_block(col_ptr, k0, end, BLOCK_E: tl.constexpr):
     (``col`` is 0 on masked lanes: a valid row to gather, whose values the masks then drop)."""
     offs_e, mask_e = block_range(k0, end, BLOCK_E)
     return offs_e, mask_e, tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+
+
+@triton.jit
+def edge_dot(x_ptr, src, mask_e, g_ptr, arg_ptr, eid, num_features, stride_xn,
+             HAS_ARG: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr):
+    """``(BLOCK_E,)`` float32: ``<x[src_e], g>`` for each edge of a block, swept over the features in ``BLOCK_F``
+    tiles (an SDDMM row: ``g`` is the row's output gradient). With ``HAS_ARG`` a feature counts only where
+    ``arg`` holds the edge's id ``eid_e`` (the backward of max). ``g_ptr`` and ``arg_ptr`` point at the row."""
+    dot = tl.zeros([BLOCK_E], tl.float32)
+    for f0 in range(0, num_features, BLOCK_F):
+        offs_f, mask_f = block_range(f0, num_features, BLOCK_F)
+        xv = tl.load(x_ptr + src[:, None] * stride_xn + offs_f[None, :], mask=mask_e[:, None] & mask_f[None, :],
+                     other=0.0).to(tl.float32)  # (BLOCK_E, BLOCK_F)
+        gv = tl.load(g_ptr + offs_f, mask=mask_f, other=0.0).to(tl.float32)
+        prod = xv * gv[None, :]
+        if HAS_ARG:
+            chosen = tl.load(arg_ptr + offs_f, mask=mask_f, other=-1)
+            prod = tl.where(chosen[None, :] == eid[:, None], prod, 0.0)
+        dot += tl.sum(prod, axis=1)
+    return dot
 
 
 @triton.jit

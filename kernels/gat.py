@@ -82,6 +82,7 @@ from kernels._csr import (
     check_operand,
     combine_kernel,
     edge_block,
+    edge_dot,
     feature_tile,
     segment_bounds,
     segment_reduce,
@@ -252,13 +253,8 @@ def _gat_bwd_score_kernel(
     for k0 in range(start, end, BLOCK_E):
         offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
-        dot = tl.zeros([BLOCK_E], tl.float32)
-        for c0 in range(0, num_channels, BLOCK_C):
-            offs_c, mask_c = block_range(c0, num_channels, BLOCK_C)
-            xv = tl.load(x_ptr + src[:, None] * stride_xn + head * stride_xh + offs_c[None, :],
-                         mask=mask_e[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
-            gv = tl.load(g_ptr + (row * num_heads + head) * num_channels + offs_c, mask=mask_c, other=0.0)
-            dot += tl.sum(xv * gv.to(tl.float32)[None, :], axis=1)
+        dot = edge_dot(x_ptr + head * stride_xh, src, mask_e, g_ptr + (row * num_heads + head) * num_channels, g_ptr,
+                       eid, num_channels, stride_xn, False, BLOCK_E, BLOCK_C)  # <dOut[i, h], x[j, h]>
         z, s = _scores(asrc_ptr, src, mask_e, a_dst, head, stride_an, stride_ah, negative_slope)
         p = tl.exp(s - lse)
         dz = p * (dot - delta) * tl.where(z > 0, 1.0, negative_slope)

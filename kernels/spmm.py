@@ -97,13 +97,13 @@ from kernels._csr import (
     SUPPORTED_DTYPES,
     Schedule,
     SparsePattern,
-    block_range,
     check_edges_per_program,
     check_int32_sizes,
     check_layout_type,
     check_operand,
     combine_kernel,
     edge_block,
+    edge_dot,
     edge_tile,
     feature_tile,
     segment_bounds,
@@ -151,17 +151,8 @@ def _edge_grad_kernel(
     for k0 in range(start, end, BLOCK_E):
         offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
-        t = tl.zeros([BLOCK_E], tl.float32)
-        for f0 in range(0, num_features, BLOCK_F):
-            offs_f, mask_f = block_range(f0, num_features, BLOCK_F)
-            mask = mask_e[:, None] & mask_f[None, :]
-            xv = tl.load(x_ptr + src[:, None] * stride_xn + offs_f[None, :], mask=mask, other=0.0).to(tl.float32)
-            gv = tl.load(g_ptr + row * num_features + offs_f, mask=mask_f, other=0.0).to(tl.float32)
-            prod = xv * gv[None, :]
-            if HAS_ARG:
-                chosen = tl.load(arg_ptr + row * num_features + offs_f, mask=mask_f, other=-1)
-                prod = tl.where(chosen[None, :] == eid[:, None], prod, 0.0)
-            t += tl.sum(prod, axis=1)
+        t = edge_dot(x_ptr, src, mask_e, g_ptr + row * num_features, arg_ptr + row * num_features, eid, num_features,
+                     stride_xn, HAS_ARG, BLOCK_E, BLOCK_F)
         if WRITE_GW:
             gw = t * row_scale
             if HAS_CSCALE:
