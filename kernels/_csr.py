@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import INT32_LIMIT
-from reference.graph import Compressed, coo_to_compressed
+from reference.graph import Compressed, check_index_vector, check_rowptr, coo_to_compressed
 
 __all__ = ["Schedule", "SparsePattern", "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM",
            "MAX", "MASKED_SUM", "FEATURE_TILES", "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
@@ -310,12 +310,7 @@ def validate_layout(name: str, layout: Compressed, num_nodes: int, *, check_valu
     check_layout_type(name, layout)
     parts = (("rowptr", layout.rowptr), ("col", layout.col), ("perm", layout.perm))
     for part, t in parts:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}.{part} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in INDEX_DTYPES:
-            raise TypeError(f"{name}.{part} must be int32 or int64, got {t.dtype}")
-        if t.dim() != 1:
-            raise ValueError(f"{name}.{part} must be 1-D, got shape {tuple(t.shape)}")
+        check_index_vector(f"{name}.{part}", t)
         if t.dtype != layout.rowptr.dtype:
             raise TypeError(f"{name}.{part} must have {name}.rowptr's dtype {layout.rowptr.dtype}, got {t.dtype}")
         if t.device != layout.rowptr.device:
@@ -330,15 +325,7 @@ def validate_layout(name: str, layout: Compressed, num_nodes: int, *, check_valu
         raise ValueError(f"{name}: {num_edges} edges overflow the int32 index path; use int64 indices")
     if not check_values:
         return
-    rowptr = layout.rowptr
-    if int(rowptr[0]) != 0:
-        raise ValueError(f"{name}.rowptr must start at 0, got {int(rowptr[0])}")
-    decreasing = rowptr[1:] < rowptr[:-1]
-    if decreasing.any():
-        first = int(decreasing.nonzero()[0])
-        raise ValueError(f"{name}.rowptr must be non-decreasing (monotonic), but entry {first + 1} < entry {first}")
-    if int(rowptr[-1]) != num_edges:
-        raise ValueError(f"{name}.rowptr must end at the edge count E={num_edges}, got {int(rowptr[-1])}")
+    check_rowptr(f"{name}.rowptr", layout.rowptr, num_edges)
     if num_edges:
         for part, t, high in (("col", layout.col, num_cols), ("perm", layout.perm, num_edges)):
             low, top = int(t.min()), int(t.max())
