@@ -8,10 +8,11 @@
   stable sort) and :func:`check_edges_per_program`.
 * The row schedule: :func:`segment_schedule` splits every row into segments of at most ``chunk`` CSR
   positions (one program each), so a hub row does not serialize the launch. The ``@triton.jit`` helpers
-  every graph kernel opens with: :func:`segment_bounds` (a program's row and CSR range),
-  :func:`block_range` (a tile's offsets and mask), :func:`edge_block` (a block of positions and their
-  columns) and :func:`edge_dot` (the per-edge dot products of the backward kernels). Triton inlines
-  them, so they cost nothing at run time (``fusebench inspect`` shows the compiled kernels).
+  the graph kernels share: :func:`segment_bounds` (a program's row and CSR range), :func:`split_bounds`
+  (a combine program's row and partials), :func:`block_range` (a tile's offsets and mask),
+  :func:`edge_block` (a block of positions and their columns) and :func:`edge_dot` (the per-edge dot
+  products of the backward kernels). Triton inlines them, so they cost nothing at run time (``fusebench
+  inspect`` shows the compiled kernels).
 * The segment kernel (:func:`segment_kernel`, launched by :func:`segment_reduce`): the per-segment sum or
   max over a row's edges of ``r[i] w[perm[k]] c[col[k]] x[col[k]]`` with float32 accumulation, the max's
   arg-max edge, and the masked sum of the max's backward. ``kernels/spmm.py`` documents the algorithm,
@@ -34,11 +35,17 @@ import triton.language as tl
 from kernels._common import INT32_LIMIT
 from reference.graph import Compressed, check_index_vector, check_rowptr, coo_to_compressed
 
-__all__ = ["Schedule", "SparsePattern", "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM",
-           "MAX", "MASKED_SUM", "FEATURE_TILES", "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
-           "segment_schedule", "derive_csc", "check_layout_type", "validate_layout", "validate_layouts",
-           "check_operand", "check_edges_per_program", "check_int32_sizes", "segment_bounds", "block_range",
-           "edge_block", "edge_dot", "segment_kernel", "combine_kernel", "segment_reduce"]
+__all__ = [
+    # layouts, schedule and validation
+    "SparsePattern", "Schedule", "segment_schedule", "derive_csc", "check_layout_type", "validate_layout",
+    "validate_layouts", "check_operand", "check_edges_per_program", "check_int32_sizes",
+    # @triton.jit helpers, kernels and their launcher
+    "segment_bounds", "split_bounds", "block_range", "edge_block", "edge_dot", "segment_kernel", "combine_kernel",
+    "segment_reduce",
+    # constants and tile rules
+    "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM", "MAX", "MASKED_SUM", "FEATURE_TILES",
+    "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
+]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -62,6 +69,16 @@ def segment_bounds(pid_s, rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK: tl.cons
     start = tl.load(seg_start_ptr + pid_s)
     end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
     return row, start, end
+
+
+@triton.jit
+def split_bounds(pid_r, split_row_ptr, split_first_ptr, split_count_ptr):
+    """``(row, first, count)``: the split row that combine program ``pid_r`` finishes, its first partial row and
+    its number of partials (one per segment)."""
+    row = tl.load(split_row_ptr + pid_r)
+    first = tl.load(split_first_ptr + pid_r)
+    count = tl.load(split_count_ptr + pid_r)
+    return row, first, count
 
 
 @triton.jit
@@ -172,10 +189,7 @@ def combine_kernel(
     IS_MAX: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     """Second pass: reduce a split row's partials in segment order and write the row."""
-    pid_r = tl.program_id(0)
-    row = tl.load(split_row_ptr + pid_r)
-    first = tl.load(split_first_ptr + pid_r)
-    count = tl.load(split_count_ptr + pid_r)
+    row, first, count = split_bounds(tl.program_id(0), split_row_ptr, split_first_ptr, split_count_ptr)
     offs_f, mask_f = block_range(tl.program_id(1) * BLOCK_F, num_features, BLOCK_F)
     if IS_MAX:
         acc = tl.full([BLOCK_F], float("-inf"), tl.float32)

@@ -87,6 +87,7 @@ from kernels._csr import (
     segment_bounds,
     segment_reduce,
     segment_schedule,
+    split_bounds,
     validate_layouts,
 )
 from kernels._versions import TRITON
@@ -177,12 +178,9 @@ def _gat_combine_kernel(
     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Merge a split row's partial softmax states (m, l, acc) in segment order."""
-    pid_r = tl.program_id(0)
+    row, first, count = split_bounds(tl.program_id(0), split_row_ptr, split_first_ptr, split_count_ptr)
     head = tl.program_id(1)
     pid_c = tl.program_id(2)
-    row = tl.load(split_row_ptr + pid_r)
-    first = tl.load(split_first_ptr + pid_r)
-    count = tl.load(split_count_ptr + pid_r)
     offs_c, mask_c = block_range(pid_c * BLOCK_C, num_channels, BLOCK_C)
     m = tl.full([], float("-inf"), tl.float32)
     l = tl.zeros([], tl.float32)
