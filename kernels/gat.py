@@ -47,14 +47,10 @@ device; the layouts as in ``kernels/_csr.py`` (rowptr monotonic from 0 to ``E``,
 Every load and store is masked to those ranges: no input that passes makes a kernel access memory out
 of bounds.
 
-CPU interpreter (``TRITON_INTERPRET=1``): the CPU check covers all program logic (the online softmax,
-its rescaling across blocks and across the segments of split rows, empty rows, the LeakyReLU branch
-and its gradient, the recomputation from ``lse``, the channel-tile masks) with guard zones around
-inputs and outputs. No ``tl.dot`` is used (the weighted sum is a broadcast multiply and a reduction,
-since a GAT row is a vector-matrix product per head), so the bfloat16 ``tl.dot`` interpreter bug
-(upstream triton issue 11584) does not apply. Only a GPU run confirms the compiled code (``fusebench
-inspect`` compiles the shipped configurations for sm_80/sm_90 and checks spills), real sizes (the
-``gpu`` tier) and speed.
+CPU interpreter (``TRITON_INTERPRET=1``): the kernels run unchanged under it. No ``tl.dot`` is used (the
+weighted sum is a broadcast multiply and a reduction, since a GAT row is a vector-matrix product per head),
+so the interpreter's bfloat16 ``tl.dot`` bug (upstream triton issue 11584) does not apply. Interpreter
+timings are not kernel timings, and the compiled code (registers, spills) is what ``fusebench inspect`` reads.
 """
 
 from __future__ import annotations

@@ -63,18 +63,10 @@ perm have ``E`` entries, ``col`` in ``[0, num_nodes)``, ``perm`` in ``[0, E)``; 
 failure names the argument. Every load and store of the kernels is masked to the ranges that these
 checks establish, so no input that passes them makes a kernel read or write out of bounds.
 
-CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels):
-
-* What the CPU check covers: all program logic, executed with numpy: the segment schedule including
-  split rows and the combine pass (tests force splitting with a small ``edges_per_program``), index
-  arithmetic for both index dtypes, feature-tile masks for widths that are not multiples of the tile,
-  the scale vectors, arg-max tracking and its tie rule, the backward kernels, float32 accumulation and
-  the rounding of loads and stores to float16/bfloat16; guard zones around every input and output
-  prove the masks keep reads and writes in bounds. No ``tl.dot`` is used, so the interpreter's bfloat16
-  ``tl.dot`` bug (upstream triton issue 11584) does not apply.
-* What only a GPU run confirms: the compiled code (``fusebench inspect`` compiles every shipped
-  configuration for sm_80/sm_90 and checks for spills), hardware out-of-bounds behaviour, real sizes
-  (the ``gpu`` tier: 1M+ edges, power-law) and speed. Interpreter timings are not kernel timings.
+CPU interpreter (``TRITON_INTERPRET=1``): the kernels run unchanged under it, so all program logic can be
+checked without a GPU; no ``tl.dot`` is used, so the interpreter's bfloat16 ``tl.dot`` bug (upstream triton
+issue 11584) does not apply. Interpreter timings are not kernel timings, and the compiled code (registers,
+spills) is what ``fusebench inspect`` reads.
 """
 
 from __future__ import annotations
