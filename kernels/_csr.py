@@ -32,13 +32,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import INT32_LIMIT
+from kernels._common import INT32_LIMIT, check_device
 from reference.graph import Compressed, check_index_vector, check_rowptr, coo_to_compressed
 
 __all__ = [
     # layouts, schedule and validation
     "SparsePattern", "Schedule", "segment_schedule", "derive_csc", "check_layout_type", "validate_layout",
-    "validate_layouts", "check_operand", "check_edges_per_program", "check_int32_sizes",
+    "validate_layouts", "check_on_layout_device", "check_operand", "check_edges_per_program", "check_int32_sizes",
     # @triton.jit helpers, kernels and their launcher
     "segment_bounds", "split_bounds", "block_range", "edge_block", "edge_dot", "segment_kernel", "combine_kernel",
     "segment_reduce",
@@ -357,6 +357,13 @@ def validate_layouts(csr: Compressed, csc: Compressed | None, num_rows: int, num
         if csc.num_edges != csr.num_edges or csc.rowptr.dtype != csr.rowptr.dtype:
             raise ValueError(f"csc must describe the same {csr.num_edges} edges with {csr.rowptr.dtype} indices, got "
                              f"{csc.num_edges} edges of {csc.rowptr.dtype}")
+
+
+def check_on_layout_device(name: str, t: torch.Tensor, layout: Compressed) -> None:
+    """``t`` on the layout's device, and that a device the kernels run on (CUDA, or any under the interpreter)."""
+    if t.device != layout.rowptr.device:
+        raise ValueError(f"{name} must be on the layout's device {layout.rowptr.device}, got {t.device}")
+    check_device(name, t)
 
 
 def check_operand(name: str, t, rank: int, shape_text: str) -> None:

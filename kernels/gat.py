@@ -59,7 +59,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import INT32_LIMIT, TRITON_DTYPE, check_device
+from kernels._common import INT32_LIMIT, TRITON_DTYPE
 from kernels._compile import CompileSpec
 from kernels._csr import (
     BLOCK_S,
@@ -75,6 +75,7 @@ from kernels._csr import (
     block_range,
     check_edges_per_program,
     check_layout_type,
+    check_on_layout_device,
     check_operand,
     combine_kernel,
     edge_block,
@@ -157,11 +158,11 @@ def _gat_fwd_kernel(
         out = tl.where(nonempty, acc / tl.where(nonempty, l, 1.0), 0.0)  # an empty row is 0
         tl.store(out_ptr + (row * num_heads + head) * num_channels + offs_c, out.to(out_ptr.dtype.element_ty),
                  mask=mask_c)
-        if tl.program_id(2) == 0:
+        if tl.program_id(2) == 0:  # lse is per (row, head): the first channel tile writes it
             tl.store(lse_ptr + row * num_heads + head, tl.where(nonempty, m + tl.log(tl.where(nonempty, l, 1.0)), 0.0))
     else:
         tl.store(part_acc_ptr + (part * num_heads + head) * num_channels + offs_c, acc, mask=mask_c)
-        if tl.program_id(2) == 0:
+        if tl.program_id(2) == 0:  # so are m and l
             tl.store(part_m_ptr + part * num_heads + head, m)
             tl.store(part_l_ptr + part * num_heads + head, l)
 
@@ -196,7 +197,7 @@ def _gat_combine_kernel(
         m = m_new
     tl.store(out_ptr + (row * num_heads + head) * num_channels + offs_c, (acc / l).to(out_ptr.dtype.element_ty),
              mask=mask_c)
-    if pid_c == 0:
+    if pid_c == 0:  # the first channel tile writes the (row, head)'s lse
         tl.store(lse_ptr + row * num_heads + head, m + tl.log(l))
 
 
@@ -449,9 +450,7 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
             raise ValueError(f"{name} must be on x's device {x.device}, got {alpha.device}")
     _check_int32(csr.rowptr.dtype, num_nodes, x.shape[1], x.shape[2], csr.num_edges)
     validate_layouts(csr, csc, num_nodes, num_nodes, check_values=check_indices)
-    if x.device != csr.rowptr.device:
-        raise ValueError(f"x must be on the layout's device {csr.rowptr.device}, got {x.device}")
-    check_device("x", x)
+    check_on_layout_device("x", x, csr)
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) or negative_slope < 0:
         raise ValueError(f"negative_slope must be a non-negative number, got {negative_slope!r}")
     chunk = check_edges_per_program(edges_per_program)

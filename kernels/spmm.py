@@ -75,7 +75,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import TRITON_DTYPE, check_device
+from kernels._common import TRITON_DTYPE
 from kernels._compile import CompileSpec
 from kernels._csr import (
     BLOCK_S,
@@ -92,6 +92,7 @@ from kernels._csr import (
     check_edges_per_program,
     check_int32_sizes,
     check_layout_type,
+    check_on_layout_device,
     check_operand,
     combine_kernel,
     edge_block,
@@ -301,9 +302,7 @@ def csr_aggregate(x: torch.Tensor, csr: Compressed, csc: Compressed | None = Non
     _check_features("x", x, num_cols)
     check_int32_sizes(csr.rowptr.dtype, max(num_nodes, num_cols), x.shape[1])
     validate_layouts(csr, csc, num_nodes, num_cols, check_values=check_indices)
-    if x.device != csr.rowptr.device:
-        raise ValueError(f"x must be on the layout's device {csr.rowptr.device}, got {x.device}")
-    check_device("x", x)
+    check_on_layout_device("x", x, csr)
     if edge_weight is not None:
         if not isinstance(edge_weight, torch.Tensor) or not edge_weight.is_floating_point():
             raise TypeError("edge_weight must be a floating-point tensor or None")
