@@ -1,14 +1,18 @@
 """The compressed-sparse-row core that the graph kernels share: ``kernels/spmm.py`` (aggregation) and
 ``kernels/gat.py`` (graph attention) are peers built on it.
 
-* :class:`Layout` (``rowptr``, ``col``, ``perm``) as the kernels read it, :func:`validate_layout` and
+* The layouts: the kernels read :class:`reference.graph.Compressed` (``rowptr``, ``col``, ``perm``, what
+  ``Graph.csr()`` and ``Graph.csc()`` return) as it is. :class:`SparsePattern` (a CSR, its CSC and the
+  segment length: what an aggregation's forward and backward walk), :func:`validate_layout` and
   :func:`validate_layouts` (a CSR and its optional CSC), :func:`derive_csc` (the transposed layout by a
   stable sort) and :func:`check_edges_per_program`.
 * The row schedule: :func:`segment_schedule` splits every row into segments of at most ``chunk`` CSR
   positions (one program each), so a hub row does not serialize the launch. The ``@triton.jit`` helpers
-  every graph kernel opens with: :func:`segment_bounds` (a program's row and CSR range),
-  :func:`block_range` (a tile's offsets and mask) and :func:`edge_block` (a block of positions and their
-  columns). Triton inlines them: the compiled kernels are what the spelled-out code compiled to.
+  the graph kernels share: :func:`segment_bounds` (a program's row and CSR range), :func:`split_bounds`
+  (a combine program's row and partials), :func:`block_range` (a tile's offsets and mask),
+  :func:`edge_block` (a block of positions and their columns) and :func:`edge_dot` (the per-edge dot
+  products of the backward kernels). Triton inlines them, so they cost nothing at run time (``fusebench
+  inspect`` shows the compiled kernels).
 * The segment kernel (:func:`segment_kernel`, launched by :func:`segment_reduce`): the per-segment sum or
   max over a row's edges of ``r[i] w[perm[k]] c[col[k]] x[col[k]]`` with float32 accumulation, the max's
   arg-max edge, and the masked sum of the max's backward. ``kernels/spmm.py`` documents the algorithm,
@@ -28,13 +32,20 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import INT32_LIMIT
+from kernels._common import INT32_LIMIT, check_device
+from reference.graph import Compressed, check_index_vector, check_rowptr, coo_to_compressed
 
-__all__ = ["Layout", "Schedule", "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM", "MAX",
-           "MASKED_SUM", "FEATURE_TILES", "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
-           "segment_schedule", "derive_csc", "validate_layout", "validate_layouts", "check_operand",
-           "check_edges_per_program", "check_int32_sizes", "segment_bounds", "block_range", "edge_block",
-           "segment_kernel", "combine_kernel", "segment_reduce"]
+__all__ = [
+    # layouts, schedule and validation
+    "SparsePattern", "Schedule", "segment_schedule", "derive_csc", "check_layout_type", "validate_layout",
+    "validate_layouts", "check_on_layout_device", "check_operand", "check_edges_per_program", "check_int32_sizes",
+    # @triton.jit helpers, kernels and their launcher
+    "segment_bounds", "split_bounds", "block_range", "edge_block", "edge_dot", "segment_kernel", "combine_kernel",
+    "segment_reduce",
+    # constants and tile rules
+    "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM", "MAX", "MASKED_SUM", "FEATURE_TILES",
+    "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
+]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
@@ -61,6 +72,16 @@ def segment_bounds(pid_s, rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK: tl.cons
 
 
 @triton.jit
+def split_bounds(pid_r, split_row_ptr, split_first_ptr, split_count_ptr):
+    """``(row, first, count)``: the split row that combine program ``pid_r`` finishes, its first partial row and
+    its number of partials (one per segment)."""
+    row = tl.load(split_row_ptr + pid_r)
+    first = tl.load(split_first_ptr + pid_r)
+    count = tl.load(split_count_ptr + pid_r)
+    return row, first, count
+
+
+@triton.jit
 def block_range(first, limit, BLOCK: tl.constexpr):
     """``(offsets, mask)``: the ``BLOCK`` offsets from ``first``, masked to those below ``limit``."""
     offs = first + tl.arange(0, BLOCK)
@@ -73,6 +94,26 @@ def edge_block(col_ptr, k0, end, BLOCK_E: tl.constexpr):
     (``col`` is 0 on masked lanes: a valid row to gather, whose values the masks then drop)."""
     offs_e, mask_e = block_range(k0, end, BLOCK_E)
     return offs_e, mask_e, tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+
+
+@triton.jit
+def edge_dot(x_ptr, src, mask_e, g_ptr, arg_ptr, eid, num_features, stride_xn,
+             HAS_ARG: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr):
+    """``(BLOCK_E,)`` float32: ``<x[src_e], g>`` for each edge of a block, swept over the features in ``BLOCK_F``
+    tiles (an SDDMM row: ``g`` is the row's output gradient). With ``HAS_ARG`` a feature counts only where
+    ``arg`` holds the edge's id ``eid_e`` (the backward of max). ``g_ptr`` and ``arg_ptr`` point at the row."""
+    dot = tl.zeros([BLOCK_E], tl.float32)
+    for f0 in range(0, num_features, BLOCK_F):
+        offs_f, mask_f = block_range(f0, num_features, BLOCK_F)
+        xv = tl.load(x_ptr + src[:, None] * stride_xn + offs_f[None, :], mask=mask_e[:, None] & mask_f[None, :],
+                     other=0.0).to(tl.float32)  # (BLOCK_E, BLOCK_F)
+        gv = tl.load(g_ptr + offs_f, mask=mask_f, other=0.0).to(tl.float32)
+        prod = xv * gv[None, :]
+        if HAS_ARG:
+            chosen = tl.load(arg_ptr + offs_f, mask=mask_f, other=-1)
+            prod = tl.where(chosen[None, :] == eid[:, None], prod, 0.0)
+        dot += tl.sum(prod, axis=1)
+    return dot
 
 
 @triton.jit
@@ -148,10 +189,7 @@ def combine_kernel(
     IS_MAX: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     """Second pass: reduce a split row's partials in segment order and write the row."""
-    pid_r = tl.program_id(0)
-    row = tl.load(split_row_ptr + pid_r)
-    first = tl.load(split_first_ptr + pid_r)
-    count = tl.load(split_count_ptr + pid_r)
+    row, first, count = split_bounds(tl.program_id(0), split_row_ptr, split_first_ptr, split_count_ptr)
     offs_f, mask_f = block_range(tl.program_id(1) * BLOCK_F, num_features, BLOCK_F)
     if IS_MAX:
         acc = tl.full([BLOCK_F], float("-inf"), tl.float32)
@@ -198,25 +236,8 @@ def edge_tile(block_f: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Layout, schedule and validation
+# Layouts, schedule and validation
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A compressed layout as the kernels read it: ``rowptr (R+1,)``, ``col (E,)``, ``perm (E,)``."""
-
-    rowptr: torch.Tensor
-    col: torch.Tensor
-    perm: torch.Tensor
-
-    @property
-    def num_rows(self) -> int:
-        return self.rowptr.numel() - 1
-
-    @property
-    def num_edges(self) -> int:
-        return self.col.numel()
 
 
 @dataclass(frozen=True)
@@ -262,35 +283,48 @@ def segment_schedule(rowptr: torch.Tensor, chunk: int) -> Schedule:
     return schedule
 
 
-def derive_csc(csr: Layout, num_cols: int | None = None) -> Layout:
-    """The transposed layout (rows = sources, ``num_cols`` of them) from a CSR one, by a stable sort."""
+def derive_csc(csr: Compressed, num_cols: int | None = None) -> Compressed:
+    """The transposed layout (rows = the CSR's columns, ``num_cols`` of them) from a CSR one: its positions grouped
+    by column with a stable sort, so each CSC row keeps edge order, as ``Graph.csc()`` does."""
     num_cols = csr.num_rows if num_cols is None else num_cols
-    rows = torch.repeat_interleave(torch.arange(csr.num_rows, device=csr.col.device),
-                                   (csr.rowptr[1:] - csr.rowptr[:-1]).long(), output_size=csr.num_edges)
-    order = torch.sort(csr.col.long(), stable=True).indices  # CSR positions grouped by source
-    counts = torch.bincount(csr.col.long(), minlength=num_cols)
-    rowptr = torch.zeros(num_cols + 1, dtype=torch.int64, device=csr.col.device)
-    rowptr[1:] = torch.cumsum(counts, 0)
-    dtype = csr.rowptr.dtype
-    return Layout(rowptr.to(dtype), rows[order].to(dtype), csr.perm[order])
+    by_column = coo_to_compressed(csr.col, csr.row_ids(), num_cols)  # its perm: CSR positions, grouped by column
+    return Compressed(by_column.rowptr, by_column.col, csr.perm[by_column.perm.long()])
 
 
-def validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values: bool,
+@dataclass(frozen=True)
+class SparsePattern:
+    """Where the nonzeros of ``A`` (R rows over ``num_cols`` columns) are, in the two layouts the kernels walk:
+    ``csr`` for the forward, ``csc`` (rows = columns of ``A``) for the backward, derived from the CSR when not
+    given; both are scheduled in segments of ``chunk`` positions."""
+
+    csr: Compressed
+    csc: Compressed | None
+    num_cols: int
+    chunk: int
+
+    def csr_schedule(self) -> Schedule:
+        return segment_schedule(self.csr.rowptr, self.chunk)
+
+    def transposed(self) -> Compressed:
+        return self.csc if self.csc is not None else derive_csc(self.csr, self.num_cols)
+
+
+def check_layout_type(name: str, layout) -> None:
+    if not isinstance(layout, Compressed):
+        raise TypeError(f"{name} must be a reference.graph.Compressed (rowptr, col, perm; Graph.csr() gives one), "
+                        f"got {type(layout).__name__}")
+
+
+def validate_layout(name: str, layout: Compressed, num_nodes: int, *, check_values: bool,
                      num_cols: int | None = None) -> None:
     """Types and shapes always; values (monotonic rowptr, index ranges) when ``check_values``.
 
     ``num_nodes`` rows; ``col`` indexes ``num_cols`` columns (default: square, ``num_nodes``)."""
     num_cols = num_nodes if num_cols is None else num_cols
-    if not isinstance(layout, Layout):
-        raise TypeError(f"{name} must be a kernels.spmm.Layout (rowptr, col, perm), got {type(layout).__name__}")
+    check_layout_type(name, layout)
     parts = (("rowptr", layout.rowptr), ("col", layout.col), ("perm", layout.perm))
     for part, t in parts:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}.{part} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in INDEX_DTYPES:
-            raise TypeError(f"{name}.{part} must be int32 or int64, got {t.dtype}")
-        if t.dim() != 1:
-            raise ValueError(f"{name}.{part} must be 1-D, got shape {tuple(t.shape)}")
+        check_index_vector(f"{name}.{part}", t)
         if t.dtype != layout.rowptr.dtype:
             raise TypeError(f"{name}.{part} must have {name}.rowptr's dtype {layout.rowptr.dtype}, got {t.dtype}")
         if t.device != layout.rowptr.device:
@@ -305,15 +339,7 @@ def validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values: 
         raise ValueError(f"{name}: {num_edges} edges overflow the int32 index path; use int64 indices")
     if not check_values:
         return
-    rowptr = layout.rowptr
-    if int(rowptr[0]) != 0:
-        raise ValueError(f"{name}.rowptr must start at 0, got {int(rowptr[0])}")
-    decreasing = rowptr[1:] < rowptr[:-1]
-    if decreasing.any():
-        first = int(decreasing.nonzero()[0])
-        raise ValueError(f"{name}.rowptr must be non-decreasing (monotonic), but entry {first + 1} < entry {first}")
-    if int(rowptr[-1]) != num_edges:
-        raise ValueError(f"{name}.rowptr must end at the edge count E={num_edges}, got {int(rowptr[-1])}")
+    check_rowptr(f"{name}.rowptr", layout.rowptr, num_edges)
     if num_edges:
         for part, t, high in (("col", layout.col, num_cols), ("perm", layout.perm, num_edges)):
             low, top = int(t.min()), int(t.max())
@@ -322,7 +348,8 @@ def validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values: 
                 raise ValueError(f"{name}.{part} must hold indices in [0, {high}), found {bad}")
 
 
-def validate_layouts(csr: Layout, csc: Layout | None, num_rows: int, num_cols: int, *, check_values: bool) -> None:
+def validate_layouts(csr: Compressed, csc: Compressed | None, num_rows: int, num_cols: int, *,
+                     check_values: bool) -> None:
     """A CSR of ``num_rows`` rows over ``num_cols`` columns and, when given, its CSC (the same edges, transposed)."""
     validate_layout("csr", csr, num_rows, check_values=check_values, num_cols=num_cols)
     if csc is not None:
@@ -330,6 +357,13 @@ def validate_layouts(csr: Layout, csc: Layout | None, num_rows: int, num_cols: i
         if csc.num_edges != csr.num_edges or csc.rowptr.dtype != csr.rowptr.dtype:
             raise ValueError(f"csc must describe the same {csr.num_edges} edges with {csr.rowptr.dtype} indices, got "
                              f"{csc.num_edges} edges of {csc.rowptr.dtype}")
+
+
+def check_on_layout_device(name: str, t: torch.Tensor, layout: Compressed) -> None:
+    """``t`` on the layout's device, and that a device the kernels run on (CUDA, or any under the interpreter)."""
+    if t.device != layout.rowptr.device:
+        raise ValueError(f"{name} must be on the layout's device {layout.rowptr.device}, got {t.device}")
+    check_device(name, t)
 
 
 def check_operand(name: str, t, rank: int, shape_text: str) -> None:
@@ -362,7 +396,7 @@ def check_int32_sizes(index_dtype: torch.dtype, num_nodes: int, num_features: in
 # --------------------------------------------------------------------------------------------------
 
 
-def segment_reduce(layout: Layout, schedule: Schedule, x: torch.Tensor, *, num_out_rows: int, reduce: int,
+def segment_reduce(layout: Compressed, schedule: Schedule, x: torch.Tensor, *, num_out_rows: int, reduce: int,
                     weight=None, row_scale=None, col_scale=None, arg_in=None, out_dtype=None, out=None, arg=None):
     """``out (R, F)`` (and the arg-max edge ids for ``MAX``) of one segment-kernel launch (+ combine).
 

@@ -47,25 +47,19 @@ device; the layouts as in ``kernels/_csr.py`` (rowptr monotonic from 0 to ``E``,
 Every load and store is masked to those ranges: no input that passes makes a kernel access memory out
 of bounds.
 
-CPU interpreter (``TRITON_INTERPRET=1``): the CPU check covers all program logic (the online softmax,
-its rescaling across blocks and across the segments of split rows, empty rows, the LeakyReLU branch
-and its gradient, the recomputation from ``lse``, the channel-tile masks) with guard zones around
-inputs and outputs. No ``tl.dot`` is used (the weighted sum is a broadcast multiply and a reduction,
-since a GAT row is a vector-matrix product per head), so the bfloat16 ``tl.dot`` interpreter bug
-(upstream triton issue 11584) does not apply. Only a GPU run confirms the compiled code (``fusebench
-inspect`` compiles the shipped configurations for sm_80/sm_90 and checks spills), real sizes (the
-``gpu`` tier) and speed.
+CPU interpreter (``TRITON_INTERPRET=1``): the kernels run unchanged under it. No ``tl.dot`` is used (the
+weighted sum is a broadcast multiply and a reduction, since a GAT row is a vector-matrix product per head),
+so the interpreter's bfloat16 ``tl.dot`` bug (upstream triton issue 11584) does not apply. Interpreter
+timings are not kernel timings, and the compiled code (registers, spills) is what ``fusebench inspect`` reads.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels._common import INT32_LIMIT, TRITON_DTYPE, check_device
+from kernels._common import INT32_LIMIT, TRITON_DTYPE
 from kernels._compile import CompileSpec
 from kernels._csr import (
     BLOCK_S,
@@ -76,21 +70,25 @@ from kernels._csr import (
     SUM,
     SUPPORTED_DTYPES,
     TILE_ELEMENTS,
-    Layout,
     Schedule,
+    SparsePattern,
     block_range,
     check_edges_per_program,
+    check_layout_type,
+    check_on_layout_device,
     check_operand,
     combine_kernel,
-    derive_csc,
     edge_block,
+    edge_dot,
     feature_tile,
     segment_bounds,
     segment_reduce,
     segment_schedule,
+    split_bounds,
     validate_layouts,
 )
 from kernels._versions import TRITON
+from reference.graph import Compressed
 
 __all__ = ["gat_aggregate", "compile_specs"]
 
@@ -160,11 +158,11 @@ def _gat_fwd_kernel(
         out = tl.where(nonempty, acc / tl.where(nonempty, l, 1.0), 0.0)  # an empty row is 0
         tl.store(out_ptr + (row * num_heads + head) * num_channels + offs_c, out.to(out_ptr.dtype.element_ty),
                  mask=mask_c)
-        if tl.program_id(2) == 0:
+        if tl.program_id(2) == 0:  # lse is per (row, head): the first channel tile writes it
             tl.store(lse_ptr + row * num_heads + head, tl.where(nonempty, m + tl.log(tl.where(nonempty, l, 1.0)), 0.0))
     else:
         tl.store(part_acc_ptr + (part * num_heads + head) * num_channels + offs_c, acc, mask=mask_c)
-        if tl.program_id(2) == 0:
+        if tl.program_id(2) == 0:  # so are m and l
             tl.store(part_m_ptr + part * num_heads + head, m)
             tl.store(part_l_ptr + part * num_heads + head, l)
 
@@ -177,12 +175,9 @@ def _gat_combine_kernel(
     BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Merge a split row's partial softmax states (m, l, acc) in segment order."""
-    pid_r = tl.program_id(0)
+    row, first, count = split_bounds(tl.program_id(0), split_row_ptr, split_first_ptr, split_count_ptr)
     head = tl.program_id(1)
     pid_c = tl.program_id(2)
-    row = tl.load(split_row_ptr + pid_r)
-    first = tl.load(split_first_ptr + pid_r)
-    count = tl.load(split_count_ptr + pid_r)
     offs_c, mask_c = block_range(pid_c * BLOCK_C, num_channels, BLOCK_C)
     m = tl.full([], float("-inf"), tl.float32)
     l = tl.zeros([], tl.float32)
@@ -202,7 +197,7 @@ def _gat_combine_kernel(
         m = m_new
     tl.store(out_ptr + (row * num_heads + head) * num_channels + offs_c, (acc / l).to(out_ptr.dtype.element_ty),
              mask=mask_c)
-    if pid_c == 0:
+    if pid_c == 0:  # the first channel tile writes the (row, head)'s lse
         tl.store(lse_ptr + row * num_heads + head, m + tl.log(l))
 
 
@@ -253,13 +248,8 @@ def _gat_bwd_score_kernel(
     for k0 in range(start, end, BLOCK_E):
         offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
-        dot = tl.zeros([BLOCK_E], tl.float32)
-        for c0 in range(0, num_channels, BLOCK_C):
-            offs_c, mask_c = block_range(c0, num_channels, BLOCK_C)
-            xv = tl.load(x_ptr + src[:, None] * stride_xn + head * stride_xh + offs_c[None, :],
-                         mask=mask_e[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
-            gv = tl.load(g_ptr + (row * num_heads + head) * num_channels + offs_c, mask=mask_c, other=0.0)
-            dot += tl.sum(xv * gv.to(tl.float32)[None, :], axis=1)
+        dot = edge_dot(x_ptr + head * stride_xh, src, mask_e, g_ptr + (row * num_heads + head) * num_channels, g_ptr,
+                       eid, num_channels, stride_xn, False, BLOCK_E, BLOCK_C)  # <dOut[i, h], x[j, h]>
         z, s = _scores(asrc_ptr, src, mask_e, a_dst, head, stride_an, stride_ah, negative_slope)
         p = tl.exp(s - lse)
         dz = p * (dot - delta) * tl.where(z > 0, 1.0, negative_slope)
@@ -294,7 +284,7 @@ def _check_int32(index_dtype, num_rows: int, heads: int, channels: int, num_edge
                          "use int64 indices")
 
 
-def _forward(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
+def _forward(csr: Compressed, schedule: Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
              lse=None):
     """``(out (N, H, C), lse (N, H) float32)``; ``out``/``lse`` may be given contiguous (tests guard them)."""
     num_nodes, heads, channels = x.shape
@@ -326,7 +316,7 @@ def _forward(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, negative_
     return out, lse
 
 
-def _grad_x(csc: Layout, schedule: Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
+def _grad_x(csc: Compressed, schedule: Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
     num_nodes, heads, channels = grad_out.shape
     dx = torch.empty((num_nodes, heads, channels), dtype=x_dtype, device=grad_out.device)
     if num_nodes == 0 or heads == 0 or channels == 0:
@@ -351,7 +341,7 @@ def _grad_x(csc: Layout, schedule: Schedule, alpha_src, alpha_dst, lse, grad_out
     return dx
 
 
-def _grad_scores(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
+def _grad_scores(csr: Compressed, schedule: Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
     num_nodes, heads, channels = x.shape
     dz = torch.zeros((csr.num_edges, heads), dtype=torch.float32, device=x.device)  # (E, H)
     if csr.num_edges == 0 or heads == 0:
@@ -367,9 +357,9 @@ def _grad_scores(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, lse, 
     return dz
 
 
-def _edge_sums(layout: Layout, chunk: int, values: torch.Tensor, num_rows: int) -> torch.Tensor:
+def _edge_sums(layout: Compressed, chunk: int, values: torch.Tensor, num_rows: int) -> torch.Tensor:
     """``out[r] = sum over positions k of row r of values[perm[k]]`` (values indexed by edge id)."""
-    by_edge = Layout(layout.rowptr, layout.perm, layout.perm)  # gather rows of `values` by edge id
+    by_edge = Compressed(layout.rowptr, layout.perm, layout.perm)  # gather rows of `values` by edge id
     out, _ = segment_reduce(by_edge, segment_schedule(layout.rowptr, chunk), values, num_out_rows=num_rows, reduce=SUM)
     return out
 
@@ -379,21 +369,10 @@ def _edge_sums(layout: Layout, chunk: int, values: torch.Tensor, num_rows: int) 
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Problem:
-    csr: Layout
-    csc: Layout | None
-    chunk: int
-    negative_slope: float
-
-    def transposed(self) -> Layout:
-        return self.csc if self.csc is not None else derive_csc(self.csr)
-
-
 class _GatAggregate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, alpha_src, alpha_dst, problem: _Problem):
-        schedule = segment_schedule(problem.csr.rowptr, problem.chunk)
+    def forward(ctx, x, alpha_src, alpha_dst, pattern: SparsePattern, negative_slope: float):
+        schedule = pattern.csr_schedule()
         if any(ctx.needs_input_grad[1:3]) and x.dtype != torch.float32:
             # The score gradients' delta = rowsum(dOut * out) must see out before it is rounded to float16/bfloat16:
             # a row's ds_e = a_e (<dOut, x_j> - delta) sum to <dOut, out> - delta, a near-total cancellation, so
@@ -401,37 +380,37 @@ class _GatAggregate(torch.autograd.Function):
             # channel, exceeds k times the eager reference's error. The forward writes float32 and the caller
             # gets it rounded once: on a GPU the same values as a direct low-precision store (the CPU
             # interpreter's own bfloat16 store truncates instead of rounding to nearest).
-            out32, lse = _forward(problem.csr, schedule, x, alpha_src, alpha_dst, problem.negative_slope,
+            out32, lse = _forward(pattern.csr, schedule, x, alpha_src, alpha_dst, negative_slope,
                                   out=torch.empty(x.shape, dtype=torch.float32, device=x.device))
             out = out32.to(x.dtype)
         else:
-            out, lse = _forward(problem.csr, schedule, x, alpha_src, alpha_dst, problem.negative_slope)
+            out, lse = _forward(pattern.csr, schedule, x, alpha_src, alpha_dst, negative_slope)
             out32 = out
         ctx.save_for_backward(x, alpha_src, alpha_dst, out32, lse)
-        ctx.problem = problem
+        ctx.pattern, ctx.negative_slope = pattern, negative_slope
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         x, alpha_src, alpha_dst, out, lse = ctx.saved_tensors
-        problem: _Problem = ctx.problem
+        pattern: SparsePattern = ctx.pattern
         need_x, need_src, need_dst = ctx.needs_input_grad[:3]
         grad_out = grad_out.contiguous()
         num_nodes = x.shape[0]
         grad_x = grad_src = grad_dst = None
-        csc = problem.transposed() if (need_x or need_src) else None
+        csc = pattern.transposed() if (need_x or need_src) else None
         if need_x:
-            grad_x = _grad_x(csc, segment_schedule(csc.rowptr, problem.chunk), alpha_src, alpha_dst, lse, grad_out,
-                             problem.negative_slope, x.dtype)
+            grad_x = _grad_x(csc, segment_schedule(csc.rowptr, pattern.chunk), alpha_src, alpha_dst, lse, grad_out,
+                             ctx.negative_slope, x.dtype)
         if need_src or need_dst:
             delta = (grad_out.float() * out.float()).sum(-1)  # (N, H)
-            dz = _grad_scores(problem.csr, segment_schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
-                              lse, delta, grad_out, problem.negative_slope)  # (E, H)
+            dz = _grad_scores(pattern.csr, pattern.csr_schedule(), x, alpha_src, alpha_dst, lse, delta, grad_out,
+                              ctx.negative_slope)  # (E, H)
             if need_dst:
-                grad_dst = _edge_sums(problem.csr, problem.chunk, dz, num_nodes).to(alpha_dst.dtype)
+                grad_dst = _edge_sums(pattern.csr, pattern.chunk, dz, num_nodes).to(alpha_dst.dtype)
             if need_src:
-                grad_src = _edge_sums(csc, problem.chunk, dz, num_nodes).to(alpha_src.dtype)
-        return grad_x, grad_src, grad_dst, None
+                grad_src = _edge_sums(csc, pattern.chunk, dz, num_nodes).to(alpha_src.dtype)
+        return grad_x, grad_src, grad_dst, None, None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -439,15 +418,15 @@ class _GatAggregate(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
-def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Tensor, csr: Layout,
-                  csc: Layout | None = None, *, negative_slope: float = 0.2, edges_per_program: int | None = None,
+def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Tensor, csr: Compressed,
+                  csc: Compressed | None = None, *, negative_slope: float = 0.2, edges_per_program: int | None = None,
                   check_indices: bool = True) -> torch.Tensor:
     """GAT aggregation: ``out[i, h] = sum over e = (j -> i) of softmax_e(LeakyReLU(as[j,h] + ad[i,h])) x[j, h]``.
 
     Args:
         x: projected features ``(N, H, C)``.
         alpha_src, alpha_dst: per-node source / destination score terms ``(N, H)``, in ``x``'s dtype.
-        csr: rows = destinations (``Graph.csr()`` fields as a :class:`kernels.spmm.Layout`).
+        csr: rows = destinations (``Graph.csr()``, a :class:`reference.graph.Compressed`).
         csc: rows = sources (``Graph.csc()``), for the backward; derived from ``csr`` when None.
         negative_slope: the LeakyReLU slope (>= 0).
         edges_per_program: segment length of the row schedule (default 256, a power of two).
@@ -456,8 +435,7 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
     Shapes:
         x ``(N, H, C)``, alpha_src/alpha_dst ``(N, H)`` -> ``(N, H, C)`` in ``x``'s dtype.
     """
-    if not isinstance(csr, Layout):
-        raise TypeError(f"csr must be a kernels.spmm.Layout (rowptr, col, perm), got {type(csr).__name__}")
+    check_layout_type("csr", csr)
     num_nodes = csr.num_rows
     check_operand("x", x, 3, "(N, H, C)")
     if x.shape[0] != num_nodes:
@@ -472,25 +450,22 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
             raise ValueError(f"{name} must be on x's device {x.device}, got {alpha.device}")
     _check_int32(csr.rowptr.dtype, num_nodes, x.shape[1], x.shape[2], csr.num_edges)
     validate_layouts(csr, csc, num_nodes, num_nodes, check_values=check_indices)
-    if x.device != csr.rowptr.device:
-        raise ValueError(f"x must be on the layout's device {csr.rowptr.device}, got {x.device}")
-    check_device("x", x)
+    check_on_layout_device("x", x, csr)
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) or negative_slope < 0:
         raise ValueError(f"negative_slope must be a non-negative number, got {negative_slope!r}")
     chunk = check_edges_per_program(edges_per_program)
     x = x if x.stride(2) == 1 else x.contiguous()
     alpha_src, alpha_dst = alpha_src.contiguous(), alpha_dst.contiguous()  # one (N, H) stride pair for both
-    problem = _Problem(csr, csc, chunk, float(negative_slope))
-    return _GatAggregate.apply(x, alpha_src, alpha_dst, problem)
+    pattern = SparsePattern(csr, csc, num_nodes, chunk)
+    return _GatAggregate.apply(x, alpha_src, alpha_dst, pattern, float(negative_slope))
 
 
 def _triton_attention_aggregate(graph, x, alpha_src, alpha_dst, *, negative_slope):
     """The ``"triton"`` backend of ``reference.gnn.attention_aggregate`` (arguments validated there)."""
     if x.dtype not in SUPPORTED_DTYPES:
         raise NotImplementedError(f"the triton attention backend supports {SUPPORTED_DTYPES}, not {x.dtype}")
-    csr, csc = graph.csr(), graph.csc()
-    return gat_aggregate(x, alpha_src, alpha_dst, Layout(csr.rowptr, csr.col, csr.perm),
-                         Layout(csc.rowptr, csc.col, csc.perm), negative_slope=negative_slope, check_indices=False)
+    return gat_aggregate(x, alpha_src, alpha_dst, graph.csr(), graph.csc(), negative_slope=negative_slope,
+                         check_indices=False)
 
 
 

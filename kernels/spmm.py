@@ -63,29 +63,19 @@ perm have ``E`` entries, ``col`` in ``[0, num_nodes)``, ``perm`` in ``[0, E)``; 
 failure names the argument. Every load and store of the kernels is masked to the ranges that these
 checks establish, so no input that passes them makes a kernel read or write out of bounds.
 
-CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels):
-
-* What the CPU check covers: all program logic, executed with numpy: the segment schedule including
-  split rows and the combine pass (tests force splitting with a small ``edges_per_program``), index
-  arithmetic for both index dtypes, feature-tile masks for widths that are not multiples of the tile,
-  the scale vectors, arg-max tracking and its tie rule, the backward kernels, float32 accumulation and
-  the rounding of loads and stores to float16/bfloat16; guard zones around every input and output
-  prove the masks keep reads and writes in bounds. No ``tl.dot`` is used, so the interpreter's bfloat16
-  ``tl.dot`` bug (upstream triton issue 11584) does not apply.
-* What only a GPU run confirms: the compiled code (``fusebench inspect`` compiles every shipped
-  configuration for sm_80/sm_90 and checks for spills), hardware out-of-bounds behaviour, real sizes
-  (the ``gpu`` tier: 1M+ edges, power-law) and speed. Interpreter timings are not kernel timings.
+CPU interpreter (``TRITON_INTERPRET=1``): the kernels run unchanged under it, so all program logic can be
+checked without a GPU; no ``tl.dot`` is used, so the interpreter's bfloat16 ``tl.dot`` bug (upstream triton
+issue 11584) does not apply. Interpreter timings are not kernel timings, and the compiled code (registers,
+spills) is what ``fusebench inspect`` reads.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels._common import TRITON_DTYPE, check_device
+from kernels._common import TRITON_DTYPE
 from kernels._compile import CompileSpec
 from kernels._csr import (
     BLOCK_S,
@@ -97,15 +87,16 @@ from kernels._csr import (
     NUM_WARPS,
     SUM,
     SUPPORTED_DTYPES,
-    Layout,
     Schedule,
-    block_range,
+    SparsePattern,
     check_edges_per_program,
     check_int32_sizes,
+    check_layout_type,
+    check_on_layout_device,
     check_operand,
     combine_kernel,
-    derive_csc,
     edge_block,
+    edge_dot,
     edge_tile,
     feature_tile,
     segment_bounds,
@@ -114,8 +105,9 @@ from kernels._csr import (
     segment_schedule,
     validate_layouts,
 )
+from reference.graph import Compressed, coo_to_compressed
 
-__all__ = ["csr_aggregate", "Layout", "REDUCTIONS", "SUPPORTED_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "compile_specs"]
+__all__ = ["csr_aggregate", "compile_specs"]
 
 REDUCTIONS = ("sum", "mean", "max")
 
@@ -152,17 +144,8 @@ def _edge_grad_kernel(
     for k0 in range(start, end, BLOCK_E):
         offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
-        t = tl.zeros([BLOCK_E], tl.float32)
-        for f0 in range(0, num_features, BLOCK_F):
-            offs_f, mask_f = block_range(f0, num_features, BLOCK_F)
-            mask = mask_e[:, None] & mask_f[None, :]
-            xv = tl.load(x_ptr + src[:, None] * stride_xn + offs_f[None, :], mask=mask, other=0.0).to(tl.float32)
-            gv = tl.load(g_ptr + row * num_features + offs_f, mask=mask_f, other=0.0).to(tl.float32)
-            prod = xv * gv[None, :]
-            if HAS_ARG:
-                chosen = tl.load(arg_ptr + row * num_features + offs_f, mask=mask_f, other=-1)
-                prod = tl.where(chosen[None, :] == eid[:, None], prod, 0.0)
-            t += tl.sum(prod, axis=1)
+        t = edge_dot(x_ptr, src, mask_e, g_ptr + row * num_features, arg_ptr + row * num_features, eid, num_features,
+                     stride_xn, HAS_ARG, BLOCK_E, BLOCK_F)
         if WRITE_GW:
             gw = t * row_scale
             if HAS_CSCALE:
@@ -191,7 +174,7 @@ def _check_features(name: str, x, num_rows: int) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _edge_grad(layout: Layout, schedule: Schedule, x, grad_out, arg, weight, row_scale, col_scale, *,
+def _edge_grad(layout: Compressed, schedule: Schedule, x, grad_out, arg, weight, row_scale, col_scale, *,
                want_gw: bool, want_u: bool):
     """Per-edge gradient pieces ``(dW (E,) or None, u (E,) float32 or None)``."""
     num_edges, num_features = layout.num_edges, x.shape[1]
@@ -221,64 +204,47 @@ def _edge_grad(layout: Layout, schedule: Schedule, x, grad_out, arg, weight, row
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Problem:
-    csr: Layout
-    csc: Layout | None  # None: derived on first backward
-    chunk: int
-    is_max: bool
-    num_cols: int  # rows of x (== csr.num_rows for a graph; the number of nodes for a readout)
-
-    def csrsegment_schedule(self) -> Schedule:
-        return segment_schedule(self.csr.rowptr, self.chunk)
-
-    def transposed(self) -> Layout:
-        return self.csc if self.csc is not None else derive_csc(self.csr, self.num_cols)
-
-
 class _CsrAggregate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, row_scale, col_scale, problem: _Problem):
-        schedule = problem.csrsegment_schedule()
-        reduce = MAX if problem.is_max else SUM
-        out, arg = segment_reduce(problem.csr, schedule, x, num_out_rows=problem.csr.num_rows, reduce=reduce,
-                                   weight=weight, row_scale=row_scale, col_scale=col_scale)
+    def forward(ctx, x, weight, row_scale, col_scale, pattern: SparsePattern, is_max: bool):
+        out, arg = segment_reduce(pattern.csr, pattern.csr_schedule(), x, num_out_rows=pattern.csr.num_rows,
+                                  reduce=MAX if is_max else SUM, weight=weight, row_scale=row_scale,
+                                  col_scale=col_scale)
         ctx.save_for_backward(x, weight, row_scale, col_scale, arg)
-        ctx.problem = problem
+        ctx.pattern, ctx.is_max = pattern, is_max
         ctx.mark_non_differentiable(arg)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, row_scale, col_scale, arg = ctx.saved_tensors
-        problem: _Problem = ctx.problem
+        pattern: SparsePattern = ctx.pattern
         need_x, need_w, need_r, need_c = ctx.needs_input_grad[:4]
         grad_out = grad_out.contiguous()
         grad_x = grad_w = grad_r = grad_c = None
+        csc = pattern.transposed() if (need_x or need_c) else None
         if need_x:
-            csc = problem.transposed()
             # dX = diag(c) A^T diag(r) dOut: the same kernel over the transposed layout, scales swapped
-            grad_x, _ = segment_reduce(csc, segment_schedule(csc.rowptr, problem.chunk), grad_out,
-                                        num_out_rows=x.shape[0], reduce=MASKED_SUM if problem.is_max else SUM,
-                                        weight=weight, row_scale=col_scale, col_scale=row_scale,
-                                        arg_in=arg if problem.is_max else None, out_dtype=x.dtype)
+            grad_x, _ = segment_reduce(csc, segment_schedule(csc.rowptr, pattern.chunk), grad_out,
+                                       num_out_rows=x.shape[0], reduce=MASKED_SUM if ctx.is_max else SUM,
+                                       weight=weight, row_scale=col_scale, col_scale=row_scale,
+                                       arg_in=arg if ctx.is_max else None, out_dtype=x.dtype)
         if need_w or need_r or need_c:
-            schedule = problem.csrsegment_schedule()
-            grad_w, u = _edge_grad(problem.csr, schedule, x, grad_out, arg, weight, row_scale, col_scale,
+            schedule = pattern.csr_schedule()
+            grad_w, u = _edge_grad(pattern.csr, schedule, x, grad_out, arg, weight, row_scale, col_scale,
                                    want_gw=need_w, want_u=need_r or need_c)
             if need_r:  # dr[i] = sum over edges into i of w_e c[j] t_e
                 ones = torch.ones((x.shape[0], 1), dtype=torch.float32, device=x.device)
-                grad_r, _ = segment_reduce(problem.csr, schedule, col_scale[:, None] if col_scale is not None
-                                            else ones, num_out_rows=problem.csr.num_rows, reduce=SUM, weight=u)
+                grad_r, _ = segment_reduce(pattern.csr, schedule, col_scale[:, None] if col_scale is not None
+                                           else ones, num_out_rows=pattern.csr.num_rows, reduce=SUM, weight=u)
                 grad_r = grad_r.flatten().to(row_scale.dtype)
             if need_c:  # dc[j] = sum over edges out of j of w_e r[i] t_e
-                csc = problem.transposed()
-                ones = torch.ones((problem.csr.num_rows, 1), dtype=torch.float32, device=x.device)
-                grad_c, _ = segment_reduce(csc, segment_schedule(csc.rowptr, problem.chunk), row_scale[:, None]
-                                            if row_scale is not None else ones, num_out_rows=x.shape[0],
-                                            reduce=SUM, weight=u)
+                ones = torch.ones((pattern.csr.num_rows, 1), dtype=torch.float32, device=x.device)
+                grad_c, _ = segment_reduce(csc, segment_schedule(csc.rowptr, pattern.chunk), row_scale[:, None]
+                                           if row_scale is not None else ones, num_out_rows=x.shape[0],
+                                           reduce=SUM, weight=u)
                 grad_c = grad_c.flatten().to(col_scale.dtype)
-        return grad_x, grad_w, grad_r, grad_c, None
+        return grad_x, grad_w, grad_r, grad_c, None, None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,27 +252,27 @@ class _CsrAggregate(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
-def _inverse_sqrt_degree(problem: _Problem, weight: torch.Tensor | None, num_nodes: int, device) -> torch.Tensor:
+def _inverse_sqrt_degree(pattern: SparsePattern, weight: torch.Tensor | None, device) -> torch.Tensor:
     """``deg^-1/2 (N,)`` float32 from the weighted in-degree (0 where the degree is 0)."""
     if weight is None:
-        degree = (problem.csr.rowptr[1:] - problem.csr.rowptr[:-1]).to(torch.float32)
+        degree = (pattern.csr.rowptr[1:] - pattern.csr.rowptr[:-1]).to(torch.float32)
     else:  # deg = A @ 1 through this very kernel: deterministic, and differentiable in the weights
-        ones = torch.ones((num_nodes, 1), dtype=torch.float32, device=device)
-        sum_problem = _Problem(problem.csr, problem.csc, problem.chunk, is_max=False, num_cols=num_nodes)
-        degree = _CsrAggregate.apply(ones, weight.to(torch.float32), None, None, sum_problem).flatten()
+        ones = torch.ones((pattern.num_cols, 1), dtype=torch.float32, device=device)
+        degree = _CsrAggregate.apply(ones, weight.to(torch.float32), None, None, pattern, False).flatten()
     positive = degree > 0
     return torch.where(positive, torch.where(positive, degree, 1.0).rsqrt(), 0.0)  # safe gradient at 0
 
 
-def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, edge_weight: torch.Tensor | None = None,
-                  reduce: str = "sum", normalize: str | None = None, edges_per_program: int | None = None,
-                  check_indices: bool = True, num_cols: int | None = None) -> torch.Tensor:
+def csr_aggregate(x: torch.Tensor, csr: Compressed, csc: Compressed | None = None, *,
+                  edge_weight: torch.Tensor | None = None, reduce: str = "sum", normalize: str | None = None,
+                  edges_per_program: int | None = None, check_indices: bool = True,
+                  num_cols: int | None = None) -> torch.Tensor:
     """``out[i] = REDUCE over k in row i of c_k * x[csr.col[k]]``, differentiable in ``x`` and ``edge_weight``.
 
     Args:
         x: node features ``(N, F)``, float16/bfloat16/float32.
-        csr: rows = destinations (``Graph.csr()`` fields): ``rowptr (N+1,)``, ``col (E,)`` sources,
-            ``perm (E,)`` edge ids.
+        csr: rows = destinations (``Graph.csr()``, a :class:`reference.graph.Compressed`): ``rowptr (N+1,)``,
+            ``col (E,)`` sources, ``perm (E,)`` edge ids.
         csc: rows = sources (``Graph.csc()``), used by the backward; derived from ``csr`` when None.
         edge_weight: ``(E,)`` in original edge order (indexed through ``perm``), ``x``'s dtype or float32.
         reduce: ``"sum"``, ``"mean"`` or ``"max"``.
@@ -326,8 +292,7 @@ def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, ed
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
     if normalize not in (None, "gcn"):
         raise ValueError(f"normalize must be None or 'gcn', got {normalize!r}")
-    if not isinstance(csr, Layout):
-        raise TypeError(f"csr must be a kernels.spmm.Layout (rowptr, col, perm), got {type(csr).__name__}")
+    check_layout_type("csr", csr)
     num_nodes = csr.num_rows
     if num_cols is not None and (isinstance(num_cols, bool) or not isinstance(num_cols, int) or num_cols < 0):
         raise ValueError(f"num_cols must be a non-negative int or None, got {num_cols!r}")
@@ -337,9 +302,7 @@ def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, ed
     _check_features("x", x, num_cols)
     check_int32_sizes(csr.rowptr.dtype, max(num_nodes, num_cols), x.shape[1])
     validate_layouts(csr, csc, num_nodes, num_cols, check_values=check_indices)
-    if x.device != csr.rowptr.device:
-        raise ValueError(f"x must be on the layout's device {csr.rowptr.device}, got {x.device}")
-    check_device("x", x)
+    check_on_layout_device("x", x, csr)
     if edge_weight is not None:
         if not isinstance(edge_weight, torch.Tensor) or not edge_weight.is_floating_point():
             raise TypeError("edge_weight must be a floating-point tensor or None")
@@ -352,25 +315,21 @@ def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, ed
         edge_weight = edge_weight.contiguous()
     chunk = check_edges_per_program(edges_per_program)
 
-    problem = _Problem(csr, csc, chunk, is_max=reduce == "max", num_cols=num_cols)
+    pattern = SparsePattern(csr, csc, num_cols, chunk)
     row_scale = col_scale = None
     if normalize == "gcn":
-        row_scale = col_scale = _inverse_sqrt_degree(problem, edge_weight, num_nodes, x.device)
+        row_scale = col_scale = _inverse_sqrt_degree(pattern, edge_weight, x.device)
     if reduce == "mean":
         count = (csr.rowptr[1:] - csr.rowptr[:-1]).clamp_min(1).to(torch.float32)  # (N,) empty rows: 0 / 1
         row_scale = 1.0 / count if row_scale is None else row_scale / count
-    return _CsrAggregate.apply(x, edge_weight, row_scale, col_scale, problem)
-
-
-def _layout(compressed) -> Layout:
-    return Layout(compressed.rowptr, compressed.col, compressed.perm)
+    return _CsrAggregate.apply(x, edge_weight, row_scale, col_scale, pattern, reduce == "max")
 
 
 def _triton_aggregate(graph, x, *, reduce, edge_weight, normalize):
     """The ``"triton"`` backend of ``reference.gnn.aggregate`` (arguments validated there)."""
     if x.dtype not in SUPPORTED_DTYPES:
         raise NotImplementedError(f"the triton aggregation backend supports {SUPPORTED_DTYPES}, not {x.dtype}")
-    return csr_aggregate(x, _layout(graph.csr()), _layout(graph.csc()), edge_weight=edge_weight, reduce=reduce,
+    return csr_aggregate(x, graph.csr(), graph.csc(), edge_weight=edge_weight, reduce=reduce,
                          normalize=normalize, check_indices=False)
 
 
@@ -379,12 +338,9 @@ def _triton_readout(x, batch, *, num_graphs, reduce):
     aggregation whose rows are the graphs and whose columns are their nodes (arguments validated there)."""
     if x.dtype not in SUPPORTED_DTYPES:
         raise NotImplementedError(f"the triton readout backend supports {SUPPORTED_DTYPES}, not {x.dtype}")
-    from reference.graph import coo_to_compressed
-
     nodes = torch.arange(x.shape[0], dtype=batch.dtype, device=batch.device)
     compressed = coo_to_compressed(batch, nodes, num_graphs)  # rows = graphs
-    return csr_aggregate(x, Layout(compressed.rowptr, compressed.col, compressed.perm), reduce=reduce,
-                         num_cols=x.shape[0], check_indices=False)
+    return csr_aggregate(x, compressed, reduce=reduce, num_cols=x.shape[0], check_indices=False)
 
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "coo_to_compressed",
     "compressed_to_coo",
     "validate_compressed",
+    "check_index_vector",
+    "check_rowptr",
     "add_self_loops",
     "add_remaining_self_loops",
     "remove_self_loops",
@@ -121,7 +123,8 @@ class Compressed:
 
     ``rowptr (N+1,)``: row ``r`` owns positions ``rowptr[r]:rowptr[r+1]``; ``col (E,)``: the other end
     of each edge; ``perm (E,)``: the edge id at each position. For CSR the rows are destinations and
-    ``col`` holds sources; for CSC the rows are sources and ``col`` holds destinations.
+    ``col`` holds sources; for CSC the rows are sources and ``col`` holds destinations. The graph kernels
+    (``kernels/_csr.py``) read this very object.
     """
 
     rowptr: torch.Tensor
@@ -131,6 +134,10 @@ class Compressed:
     @property
     def num_rows(self) -> int:
         return self.rowptr.numel() - 1
+
+    @property
+    def num_edges(self) -> int:
+        return self.col.numel()
 
     def row_ids(self) -> torch.Tensor:
         """The row of every position, ``(E,)``: the expansion of ``rowptr``."""
@@ -160,25 +167,36 @@ def coo_to_compressed(rows: torch.Tensor, cols: torch.Tensor, num_rows: int) -> 
     return Compressed(rowptr.to(dtype), cols[perm].to(dtype), perm.to(dtype))
 
 
+def check_index_vector(name: str, t) -> None:
+    """Raise unless ``t`` is a 1-D int32/int64 tensor (a layout's ``rowptr``, ``col`` or ``perm``)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _INDEX_DTYPES:
+        raise TypeError(f"{name} must be int32 or int64, got {t.dtype}")
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
+
+
+def check_rowptr(name: str, rowptr: torch.Tensor, num_edges: int) -> None:
+    """Raise unless ``rowptr`` starts at 0, never decreases and ends at ``num_edges``."""
+    if int(rowptr[0]) != 0:
+        raise ValueError(f"{name} must start at 0, got {int(rowptr[0])}")
+    decreasing = rowptr[1:] < rowptr[:-1]
+    if decreasing.any():
+        first = int(decreasing.nonzero()[0])
+        raise ValueError(f"{name} must be non-decreasing (monotonic), but {name}[{first + 1}] < {name}[{first}]")
+    if int(rowptr[-1]) != num_edges:
+        raise ValueError(f"{name} must end at the edge count E={num_edges}, got {int(rowptr[-1])}")
+
+
 def validate_compressed(rowptr, col, num_nodes: int, *, name: str = "rowptr") -> None:
     """Raise if ``(rowptr, col)`` is not a valid compressed layout over ``num_nodes`` nodes."""
     _validate_num_nodes(num_nodes)
-    for arg, t in ((name, rowptr), ("col", col)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{arg} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _INDEX_DTYPES:
-            raise TypeError(f"{arg} must be int32 or int64, got {t.dtype}")
-        if t.dim() != 1:
-            raise ValueError(f"{arg} must be 1-D, got shape {tuple(t.shape)}")
+    check_index_vector(name, rowptr)
+    check_index_vector("col", col)
     if rowptr.numel() != num_nodes + 1:
         raise ValueError(f"{name} must have num_nodes + 1 = {num_nodes + 1} entries, got {rowptr.numel()}")
-    if int(rowptr[0]) != 0:
-        raise ValueError(f"{name} must start at 0, got {int(rowptr[0])}")
-    if (rowptr[1:] < rowptr[:-1]).any():
-        first = int((rowptr[1:] < rowptr[:-1]).nonzero()[0])
-        raise ValueError(f"{name} must be non-decreasing (monotonic), but {name}[{first + 1}] < {name}[{first}]")
-    if int(rowptr[-1]) != col.numel():
-        raise ValueError(f"{name} must end at the edge count E={col.numel()}, got {int(rowptr[-1])}")
+    check_rowptr(name, rowptr, col.numel())
     _validate_index_range("col", col, num_nodes)
 
 

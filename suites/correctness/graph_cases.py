@@ -1,7 +1,6 @@
 """Shared inputs for the graph-kernel correctness tests (test_spmm.py, test_gat.py).
 
 * :func:`case_id` names a row of a pairwise case table (``fusebench.pairwise``).
-* :func:`layouts` turns a :class:`reference.graph.Graph` into the kernels' ``Layout`` pair.
 * :func:`random_graph` draws a small arbitrary edge list (empty rows, duplicates, self-loops) for
   the hypothesis tests.
 """
@@ -10,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from kernels.spmm import Layout
 from reference.graph import Graph
 
 
@@ -21,12 +19,6 @@ def case_id(case: dict) -> str:
         return str(value)
 
     return "-".join(short(v) for v in case.values())
-
-
-def layouts(graph: Graph) -> tuple[Layout, Layout]:
-    """``(csr, csc)`` of a graph as the kernels read them."""
-    csr, csc = graph.csr(), graph.csc()
-    return Layout(csr.rowptr, csr.col, csr.perm), Layout(csc.rowptr, csc.col, csc.perm)
 
 
 def random_graph(num_nodes: int, num_edges: int, seed: int, index_dtype: torch.dtype = torch.int64) -> Graph:

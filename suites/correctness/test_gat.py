@@ -22,7 +22,6 @@ from correctness.graph_cases import (
     GRAPH_SHAPES,
     awkward_graph,
     case_id,
-    layouts,
     random_graph,
 )
 from correctness.twins import with_backend
@@ -30,10 +29,10 @@ from fusebench.agreement import Cancellation, assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
 from fusebench.pairwise import missing_pairs, pairwise
 from kernels import gat
-from kernels._csr import DEFAULT_EDGES_PER_PROGRAM, Layout, segment_schedule
+from kernels._csr import DEFAULT_EDGES_PER_PROGRAM, segment_schedule
 from kernels.gat import gat_aggregate
 from reference.gnn import aggregation_backends, attention_aggregate
-from reference.graph import Graph
+from reference.graph import Compressed, Graph
 from reference.graph_generators import generator_names, make_graph, power_law
 
 NUM_NODES = 17  # odd, and small: the interpreter runs one program per (segment, head, channel tile)
@@ -75,11 +74,11 @@ def _reference(graph, inputs, grad_out, *, dtype, negative_slope, backend="refer
 
 
 def _kernel(graph, inputs, grad_out, *, dtype, negative_slope, edges_per_program=None, guard=False):
-    csr, csc = layouts(graph)
+    csr, csc = graph.csr(), graph.csc()
     inputs = [t.detach().to(dtype) for t in inputs]
     if guard:  # every input inside a NaN / sentinel guard zone
         guards = [GuardedTensor(t) for t in (csr.rowptr, csr.col, csr.perm, csc.rowptr, csc.col, csc.perm)]
-        csr, csc = Layout(*(g.tensor for g in guards[:3])), Layout(*(g.tensor for g in guards[3:]))
+        csr, csc = Compressed(*(g.tensor for g in guards[:3])), Compressed(*(g.tensor for g in guards[3:]))
         inputs = [GuardedTensor(t).tensor for t in inputs]
     inputs = [t.requires_grad_() for t in inputs]
     out = gat_aggregate(*inputs, csr, csc, negative_slope=negative_slope, edges_per_program=edges_per_program)
@@ -155,7 +154,7 @@ def test_guard_zones(seed):
     inputs, grad_out = _inputs(graph, 2, 20, seed)
     _check_against_reference(graph, inputs, grad_out, dtype=torch.float32, edges_per_program=4, guard=True)
 
-    csr, _ = layouts(graph)
+    csr = graph.csr()
     schedule = segment_schedule(csr.rowptr, 4)
     assert schedule.split_row.numel() > 0  # the combine pass runs too
     out = GuardedTensor.empty((graph.num_nodes, 2, 20), dtype=torch.float32)
@@ -219,7 +218,7 @@ def test_fuzz_tier(seed, num_nodes, shape, num_edges, heads, channels, dtype, ne
     _check_against_reference(graph, inputs, grad_out, dtype=dtype, negative_slope=negative_slope,
                              edges_per_program=edges_per_program, guard=True)
 
-    csr, _ = layouts(graph)
+    csr = graph.csr()
     schedule = segment_schedule(csr.rowptr, edges_per_program or DEFAULT_EDGES_PER_PROGRAM)
     out = GuardedTensor.empty((num_nodes, heads, channels), dtype=torch.float32)
     lse = GuardedTensor.empty((num_nodes, heads), dtype=torch.float32)
@@ -290,14 +289,14 @@ def test_gatconv_with_triton_backend(seed, generator, heads, concat, dtype):
 
 def _small():
     graph = Graph(torch.tensor([[0, 1, 2, 2], [1, 2, 0, 1]]), 3)
-    csr, csc = layouts(graph)
+    csr, csc = graph.csr(), graph.csc()
     x = random_tensor((3, 2, 4), seed=0)
     return csr, csc, x, random_tensor((3, 2), seed=1), random_tensor((3, 2), seed=2)
 
 
 @pytest.mark.parametrize(("make", "error", "match"), [
     (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, (csr.rowptr, csr.col)), TypeError,
-     "csr must be a kernels.spmm.Layout"),
+     "csr must be a reference.graph.Compressed"),
     (lambda csr, csc, x, a, b: gat_aggregate(x.double(), a, b, csr), TypeError, "x must be float16, bfloat16"),
     (lambda csr, csc, x, a, b: gat_aggregate(x[..., 0], a, b, csr), ValueError,
      r"x must be 3-D with shape \(N, H, C\)"),
@@ -308,13 +307,13 @@ def _small():
      r"alpha_dst must be 2-D with shape \(N, H\)"),
     (lambda csr, csc, x, a, b: gat_aggregate(x, a.half(), b, csr), TypeError, "alpha_src must have x's dtype"),
     (lambda csr, csc, x, a, b: gat_aggregate(x, a, b.to("meta"), csr), ValueError, "alpha_dst must be on x's device"),
-    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, Layout(csr.rowptr, torch.tensor([0, 1, 5, 2]), csr.perm)),
+    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, Compressed(csr.rowptr, torch.tensor([0, 1, 5, 2]), csr.perm)),
      ValueError, r"csr.col must hold indices in \[0, 3\), found 5"),
-    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, Layout(torch.tensor([0, 2, 1, 4]), csr.col, csr.perm)),
+    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, Compressed(torch.tensor([0, 2, 1, 4]), csr.col, csr.perm)),
      ValueError, r"csr.rowptr must be non-decreasing"),
-    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, Layout(torch.tensor([0, 1, 2, 5]), csr.col, csr.perm)),
+    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, Compressed(torch.tensor([0, 1, 2, 5]), csr.col, csr.perm)),
      ValueError, r"csr.rowptr must end at the edge count E=4"),
-    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, csr, Layout(csc.rowptr, csc.col, csc.perm - 1)),
+    (lambda csr, csc, x, a, b: gat_aggregate(x, a, b, csr, Compressed(csc.rowptr, csc.col, csc.perm - 1)),
      ValueError, r"csc.perm must hold indices in \[0, 4\), found -1"),
     (lambda csr, csc, x, a, b: gat_aggregate(x.to("meta"), a.to("meta"), b.to("meta"), csr), ValueError,
      "x must be on the layout's device"),
@@ -331,8 +330,8 @@ def test_validation_errors(make, error, match):
 def test_int32_overflow_is_refused():
     """num_nodes x heads x channels beyond 2^31 on int32 indices: refused before launch (stride-0 views)."""
     num_nodes, heads, channels = 2**10 + 1, 2, 2**20
-    csr = Layout(torch.zeros(num_nodes + 1, dtype=torch.int32), torch.zeros(0, dtype=torch.int32),
-                 torch.zeros(0, dtype=torch.int32))
+    csr = Compressed(torch.zeros(num_nodes + 1, dtype=torch.int32), torch.zeros(0, dtype=torch.int32),
+                     torch.zeros(0, dtype=torch.int32))
     x = torch.ones(1, 1, 1).expand(num_nodes, heads, channels)
     alpha = torch.ones(1, 1).expand(num_nodes, heads)
     with pytest.raises(ValueError, match="overflows the int32 index path.*use int64 indices"):

@@ -23,7 +23,6 @@ from correctness.graph_cases import (
     GRAPH_SHAPES,
     awkward_graph,
     case_id,
-    layouts,
     random_graph,
     tie_free_columns,
 )
@@ -32,9 +31,9 @@ from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
 from fusebench.pairwise import missing_pairs, pairwise
 from kernels import _csr
-from kernels.spmm import Layout, csr_aggregate
+from kernels.spmm import csr_aggregate
 from reference.gnn import MessagePassing, aggregate, aggregation_backends
-from reference.graph import Graph, coo_to_compressed
+from reference.graph import Compressed, Graph, coo_to_compressed
 from reference.graph_embedding import readout
 from reference.graph_generators import generator_names, make_graph, power_law
 
@@ -81,10 +80,10 @@ def _reference(graph, x, weight, grad_out, *, reduce, normalize, dtype, backend=
 
 
 def _kernel(graph, x, weight, grad_out, *, reduce, normalize, dtype, edges_per_program=None, guard=False):
-    csr, csc = layouts(graph)
+    csr, csc = graph.csr(), graph.csc()
     if guard:  # every input inside a NaN / sentinel guard zone
         guards = [GuardedTensor(t) for t in (csr.rowptr, csr.col, csr.perm, csc.rowptr, csc.col, csc.perm)]
-        csr, csc = Layout(*(g.tensor for g in guards[:3])), Layout(*(g.tensor for g in guards[3:]))
+        csr, csc = Compressed(*(g.tensor for g in guards[:3])), Compressed(*(g.tensor for g in guards[3:]))
     x = x.detach().to(dtype)
     x = (GuardedTensor(x).tensor if guard else x).requires_grad_()
     inputs = [x]
@@ -157,7 +156,7 @@ def test_guard_zones(seed, reduce):
     _check_against_reference(graph, x, weight, grad_out, reduce=reduce, normalize="gcn" if reduce == "sum" else None,
                              dtype=torch.float32, edges_per_program=4, guard=True)
 
-    csr, _ = layouts(graph)
+    csr = graph.csr()
     schedule = _csr.segment_schedule(csr.rowptr, 4)
     assert schedule.split_row.numel() > 0  # the combine pass runs too
     out = GuardedTensor.empty((graph.num_nodes, 20), dtype=torch.float32)
@@ -217,7 +216,7 @@ def test_fuzz_tier(seed, num_nodes, shape, num_edges, width, reduce, weighting, 
     _check_against_reference(graph, x, weight, grad_out, reduce=reduce, normalize=normalize, dtype=dtype,
                              edges_per_program=edges_per_program, guard=True)
 
-    csr, _ = layouts(graph)
+    csr = graph.csr()
     schedule = _csr.segment_schedule(csr.rowptr, edges_per_program or _csr.DEFAULT_EDGES_PER_PROGRAM)
     out = GuardedTensor.empty((num_nodes, width), dtype=torch.float32)
     arg = GuardedTensor.empty((num_nodes, width), dtype=index_dtype)
@@ -276,7 +275,7 @@ def test_max_tie_rule_gives_the_gradient_to_the_first_edge(seed):
     weight = torch.tensor([2.0, 0.5, 2.0])  # the duplicates keep equal weights: an exact tie
     x[1] = x[1].abs() + 3.0  # message 2 * x[1] >= 6 beats 0.5 * x[2] in every column
     weight.requires_grad_()
-    out = csr_aggregate(x, *layouts(graph), edge_weight=weight, reduce="max")
+    out = csr_aggregate(x, graph.csr(), graph.csc(), edge_weight=weight, reduce="max")
     (grad_weight,) = torch.autograd.grad(out[0].sum(), weight)
     assert grad_weight[0] == pytest.approx(float(x[1].sum()))
     assert grad_weight[1] == 0 and grad_weight[2] == 0
@@ -292,7 +291,7 @@ def test_max_tie_across_edge_blocks_keeps_the_first_edge(seed):
     x[2] = -x[2]  # the filler loses in every column
     x[3] = x[1]  # an exact tie between edge 0 and the last edge
     x.requires_grad_()
-    out = csr_aggregate(x, *layouts(graph), reduce="max")
+    out = csr_aggregate(x, graph.csr(), graph.csc(), reduce="max")
     (grad_x,) = torch.autograd.grad(out[0].sum(), x)
     assert torch.equal(grad_x[1], torch.ones(3)) and torch.equal(grad_x[3], torch.zeros(3))
 
@@ -336,8 +335,7 @@ def test_rectangular_layout_is_graph_readout(seed, reduce):
     batch = torch.tensor([0] * 13 + [1] * 6 + [3] * 4)  # graph 2 is empty
     x = random_tensor((num_nodes, 6), seed=seed, dtype=torch.float64)
     grad_out = random_tensor((num_graphs, 6), seed=seed + 1, dtype=torch.float64)
-    compressed = coo_to_compressed(batch, torch.arange(num_nodes), num_graphs)
-    csr = Layout(compressed.rowptr, compressed.col, compressed.perm)
+    csr = coo_to_compressed(batch, torch.arange(num_nodes), num_graphs)  # rows = graphs
     gold_x = x.clone().requires_grad_()
     gold = readout(gold_x, batch, reduce=reduce, num_graphs=num_graphs)
     (gold_grad,) = torch.autograd.grad(gold, gold_x, grad_out)
@@ -429,19 +427,20 @@ def test_gcnconv_with_triton_backend(seed, generator, options, dtype):
 
 def _small():
     graph = Graph(torch.tensor([[0, 1, 2, 2], [1, 2, 0, 1]]), 3)
-    csr, csc = layouts(graph)
+    csr, csc = graph.csr(), graph.csc()
     return graph, csr, csc, random_tensor((3, 4), seed=0)
 
 
-def _with(layout: Layout, **parts) -> Layout:
+def _with(layout: Compressed, **parts) -> Compressed:
     fields = {"rowptr": layout.rowptr, "col": layout.col, "perm": layout.perm} | parts
-    return Layout(**fields)
+    return Compressed(**fields)
 
 
 @pytest.mark.parametrize(("make", "error", "match"), [
     (lambda g, csr, csc, x: csr_aggregate(x, csr, reduce="min"), ValueError, "reduce must be one of"),
     (lambda g, csr, csc, x: csr_aggregate(x, csr, normalize="sym"), ValueError, "normalize must be None or 'gcn'"),
-    (lambda g, csr, csc, x: csr_aggregate(x, (csr.rowptr, csr.col)), TypeError, "csr must be a kernels.spmm.Layout"),
+    (lambda g, csr, csc, x: csr_aggregate(x, (csr.rowptr, csr.col)), TypeError,
+     "csr must be a reference.graph.Compressed"),
     (lambda g, csr, csc, x: csr_aggregate(x.numpy(), csr), TypeError, "x must be a torch.Tensor"),
     (lambda g, csr, csc, x: csr_aggregate(x.double(), csr), TypeError, "x must be float16, bfloat16 or float32"),
     (lambda g, csr, csc, x: csr_aggregate(x[0], csr), ValueError, "x must be 2-D"),
@@ -469,7 +468,7 @@ def _with(layout: Layout, **parts) -> Layout:
      r"csr.perm must hold indices in \[0, 4\), found 4"),
     (lambda g, csr, csc, x: csr_aggregate(x, csr, _with(csc, rowptr=torch.tensor([0, 1, 5, 4]))), ValueError,
      r"csc.rowptr must be non-decreasing"),
-    (lambda g, csr, csc, x: csr_aggregate(x, csr, Layout(csc.rowptr.int(), csc.col.int(), csc.perm.int())),
+    (lambda g, csr, csc, x: csr_aggregate(x, csr, Compressed(csc.rowptr.int(), csc.col.int(), csc.perm.int())),
      ValueError, "csc must describe the same 4 edges"),
     (lambda g, csr, csc, x: csr_aggregate(x.to("meta"), csr), ValueError, "x must be on the layout's device"),
     (lambda g, csr, csc, x: csr_aggregate(x, csr, edge_weight=torch.ones(4, dtype=torch.int64)), TypeError,
@@ -496,8 +495,8 @@ def test_validation_errors(make, error, match):
 def test_int32_overflow_is_refused():
     """num_nodes x features beyond 2^31 on int32 indices: refused before anything is allocated or launched."""
     num_nodes, width = 2**11 + 1, 2**20  # 2^31 + 2^20 elements, as a stride-0 view (no memory)
-    csr = Layout(torch.zeros(num_nodes + 1, dtype=torch.int32), torch.zeros(0, dtype=torch.int32),
-                 torch.zeros(0, dtype=torch.int32))
+    csr = Compressed(torch.zeros(num_nodes + 1, dtype=torch.int32), torch.zeros(0, dtype=torch.int32),
+                     torch.zeros(0, dtype=torch.int32))
     x = torch.ones(1, 1).expand(num_nodes, width)
     with pytest.raises(ValueError, match="overflows the int32 index path.*use int64 indices"):
         csr_aggregate(x, csr)
