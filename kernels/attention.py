@@ -562,31 +562,28 @@ _INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
 
 
 def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_warps: int, num_stages: int,
-                  label: str) -> CompileSpec:
-    """A contiguous-layout launch of ``fn``: unit strides on D (and on lse's N) are specialized to 1 as a
-    real launch specializes them; every other stride and every pointer is 16-divisible."""
+                  label: str, launch_keys: tuple[str, ...]) -> CompileSpec:
+    """One configuration of ``fn`` in ``dtype``; the launches it serves (same dtype and head dimensions)
+    decide which arguments compile as divisible by 16 or as the constant 1 (``CompileSpec.for_launch``)."""
     element = _TRITON_DTYPE[dtype]
+    # The delta pre-pass reads the float32 O the forward keeps for the backward (see _FlashAttention).
     pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*u8"}
-    signature, values, aligned = {}, dict(constexprs), []
+    if kernel == "attention.bwd_delta":
+        pointer["O_ptr"] = "*fp32"
+    signature = {}
     for name in fn.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = pointer.get(name, f"*{element}")
-            aligned.append(name)
-        elif name.startswith("stride_") and (name.endswith("d") or name == "stride_lm"):
-            signature[name], values[name] = "constexpr", 1
-        elif name.startswith("stride_"):
-            signature[name] = "i32"
-            aligned.append(name)
-        elif name in _INT_ARGS:
+        elif name.startswith("stride_") or name in _INT_ARGS:
             signature[name] = "i32"
         elif name == "sm_scale":
             signature[name] = "fp32"
         else:
             raise AssertionError(f"{kernel}: no compile type for argument {name}")
-    return CompileSpec(kernel, fn, signature, values, num_warps=num_warps, num_stages=num_stages, config=label,
-                       aligned=tuple(aligned), expects_tensor_cores=kernel != "attention.bwd_delta")
+    return CompileSpec(kernel, fn, signature, dict(constexprs), num_warps=num_warps, num_stages=num_stages,
+                       config=label, launch_keys=launch_keys, expects_tensor_cores=kernel != "attention.bwd_delta")
 
 
 def compile_specs() -> list[CompileSpec]:
@@ -609,10 +606,10 @@ def compile_specs() -> list[CompileSpec]:
                 label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{' causal+padding' if causal else ''} "
                          f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
                 specs.append(_compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
-                                           config.num_stages, label))
+                                           config.num_stages, label, ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V")))
         specs.append(_compile_spec("attention.bwd_delta", _attn_bwd_delta_kernel, dtype,
                                    dict(HEAD_DIM_V=head_dim, BLOCK_DV=head_dim, IS_VARLEN=False, BLOCK_M=64),
-                                   4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4"))
+                                   4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4", ("DO_ptr", "HEAD_DIM_V")))
     return specs
 
 

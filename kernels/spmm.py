@@ -735,7 +735,8 @@ def compile_specs() -> list[CompileSpec]:
                                   "BLOCK_E": block_e, "BLOCK_F": block_f, "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
                     specs.append(CompileSpec(f"spmm.segment_{name}", _segment_kernel, signature, constexprs,
                                              num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                             aligned=("x_ptr", "out_ptr", "part_ptr", "stride_xn")))
+                                             launch_keys=("x_ptr", "rowptr_ptr", "REDUCE", "BLOCK_E", "BLOCK_F",
+                                                          "CHUNK")))
                 for is_max in (False, True):
                     signature = {
                         "split_row_ptr": f"*{it}", "split_first_ptr": f"*{it}", "split_count_ptr": f"*{it}",
@@ -746,7 +747,7 @@ def compile_specs() -> list[CompileSpec]:
                     specs.append(CompileSpec(f"spmm.combine_{'max' if is_max else 'sum'}", _combine_kernel, signature,
                                              {"IS_MAX": is_max, "BLOCK_S": _BLOCK_S, "BLOCK_F": block_f},
                                              num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                             aligned=("part_ptr", "out_ptr")))
+                                             launch_keys=("out_ptr", "split_row_ptr", "IS_MAX", "BLOCK_F")))
                 for has_arg in (False, True):
                     signature = {
                         "rowptr_ptr": f"*{it}", "col_ptr": f"*{it}", "perm_ptr": f"*{it}", "seg_row_ptr": f"*{it}",
@@ -762,5 +763,6 @@ def compile_specs() -> list[CompileSpec]:
                                   "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
                     specs.append(CompileSpec(f"spmm.edge_grad{'_max' if has_arg else ''}", _edge_grad_kernel,
                                              signature, constexprs, num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                             aligned=("x_ptr", "g_ptr", "stride_xn")))
+                                             launch_keys=("x_ptr", "rowptr_ptr", "HAS_ARG", "BLOCK_E", "BLOCK_F",
+                                                          "CHUNK")))
     return specs

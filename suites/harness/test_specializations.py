@@ -1,0 +1,81 @@
+"""fusebench/specializations.py: the specialization a launch compiles, by Triton's own rule, and the report
+rows it decides (fusebench/inspect.py's ``specialized_specs``).
+
+These record launches in-process under the interpreter (the test session's TRITON_INTERPRET=1): the
+kernels are replaced by the recorder, so nothing executes and the sizes cost nothing.
+"""
+
+import pytest
+import torch
+
+from fusebench.inspect import specialized_specs
+from fusebench.specializations import launch_specialization, recording
+from kernels import spmm
+from kernels.spmm import Layout, csr_aggregate
+from reference.graph_generators import power_law
+
+
+def _combine_launch(part, out, num_features: int, num_edges: int):
+    index = torch.zeros(4, dtype=torch.int64)
+    return launch_specialization(spmm._combine_kernel, (index, index, index, part, index, out, index, num_features,
+                                                        num_edges), dict(IS_MAX=False, BLOCK_S=16, BLOCK_F=128))
+
+
+def test_the_launch_rule_is_tritons_documented_one():
+    """Integers and pointers divisible by 16 are marked divisible, integers equal to 1 become constants,
+    a pointer one float16 element into a buffer (2 bytes) and an integer of 602 are neither."""
+    part = torch.empty(64, dtype=torch.float32)
+    out = torch.empty(65, dtype=torch.float16)
+    aligned = _combine_launch(part, out, num_features=128, num_edges=32)
+    assert {"part_ptr", "out_ptr", "num_features", "num_edges"} <= set(aligned.divisible)
+    assert aligned.ones == () and aligned.signature["num_features"] == "i32"
+    ragged = _combine_launch(part[1:], out[1:], num_features=602, num_edges=1)
+    assert not {"part_ptr", "out_ptr", "num_features", "num_edges"} & set(ragged.divisible)
+    assert ragged.ones == ("num_edges",)
+    assert ragged.signature["num_edges"] == "constexpr" and ragged.constexprs["num_edges"] == 1
+    eight_floats = _combine_launch(part[4:], out[8:], num_features=48, num_edges=17)  # 16 bytes in: still aligned
+    assert {"part_ptr", "out_ptr", "num_features"} <= set(eight_floats.divisible)
+    assert "num_edges" not in eight_floats.divisible
+    assert aligned.signature["out_ptr"] == "*fp16" and aligned.constexprs["BLOCK_F"] == 128
+
+
+def _segment_sum_launches(widths, index_dtype=torch.int64):
+    graph = power_law(30, 4.0, seed=3, index_dtype=index_dtype)
+    csr, csc = graph.csr(), graph.csc()
+    layouts = Layout(csr.rowptr, csr.col, csr.perm), Layout(csc.rowptr, csc.col, csc.perm)
+    launches = []
+    for width in widths:
+        x = torch.randn(graph.num_nodes, width, dtype=torch.float16)
+        with recording(launches, f"F{width}"):
+            csr_aggregate(x, *layouts, reduce="sum")
+    return launches
+
+
+def test_an_aligned_and_a_ragged_launch_are_separate_rows_labelled_with_their_cases():
+    launches = _segment_sum_launches([128, 256, 602])
+    rows, _ = specialized_specs(spmm.compile_specs(), launches)
+    segment = [r for r in rows if r.kernel == "spmm.segment_sum" and r.config == "fp16 i64 E16 F128 w4"]
+    assert len(segment) == 2
+    by_case = {r.cases: r for r in segment}
+    assert set(by_case) == {"F128, F256", "F602"}  # one row per specialization, its cases joined
+    aligned, ragged = by_case["F128, F256"], by_case["F602"]
+    assert {"num_features", "stride_xn", "x_ptr", "out_ptr"} <= set(aligned.divisible)
+    assert not {"num_features", "stride_xn"} & set(ragged.divisible)
+    assert aligned.specialization != ragged.specialization and "num_features" in ragged.specialization
+
+
+def test_a_configuration_serves_only_launches_of_its_dtype_and_tiles():
+    launches = _segment_sum_launches([128], index_dtype=torch.int32)
+    rows, unserved = specialized_specs(spmm.compile_specs(), launches)
+    assert {(r.kernel, r.config) for r in rows} == {("spmm.segment_sum", "fp16 i32 E16 F128 w4")}
+    assert len(unserved) == len(spmm.compile_specs()) - 1
+
+
+@pytest.mark.parametrize("width", [1, 602])
+def test_an_integer_equal_to_one_is_compiled_as_a_constant(width):
+    launch, = [x for x in _segment_sum_launches([width]) if x.function.endswith("_segment_kernel")]
+    rows, _ = specialized_specs(spmm.compile_specs(), [launch])
+    row, = rows
+    assert ("num_features" in row.ones) == (width == 1)
+    source = row.source()
+    assert (source.constants.get((list(row.signature).index("num_features"),)) == 1) == (width == 1)
