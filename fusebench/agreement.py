@@ -25,6 +25,12 @@ the candidate misses that bound, the k-rule against the baseline is the second c
 same-precision reference misses the bound (results that cancel terms far larger than themselves), the
 bound measures the problem's conditioning rather than the candidate.
 
+The baseline must be a separate run: a candidate passed as its own baseline (the same tensor, or, for
+float16/bfloat16, the very same values carrying the very same rounding errors) would be allowed k times
+its own error, so any error would pass. :func:`check` refuses such a call; a provider that *is* the
+baseline (the eager reference benchmarked as one provider among others) is judged with
+:func:`check_baseline`, which says so in its verdict.
+
 The verdict is a number, not only a boolean: ``ratio`` is the candidate's error over the allowed
 error (<= 1 passes), so benchmarks can store how close every fast result came to failing.
 """
@@ -35,7 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Verdict", "check", "assert_agrees", "K_OUTPUT", "K_GRADIENT", "tolerance_for"]
+__all__ = ["Verdict", "check", "check_baseline", "assert_agrees", "BaselineIsCandidate", "K_OUTPUT", "K_GRADIENT",
+           "tolerance_for"]
 
 K_OUTPUT = 2.0  # FlashAttention: output error at most twice eager PyTorch's in the same dtype
 K_GRADIENT = 3.0  # gradients go through one more reduction: three times
@@ -114,6 +121,47 @@ def _unravel(flat_index: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(reversed(index))
 
 
+class BaselineIsCandidate(ValueError):
+    """A check whose baseline is the candidate itself: it could not fail, so it is refused."""
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a is b:
+        return True
+    if a.device != b.device or a.numel() == 0:
+        return False
+    return (a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+            and a.storage_offset() == b.storage_offset() and a.stride() == b.stride())
+
+
+# Independent low-precision runs of a shallow computation (a product of rounded inputs, a max, a sum of two or
+# three terms) legitimately agree bit for bit: one rounding of the same exact value. Their error against gold
+# is then at most (terms / 2 + 1/2) ulps at the tensor's scale, so up to 2 ulps equal values are expected.
+# A deep computation (layers of matmuls and nonlinearities) errs by 3-6 ulps at its scale in float16/bfloat16,
+# and two independent summation orders would differ somewhere: equal values there mean one run passed twice.
+_SHALLOW_ULPS = 2
+
+
+def _refuse_self_baseline(candidate: torch.Tensor, baseline: torch.Tensor, gold: torch.Tensor, name: str) -> None:
+    """Raise when ``baseline`` is ``candidate``: the same memory, or (low precision) the same values where
+    these carry more error than a shallow computation could share by chance (see ``_SHALLOW_ULPS``)."""
+    if _same_storage(candidate, baseline):
+        raise BaselineIsCandidate(f"check({name}): the baseline is the candidate itself (the same tensor); pass "
+                                  "the reference run in the candidate's dtype, or no baseline for float32/float64")
+    if candidate.dtype in _LOW_PRECISION and baseline.dtype == candidate.dtype and candidate.numel():
+        cand, base = candidate.detach().cpu(), baseline.detach().cpu()
+        if not torch.equal(cand, base):
+            return
+        gold = gold.detach().cpu()
+        finite = torch.isfinite(gold)
+        error = _max_abs((base.to(torch.float64) - gold)[finite].nan_to_num(float("inf")))
+        if error > _SHALLOW_ULPS * _ulp_floor(candidate.dtype, _max_abs(gold[finite])):
+            raise BaselineIsCandidate(
+                f"check({name}): the baseline has the candidate's values bit for bit, errors of "
+                f"{error:.3g} included: it is the candidate run again, not the reference in its dtype; a "
+                "provider that is the baseline is judged with check_baseline")
+
+
 def check(
     candidate: torch.Tensor,
     gold: torch.Tensor,
@@ -144,6 +192,8 @@ def check(
         raise ValueError(f"check({name}): a {dtype} candidate needs the baseline (the reference in {dtype})")
     if baseline is not None and baseline.shape != gold.shape:
         raise ValueError(f"check({name}): baseline shape {tuple(baseline.shape)} != gold shape {tuple(gold.shape)}")
+    if baseline is not None:
+        _refuse_self_baseline(candidate, baseline, gold, name)
 
     gold = gold.detach().cpu()
     cand = candidate.detach().cpu().to(torch.float64)
@@ -194,6 +244,25 @@ def check(
                 rule, ratio, allowed_at_worst, flat = "k-rule", k_ratio, allowed, k_flat
     return Verdict(name, dtype, rule, ratio <= 1.0, ratio, float(error.max()), baseline_error, allowed_at_worst,
                    _unravel(flat, gold.shape))
+
+
+def check_baseline(baseline: torch.Tensor, gold: torch.Tensor, *, gradient: bool = False,
+                   name: str = "output") -> Verdict:
+    """The verdict for a provider that is the baseline itself (the eager reference in the candidate's dtype).
+
+    Against itself the k-rule cannot fail, so none is applied: the verdict passes, carries the baseline's
+    error against gold, and its ratio is the fraction of the k-rule's allowance that error uses (1 / k for a
+    baseline that is not exact), with rule ``"baseline"`` so that no reader mistakes it for a check."""
+    base = baseline.detach().cpu().to(torch.float64)
+    gold = gold.detach().cpu()
+    finite = torch.isfinite(gold)
+    error = torch.where(finite, (base - gold).abs().nan_to_num(float("inf")), torch.zeros_like(gold))
+    flat = int(error.flatten().argmax()) if error.numel() else 0
+    worst = float(error.flatten()[flat]) if error.numel() else 0.0
+    allowed = (K_GRADIENT if gradient else K_OUTPUT) * worst + _ulp_floor(baseline.dtype, _max_abs(gold[finite]))
+    return Verdict(name, baseline.dtype, "baseline", True, worst / allowed, worst, worst, allowed,
+                   _unravel(flat, gold.shape) if error.numel() else (),
+                   reason="the provider is the baseline: measured, not judged")
 
 
 def assert_agrees(candidate, gold, baseline=None, *, gradient: bool = False, name: str = "output") -> Verdict:

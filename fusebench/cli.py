@@ -9,11 +9,56 @@ import sys
 
 
 def _list(args: argparse.Namespace) -> int:
-    from fusebench.coverage import as_dicts, coverage_rows, format_table
+    from fusebench.coverage import as_dicts, check, coverage_rows, format_table, read_recording
+    from fusebench.device import git_commit
 
-    rows = coverage_rows()
-    print(json.dumps(as_dicts(rows), indent=2) if args.json else format_table(rows))
+    recording = read_recording()
+    rows = coverage_rows(recording)
+    print(json.dumps(as_dicts(rows), indent=2) if args.json else format_table(rows, recording))
+    if not args.check:
+        return 0
+    problems = check(recording, current_commit=git_commit()[0])
+    if problems:
+        print("\ncoverage map check FAILED:", *problems, sep="\n  ", file=sys.stderr)
+        return 1
+    print("\ncoverage map check passed: every section with a kernel seam was run with its kernel by a "
+          "module-level test, as recorded by the complete test run of this commit", file=sys.stderr)
     return 0
+
+
+def _mutants(args: argparse.Namespace) -> int:
+    from fusebench import mutants
+
+    catalog = [m for m in mutants.CATALOG if not args.only or any(word in m.name for word in args.only)]
+    if args.list:
+        for m in catalog:
+            print(f"{m.name:<52} {m.file}  ({m.why})")
+        return 0
+    problems = mutants.check_anchors(catalog)
+    if problems:
+        print("mutant anchors FAILED (the kernels changed; update fusebench/mutants.py):", *problems, sep="\n  ",
+              file=sys.stderr)
+        return 2
+    if args.seed is None:
+        from fusebench.inputs import run_seed
+
+        args.seed = run_seed()
+    print(f"{len(catalog)} mutants, {args.jobs} at a time, FUSEBENCH_SEED={args.seed}; the unmutated kernels first",
+          file=sys.stderr)
+    outcomes = mutants.run(catalog, seed=args.seed, jobs=args.jobs, timeout=args.timeout,
+                           progress=lambda o: print(mutants.format_row(o), file=sys.stderr, flush=True))
+    print(mutants.format_table(outcomes))
+    if not args.no_store:
+        import time
+
+        from fusebench.device import identity
+        from fusebench.store import new_run_id
+
+        timestamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows = mutants.store_rows(outcomes, identity(), new_run_id(), timestamp, args.seed)
+        print(f"{len(rows)} rows stored in {_store(args).append(rows)}", file=sys.stderr)
+    survivors = [o for o in outcomes if not o.killed and not o.mutant.equivalent]
+    return 1 if survivors else 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -70,9 +115,12 @@ def _roofline(args: argparse.Namespace) -> int:
 def _gpu_check(args: argparse.Namespace) -> int:
     from fusebench import gpu_check
 
+    print(gpu_check.plan(), flush=True)
+    if args.plan:
+        return 0
     verdicts = gpu_check.run(args.out)
     print(gpu_check.format_summary(verdicts))
-    print(f"\nlog, summary and results under {args.out}")
+    print(f"\n{args.out}: summary.md and {gpu_check.ARCHIVE} (results store, log, JUnit XML, asv results)")
     return gpu_check.exit_status(verdicts)
 
 
@@ -174,8 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusebench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    listing = commands.add_parser("list", help="the coverage map: seed sections, references, oracles, backends")
+    listing = commands.add_parser("list", help="the coverage map: seed sections, references, oracles and their kind, "
+                                                  "the backends tests ran")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument("--check", action="store_true",
+                         help="exit 1 unless the recorded map is of this commit and every kernel section ran its "
+                              "kernel in a module-level test")
     listing.set_defaults(handler=_list)
 
     roof = commands.add_parser("roofline", help="analytic lower-bound time of every case on each GPU of the table")
@@ -204,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--no-store", action="store_true", help="print only; do not append rows to the store")
     results_option(inspect)
     inspect.set_defaults(handler=_inspect)
+
+    mut = commands.add_parser("mutants", help="mutation testing: realistic faults in the kernels, one at a time; "
+                                              "which test kills each, and the mutation score")
+    mut.add_argument("--only", nargs="+", metavar="WORD", help="only mutants whose name contains one of these")
+    mut.add_argument("--list", action="store_true", help="list the catalog and exit")
+    mut.add_argument("--jobs", type=int, default=2, help="mutants run at once (one process each; default 2)")
+    mut.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant before it counts as killed")
+    mut.add_argument("--seed", type=int, default=None, help="FUSEBENCH_SEED for the test runs (default: this run's)")
+    mut.add_argument("--no-store", action="store_true", help="print only; do not append rows to the store")
+    results_option(mut)
+    mut.set_defaults(handler=_mutants)
 
     run = commands.add_parser("run", help="benchmark every provider on the cases: agreement, time, memory; store rows")
     run.add_argument("--suite", choices=("attention", "graph", "all"), default="all")
@@ -238,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     results_option(rep)
     rep.set_defaults(handler=_report)
 
-    check = commands.add_parser("gpu-check", help="one-call GPU validation (under 8 min); a dry run without CUDA")
-    check.add_argument("out", metavar="OUT", help="output folder: log, summary, results, JUnit XML, asv results")
+    check = commands.add_parser("gpu-check", help="one-call GPU validation (under 8 min), packed into one archive; "
+                                                  "a dry run without CUDA")
+    check.add_argument("out", metavar="OUT", help="output folder: summary.md and one archive of everything else")
+    check.add_argument("--plan", action="store_true", help="print the steps and their time budgets, run nothing")
     check.set_defaults(handler=_gpu_check)
 
     dash = commands.add_parser("dashboard", help="asv publish + asv preview over results/asv")

@@ -1,26 +1,32 @@
-"""`fusebench gpu-check OUT`: one call that validates a CUDA machine and leaves every figure under OUT.
+"""`fusebench gpu-check OUT`: one call that validates a CUDA machine and brings every figure back in one file.
 
-Steps, each with a time budget (the sum stays under 8 minutes) and a verdict ok / failed / skipped
-with the reason:
+Made for a lent GPU machine that runs a bare checkout (``python3 -m fusebench gpu-check OUT``: no install,
+no network) and returns at most a few files from OUT. Steps, each with a time budget (printed first, and
+alone with ``--plan``; the sum leaves a 10-minute call a margin for start-up and packing) and a verdict
+ok / failed / skipped with the reason:
 
 1. ``environment``: device identity, software versions, which optional packages exist.
 2. ``inspect``: `fusebench inspect --check` for the device's own compute capability (the compiled
    kernels' registers, spills, shared memory, tensor-core instructions), rows into the store.
 3. ``correctness``: the ``gpu`` tier of every kernel at real sizes: ``pytest -m gpu`` over
-   suites/correctness and suites/integrations with TRITON_INTERPRET=0, JUnit XML into OUT.
+   suites/correctness and suites/integrations with TRITON_INTERPRET=0, JUnit XML.
 4. ``ceilings``: the measured bandwidth (1 GiB device-to-device copy) and matmul TFLOP/s per dtype
    (:func:`fusebench.metrics.measure_ceilings`), stored.
 5. ``benchmarks``: a short grid of :data:`GRID` cases against every provider (`fusebench run`).
 6. ``roofline``: the analytic bounds of the grid on this device (and H100/H200), and each measured
    time over its bound.
-7. ``asv``: asv results for one attention and one graph case on every provider, into OUT/asv.
+7. ``asv``: asv results for one attention and one graph case.
 
 Every step runs in its own process with its budget as a timeout (a hung kernel cannot stall the
-check), and everything goes under OUT: ``results/`` (a results store), ``asv/``, ``junit-gpu.xml``,
-``gpu-check.log`` (every command and its output), ``summary.md`` and ``summary.json``.
+check) and writes into a private work folder: ``results/`` (a results store), ``asv/``, ``junit-gpu.xml``,
+``gpu-check.log`` (every command and its output), ``summary.json`` and the steps' text files. At the end
+that folder is packed into ``OUT/gpu-check.tar.gz`` (members under ``gpu-check/``, at most
+:data:`ARCHIVE_LIMIT` bytes: the largest files are left out, and named, if it would be larger) and
+``OUT/summary.md`` is written beside it; summary.md is also rewritten after every step, so a call cut
+short still brings back how far it got.
 
 Without CUDA (the dry run), the steps that need a GPU are skipped saying so, the others run, and the
-command still writes OUT and exits 0. It exits 1 only when a step that ran failed. Nothing needs a
+command still fills OUT and exits 0. It exits 1 only when a step that ran failed. Nothing needs a
 network: only torch, triton, pandas and pytest are required; asv and torch_geometric (PyG's provider)
 are used when installed, and their steps or rows are skipped with the reason when not.
 """
@@ -30,8 +36,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -48,6 +58,9 @@ ASV_BENCH = (r"AttentionSpeed\.track_tflops\(.bert-base-2048., .*, .forward.\)|"
              r"GraphSpeed\.track_gbps\(.gcn/arxiv-like., .*, .forward.\)")
 OPTIONAL = ("asv", "torch_geometric", "flash_attn", "hypothesis", "pytest_benchmark")
 TOTAL_BUDGET_S = 470  # under 8 minutes end to end, leaving a few seconds for start-up and the summary
+DEVICE_CALL_S = 600  # the lent machine's longest command; the rest of it is the margin --plan prints
+ARCHIVE = "gpu-check.tar.gz"
+ARCHIVE_LIMIT = 16 * 2**20  # the largest file a device call brings back
 
 
 class Skipped(Exception):
@@ -107,6 +120,15 @@ class Check:
         return done
 
 
+def installed(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it (a module blocked with
+    ``sys.modules[name] = None`` makes find_spec raise ValueError: that is absent too)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _text(data) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
 
@@ -126,10 +148,11 @@ def _last_line(text: str) -> str:
 
 
 def step_environment(check: Check, budget_s: float) -> str:
+    """Device identity, software versions and which optional packages are here."""
     from fusebench.device import identity
 
     ident = identity()
-    present = {name: importlib.util.find_spec(name) is not None for name in OPTIONAL}
+    present = {name: installed(name) for name in OPTIONAL}
     (check.out / "environment.json").write_text(json.dumps({"identity": ident.as_dict(), "optional": present},
                                                            indent=2) + "\n")
     missing = [name for name, here in present.items() if not here]
@@ -138,6 +161,7 @@ def step_environment(check: Check, budget_s: float) -> str:
 
 
 def step_inspect(check: Check, budget_s: float) -> str:
+    """`fusebench inspect --check` for the device's own compute capability (needs CUDA)."""
     if not check.cuda:
         raise Skipped("no CUDA device here, so no capability of its own to compile for "
                       "(`fusebench inspect --targets 80 90` compiles for those without a GPU)")
@@ -151,6 +175,7 @@ def step_inspect(check: Check, budget_s: float) -> str:
 
 
 def step_correctness(check: Check, budget_s: float) -> str:
+    """The `gpu` tier: pytest -m gpu over suites/correctness and suites/integrations (needs CUDA)."""
     check.require_cuda()
     suites = [p for p in ("suites/correctness", "suites/integrations") if (ROOT / p).is_dir()]
     if not suites:
@@ -166,7 +191,7 @@ def step_correctness(check: Check, budget_s: float) -> str:
     if done.returncode == 5:
         raise Skipped(f"no gpu-marked tests collected in {', '.join(suites)}")
     if done.returncode != 0:
-        missing = [name for name in ("hypothesis", "pytest_benchmark") if importlib.util.find_spec(name) is None]
+        missing = [name for name in ("hypothesis", "pytest_benchmark") if not installed(name)]
         hint = f" ({', '.join(missing)} not installed: tests that import it cannot run)" if missing else ""
         raise Failed(summary + hint)
     if " passed" not in summary:  # on a CUDA machine a gpu tier that only skips has checked nothing
@@ -188,6 +213,7 @@ print(json.dumps(ceilings))
 
 
 def step_ceilings(check: Check, budget_s: float) -> str:
+    """Measured copy bandwidth and matmul TFLOP/s per dtype (needs CUDA)."""
     check.require_cuda()
     done = check.command(_python("-c", _CEILINGS_CODE, str(check.results)), budget_s)
     if done.returncode != 0:
@@ -198,6 +224,7 @@ def step_ceilings(check: Check, budget_s: float) -> str:
 
 
 def step_benchmarks(check: Check, budget_s: float) -> str:
+    """The short GRID of cases against every provider, `fusebench run` (needs CUDA)."""
     check.require_cuda()
     done = check.command(_python("-m", "fusebench.cli", "run", "--cases", *GRID, "--modes", *GRID_MODES,
                                  "--no-ceilings", "--results", str(check.results)), budget_s)
@@ -210,6 +237,7 @@ def step_benchmarks(check: Check, budget_s: float) -> str:
 
 
 def step_roofline(check: Check, budget_s: float) -> str:
+    """Analytic bounds of the grid, and each measured time over its bound."""
     from fusebench import roofline
     from fusebench.report import over_bound
     from fusebench.store import ResultsStore
@@ -241,8 +269,9 @@ def step_roofline(check: Check, budget_s: float) -> str:
 
 
 def step_asv(check: Check, budget_s: float) -> str:
+    """asv results for one attention and one graph case (needs CUDA, asv and a git checkout)."""
     check.require_cuda()
-    if importlib.util.find_spec("asv") is None:
+    if not installed("asv"):
         raise Skipped("asv is not installed (carry its wheel: pip install --no-index asv-*.whl)")
     from fusebench.device import git_commit
 
@@ -280,8 +309,31 @@ STEPS: tuple[tuple[str, float, Callable[[Check, float], str]], ...] = (
 # --------------------------------------------------------------------------------------------------
 
 
+def plan(steps=STEPS) -> str:
+    """The steps in order with their budgets and what each does: what a call will spend, before it runs."""
+    total = sum(budget for _, budget, _ in steps)
+    lines = [f"fusebench gpu-check plan: {len(steps)} steps, {total:.0f} s of budgets (the check stops at "
+             f"{TOTAL_BUDGET_S} s), leaving {DEVICE_CALL_S - TOTAL_BUDGET_S} s of a {DEVICE_CALL_S} s device call "
+             f"for start-up and packing"]
+    for number, (name, budget, function) in enumerate(steps, 1):
+        what = (function.__doc__ or "").strip().split("\n")[0]
+        lines.append(f"  {number}. {name:<12} {budget:>4.0f} s  {what}")
+    lines.append(f"  then: pack everything into OUT/{ARCHIVE} (at most {ARCHIVE_LIMIT // 2**20} MiB) "
+                 "beside OUT/summary.md")
+    return "\n".join(lines)
+
+
+class _Stopped(Exception):
+    """SIGTERM (an outer `timeout`): stop the steps, still pack what there is."""
+
+
+def _stop(signum, frame):
+    raise _Stopped(f"stopped by signal {signum}")
+
+
 def run(out, *, steps=STEPS, cuda: bool | None = None) -> list[StepResult]:
-    """Run every step, write ``out``'s log and summaries, and return the verdicts."""
+    """Run every step in a private work folder, then pack it into ``out``/gpu-check.tar.gz beside
+    ``out``/summary.md; return the verdicts."""
     import torch
 
     out = Path(out)
@@ -291,28 +343,65 @@ def run(out, *, steps=STEPS, cuda: bool | None = None) -> list[StepResult]:
     if cuda:
         major, minor = torch.cuda.get_device_capability()
         capability = 10 * major + minor
-    check = Check(out, cuda, capability, deadline=time.monotonic() + TOTAL_BUDGET_S)
-    check.log(f"fusebench gpu-check into {out.resolve()}: " + (f"CUDA sm_{capability}" if cuda else
-                                                                "no CUDA: dry run, GPU steps skipped"))
-    verdicts = []
-    for name, budget_s, function in steps:
-        check.log(f"== {name} (budget {budget_s:.0f} s)")
-        start = time.monotonic()
-        try:
-            if time.monotonic() >= check.deadline:
-                raise Failed("not started: the check's total time budget is spent")
-            status, detail = "ok", function(check, budget_s)
-        except Skipped as why:
-            status, detail = "skipped", str(why)
-        except Failed as why:
-            status, detail = "failed", str(why)
-        except Exception as error:  # noqa: BLE001 - a crashing step is a failed step; the others still run
-            status, detail = "failed", f"{type(error).__name__}: {error}"
-        seconds = time.monotonic() - start
-        check.log(f"== {name}: {status} ({seconds:.1f} s): {detail}")
-        verdicts.append(StepResult(name, status, detail, seconds, budget_s))
-    _write_summary(out, verdicts, cuda, capability)
+    work = Path(tempfile.mkdtemp(prefix="fusebench-gpu-check-"))
+    check = Check(work, cuda, capability, deadline=time.monotonic() + TOTAL_BUDGET_S)
+    check.log(f"fusebench gpu-check from {ROOT} into {out.resolve()}: "
+              + (f"CUDA sm_{capability}" if cuda else "no CUDA: dry run, GPU steps skipped"))
+    check.log(plan(steps))
+    verdicts, stopped = [], False
+    previous = signal.signal(signal.SIGTERM, _stop) if _main_thread() else None
+    try:
+        for name, budget_s, function in steps:
+            check.log(f"== {name} (budget {budget_s:.0f} s)")
+            start = time.monotonic()
+            try:
+                if time.monotonic() >= check.deadline:
+                    raise Failed("not started: the check's total time budget is spent")
+                status, detail = "ok", function(check, budget_s)
+            except Skipped as why:
+                status, detail = "skipped", str(why)
+            except Failed as why:
+                status, detail = "failed", str(why)
+            except _Stopped as why:
+                status, detail, stopped = "failed", str(why), True
+            except Exception as error:  # noqa: BLE001 - a crashing step is a failed step; the others still run
+                status, detail = "failed", f"{type(error).__name__}: {error}"
+            seconds = time.monotonic() - start
+            check.log(f"== {name}: {status} ({seconds:.1f} s): {detail}")
+            verdicts.append(StepResult(name, status, detail, seconds, budget_s))
+            _write_summary(out, verdicts, cuda, capability, pending=[n for n, _, _ in steps[len(verdicts):]])
+            if stopped:
+                break
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        (work / "summary.json").write_text(json.dumps({"cuda": cuda, "capability": capability,
+                                                       "steps": [asdict(v) for v in verdicts]}, indent=2) + "\n")
+        packed, left_out = pack(work, out / ARCHIVE)
+        _write_summary(out, verdicts, cuda, capability, packed=packed, left_out=left_out)
+        shutil.rmtree(work, ignore_errors=True)
     return verdicts
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def pack(work: Path, archive: Path, limit: int = ARCHIVE_LIMIT) -> tuple[list[str], list[str]]:
+    """Pack ``work`` into ``archive`` (members under ``gpu-check/``) within ``limit`` bytes; when it would be
+    larger, leave out the largest files one at a time. Returns the paths packed and those left out
+    (relative to ``work``)."""
+    files = sorted((p for p in work.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    left_out: list[str] = []
+    while True:
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in files:
+                tar.add(path, arcname=f"gpu-check/{path.relative_to(work).as_posix()}")
+        if archive.stat().st_size <= limit or not files:
+            return [p.relative_to(work).as_posix() for p in files], left_out
+        left_out.append(files.pop().relative_to(work).as_posix())
 
 
 def format_summary(verdicts: list[StepResult]) -> str:
@@ -324,12 +413,18 @@ def format_summary(verdicts: list[StepResult]) -> str:
     return "\n".join(lines)
 
 
-def _write_summary(out: Path, verdicts: list[StepResult], cuda: bool, capability: int) -> None:
+def _write_summary(out: Path, verdicts: list[StepResult], cuda: bool, capability: int, *,
+                   pending: list[str] | None = None, packed: list[str] = (), left_out: list[str] = ()) -> None:
     header = (f"# fusebench gpu-check\n\n{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())}; "
               + (f"CUDA device sm_{capability}" if cuda else "no CUDA device: a dry run, GPU steps skipped") + "\n\n")
-    (out / "summary.md").write_text(header + format_summary(verdicts) + "\n")
-    (out / "summary.json").write_text(json.dumps({"cuda": cuda, "capability": capability,
-                                                  "steps": [asdict(v) for v in verdicts]}, indent=2) + "\n")
+    if pending:
+        footer = f"\nIn progress: {', '.join(pending)} still to run; {ARCHIVE} is written at the end.\n"
+    else:
+        entries = sorted({path.split("/")[0] + ("/" if "/" in path else "") for path in packed})
+        footer = (f"\n{ARCHIVE} holds {len(packed)} files under gpu-check/: {', '.join(entries)}."
+                  + (f" Left out of it to stay under {ARCHIVE_LIMIT // 2**20} MiB: {', '.join(left_out)}."
+                     if left_out else "") + "\n")
+    (out / "summary.md").write_text(header + format_summary(verdicts) + "\n" + footer)
 
 
 def exit_status(verdicts: list[StepResult]) -> int:

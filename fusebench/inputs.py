@@ -105,6 +105,8 @@ class GuardedTensor:
         for side, margin in zip(("before", "after"), self._margins(), strict=True):
             if margin.is_floating_point():
                 changed = ~torch.isnan(margin)
+            elif margin.dtype == torch.bool:  # SENTINEL_INT cast to bool: the margins hold True
+                changed = ~margin
             else:
                 changed = margin != SENTINEL_INT
             if changed.any():

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from fusebench import cases as catalog
-from fusebench.agreement import check
+from fusebench.agreement import check, check_baseline
 from fusebench.device import DeviceIdentity, interpreting_triton
 from fusebench.metrics import Quantiles, measure_time, peak_memory, spec_peak, throughput
 from fusebench.providers import Provider, Unavailable, Workload, graph_suite_missing, make_workload, providers
@@ -135,11 +135,16 @@ def _gold(case, wl: Workload, reference: Provider, need_grads: bool) -> _Gold:
 
 
 def _verdicts(gold: _Gold, names, out, grads, provider: str):
-    out_verdict = check(gold.select("out", out), gold.out, gold.base_out, name=f"{provider} output")
+    if provider == "reference":  # the eager reference is the baseline: measured against gold, not judged
+        def judge(cand, g, _base, **kw):
+            return check_baseline(cand, g, **kw)
+    else:
+        judge = check
+    out_verdict = judge(gold.select("out", out), gold.out, gold.base_out, name=f"{provider} output")
     grad_verdicts = []
     if grads is not None:
         for name, grad, gold_grad, base_grad in zip(names, grads, gold.grads, gold.base_grads, strict=True):
-            grad_verdicts.append(check(gold.select(name, grad), gold_grad, base_grad, gradient=True,
+            grad_verdicts.append(judge(gold.select(name, grad), gold_grad, base_grad, gradient=True,
                                        name=f"{provider} d{name}"))
     return out_verdict, grad_verdicts
 

@@ -28,6 +28,10 @@ against):
   a boolean ``attn_mask`` (True = attend) or an additive float one, broadcastable to ``(B, Hq, Nq, Nk)``
   and read tile by tile through its strides (stride 0 on broadcast dimensions: never expanded in
   memory), a boolean ``key_padding_mask`` ``(B, Nk)`` (True = padding), and any combination of them;
+  with causal and padding together, ``causal_alignment`` puts the diagonal at the bottom right of the
+  padded keys (``"padded"``) or of each sequence's valid keys (``"valid"``, flash-attn's meaning), as the
+  reference's ``key_causal_positions``: the launcher turns the padding mask into those int32 key
+  positions (-1 on padding), and the kernels' causal test reads a key's position instead of its index;
 * a query row with no key left yields zeros and ``lse = -inf`` in the forward and zero gradients.
 
 Not supported: float64 (use the reference), dropout, gradients with respect to ``attn_mask`` (an error
@@ -42,8 +46,8 @@ Differences from the reference:
 * The probabilities are rounded to the input dtype before the ``P @ V`` product (as FlashAttention does).
 * float32 inputs use IEEE float32 products (``input_precision="ieee"``), not TF32, so that float32
   results meet float32 tolerances; this costs speed on GPUs with TF32 tensor cores.
-* The returned log-sum-exp has the inputs' dtype like the reference's (computed and saved in float32,
-  in base 2). It is not differentiable.
+* The returned log-sum-exp is float32 like the reference's (computed and saved in float32, in base 2).
+  It is not differentiable.
 * The backward recomputes the scores exactly as the forward computed them (same orientation
   ``Q @ K^T``, same scaling): at logits ~1e3 an ulp of disagreement between the forward's scores and
   the backward's is a ~1e-4 relative error in every probability (the dK/dV kernel of the Triton
@@ -94,7 +98,9 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 import reference.attention as _reference_attention
+from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions
 from kernels._compile import CompileSpec
+from kernels._versions import TRITON
 
 __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKDV_CONFIGS", "DQ_CONFIGS",
            "SUPPORTED_DTYPES"]
@@ -140,10 +146,14 @@ def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
     spill: it measured spills for dK/dV at M64 N128 (D64), M32 N64 (D128) and M16 N32 (D256), and for dQ
     at M32 N32 (D256). Register allocation is not monotone in the tile (M64 N64 spills with 4 warps and
     not with 8 on sm_80, a 16x16 dK/dV tile with 2 warps spills at D128), so the lists keep only configs
-    whose every shipped (config, head dim) compiled spill-free on both targets.
+    whose every shipped (config, head dim) compiled spill-free on both targets. Triton before 3.9 (3.6 is the
+    lent GPU machine's) allocates differently: it spilled the M16 N64 dK/dV tile at D128 on sm_90, so there
+    dK/dV keeps BLOCK_N <= 32 from D128 up (``.ci/device-versions`` runs the gate under triton 3.6).
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     if kernel == "dkdv":
+        if TRITON < (3, 9) and block_d >= 128 and bn > 32:  # triton 3.6 spilled M16 N64 at D128 (sm_90)
+            return False
         return bm * bn * block_d * max(block_d, 64) <= 64**4
     if kernel == "dq" and block_d > 128:
         return bm * bn <= 16 * 32
@@ -186,11 +196,13 @@ def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base,
     ``[1, M]``/``[N, 1]`` (the transposed tiles of dK/dV): the code is the same either way.
     """
     keep = (om < n_q) & (on < n_k)
-    if IS_CAUSAL:  # bottom-right aligned
+    if HAS_KPM:  # each key's causal position (its index, or its valid rank shifted; -1 = padding)
+        position = tl.load(kpm_base + on * stride_kpn, mask=on < n_k, other=-1)
+        keep = keep & (position >= 0)
+        if IS_CAUSAL:  # bottom-right aligned, to the padded or to the valid keys
+            keep = keep & (position <= om + (n_k - n_q))
+    elif IS_CAUSAL:  # bottom-right aligned
         keep = keep & (on <= om + (n_k - n_q))
-    if HAS_KPM:
-        padding = tl.load(kpm_base + on * stride_kpn, mask=on < n_k, other=1)
-        keep = keep & (padding == 0)
     if MASK_KIND == 1:  # boolean, True = attend
         allowed = tl.load(mask_base + om * stride_mm + on * stride_mn, mask=keep, other=0)
         keep = keep & (allowed != 0)
@@ -567,7 +579,7 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
     decide which arguments compile as divisible by 16 or as the constant 1 (``CompileSpec.for_launch``)."""
     element = _TRITON_DTYPE[dtype]
     # The delta pre-pass reads the float32 O the forward keeps for the backward (see _FlashAttention).
-    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*u8"}
+    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*i32"}
     if kernel == "attention.bwd_delta":
         pointer["O_ptr"] = "*fp32"
     signature = {}
@@ -731,10 +743,12 @@ class _Problem:
     scale: float
     cu_q: torch.Tensor | None
     cu_k: torch.Tensor | None
+    causal_alignment: str = "padded"  # with causal and a key padding mask: reference.attention's meaning
 
 
-def _mask_views(q4, attn_mask, key_padding_mask, batch, n_q, n_k):
-    """The mask pointers, strides and flags: broadcast dimensions get stride 0 (expand is a view)."""
+def _mask_views(q4, attn_mask, key_padding_mask, batch, n_q, n_k, causal_alignment="padded"):
+    """The mask pointers, strides and flags: broadcast dimensions get stride 0 (expand is a view); the
+    padding mask becomes int32 key positions for the causal test (``key_causal_positions``)."""
     hq = q4.shape[1]
     if attn_mask is None:
         mask, mask_strides, kind = q4, (0, 0, 0, 0), 0
@@ -746,7 +760,8 @@ def _mask_views(q4, attn_mask, key_padding_mask, batch, n_q, n_k):
     if key_padding_mask is None:
         kpm, kpm_strides = q4, (0, 0)
     else:
-        kpm, kpm_strides = key_padding_mask.view(torch.uint8), key_padding_mask.stride()
+        kpm = key_causal_positions(key_padding_mask, causal_alignment).to(torch.int32)  # (B, Nk), -1 = padding
+        kpm_strides = kpm.stride()
     return mask, mask_strides, kind, kpm, kpm_strides
 
 
@@ -772,7 +787,7 @@ def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem, *, out=
     if out.numel() == 0 and lse.numel() == 0:
         return out, lse
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
-                                                             problem.n_q, problem.n_k)
+                                                             problem.n_q, problem.n_k, problem.causal_alignment)
     cu_q = problem.cu_q if problem.cu_q is not None else lse
     cu_k = problem.cu_k if problem.cu_k is not None else lse
 
@@ -801,7 +816,7 @@ def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _
         return dq, dk, dv
     delta = torch.empty_like(lse)
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
-                                                             problem.n_q, problem.n_k)
+                                                             problem.n_q, problem.n_k, problem.causal_alignment)
     cu_q = problem.cu_q if problem.cu_q is not None else lse
     cu_k = problem.cu_k if problem.cu_k is not None else lse
     meta = _meta(q4, v4, problem, kind, key_padding_mask is not None)
@@ -867,9 +882,9 @@ class _FlashAttention(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 
 
-def _natural(lse2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The base-2 log-sum-exp the kernels keep, in natural units and the inputs' dtype (as the reference)."""
-    return (lse2 * math.log(2.0)).to(dtype)
+def _natural(lse2: torch.Tensor) -> torch.Tensor:
+    """The base-2 log-sum-exp the kernels keep, in natural units, float32 (as the reference and flash-attn)."""
+    return lse2 * math.log(2.0)
 
 
 def _default_scale(scale, head_dim: int) -> float:
@@ -877,7 +892,7 @@ def _default_scale(scale, head_dim: int) -> float:
 
 
 def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn_mask=None, key_padding_mask=None,
-              layout: str = "bhnd", return_lse: bool = False):
+              layout: str = "bhnd", return_lse: bool = False, causal_alignment: str = "padded"):
     """Fused attention ``softmax(q k^T * scale + mask) v`` with the conventions of ``reference/attention.py``.
 
     Args:
@@ -887,7 +902,11 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
         scale: softmax scale, default ``1 / sqrt(D)``.
         attn_mask: bool (True = attend) or additive float, broadcastable to ``(B, Hq, Nq, Nk)`` whatever the layout.
         key_padding_mask: bool ``(B, Nk)``, True = padding.
-        return_lse: also return the natural log-sum-exp ``(B, Hq, Nq)`` (``(B, Nq, Hq)`` for bnhd), not differentiable.
+        return_lse: also return the natural log-sum-exp ``(B, Hq, Nq)`` (``(B, Nq, Hq)`` for bnhd), float32, not
+            differentiable.
+        causal_alignment: with ``causal`` and a ``key_padding_mask``, ``"padded"`` (diagonal at the bottom right of
+            the padded keys) or ``"valid"`` (of each sequence's valid keys, flash-attn's meaning for unpadded
+            queries); ``reference.attention.scaled_dot_product_attention`` says why ``"padded"`` is the default.
 
     Returns:
         the output in the layout of ``q`` (a new tensor in the same memory order), and the lse when asked.
@@ -901,12 +920,15 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D) views, no copy
     _check_masks(q, k, attn_mask, key_padding_mask)
     _check_scale(scale)
+    if causal_alignment not in CAUSAL_ALIGNMENTS:
+        raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
     problem = _Problem(batch=q.shape[0], n_q=q.shape[2], n_k=k.shape[2], causal=bool(causal),
-                       scale=_default_scale(scale, q.shape[-1]), cu_q=None, cu_k=None)
+                       scale=_default_scale(scale, q.shape[-1]), cu_q=None, cu_k=None,
+                       causal_alignment=causal_alignment)
     out, lse = _FlashAttention.apply(q, k, v, attn_mask, key_padding_mask, problem)
     if layout == "bnhd":
         out, lse = out.transpose(1, 2), lse.transpose(1, 2)
-    return (out, _natural(lse, q.dtype)) if return_lse else out
+    return (out, _natural(lse)) if return_lse else out
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int | None = None,
@@ -946,10 +968,10 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
     out, lse = _FlashAttention.apply(q4, k4, v4, None, None, problem)
     out = out[0].transpose(0, 1)  # (total_q, Hq, Dv)
     lse = lse[0].transpose(0, 1)  # (total_q, Hq)
-    return (out, _natural(lse, q.dtype)) if return_lse else out
+    return (out, _natural(lse)) if return_lse else out
 
 
-def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse):
+def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse, causal_alignment="padded"):
     """``reference.attention.scaled_dot_product_attention(..., backend="triton")``: (B, H, N, D) inputs.
 
     The seam has validated shapes already; what this backend cannot run here (float64, CPU tensors without
@@ -961,7 +983,8 @@ def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, r
         raise NotImplementedError(f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 set "
                                   "before kernels.attention is imported (the CPU interpreter)")
     return attention(q, k, v, causal=is_causal, scale=scale, attn_mask=attn_mask,
-                     key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse)
+                     key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse,
+                     causal_alignment=causal_alignment)
 
 
 _reference_attention.register_attention_backend("triton", _triton_backend)

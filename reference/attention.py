@@ -17,6 +17,16 @@ Conventions (every backend follows them, and the kernels are checked against the
   ``j <= i + (Nk - Nq)``. With ``Nq == Nk`` this is the usual lower triangle; with a KV cache
   (``Nq < Nk``) the last query sees every key. FlashAttention >= 2.1 uses this alignment;
   ``torch``'s ``is_causal=True`` is top-left aligned, so tests build explicit masks for it.
+* ``causal_alignment`` says where that bottom right is when a ``key_padding_mask`` makes the batch
+  ragged (:func:`key_causal_positions`): ``"padded"`` (the default) aligns the diagonal to the padded
+  key length ``Nk``; ``"valid"`` aligns it to each sequence's valid keys, as if its padding were removed
+  (query ``i`` may attend the valid key of rank ``r`` when ``r <= i + (L_b - Nq)``, ``L_b`` the number
+  of valid keys of sequence ``b``). ``"valid"`` is flash-attn's meaning for queries that are all real
+  (its padded test reference ``attention_ref(..., key_padding_mask, causal=True)`` on right-padded keys,
+  and ``flash_attn_varlen_func`` on the unpadded batch, which :func:`varlen_attention` reproduces).
+  The two agree without padding and whenever the padding sits before the valid keys (left padding).
+* The log-sum-exp is returned in float32 (float64 for float64 inputs), whatever the inputs' dtype,
+  as flash-attn and torch return it.
 * A query row with no key left to attend (fully masked) yields **zeros**, not NaN, and its
   log-sum-exp is ``-inf``.
 
@@ -41,6 +51,8 @@ __all__ = [
     "scaled_dot_product_attention",
     "varlen_attention",
     "causal_mask",
+    "key_causal_positions",
+    "CAUSAL_ALIGNMENTS",
     "register_attention_backend",
     "attention_backends",
     "MultiHeadAttention",
@@ -62,7 +74,7 @@ def register_attention_backend(name: str, fn: AttentionFn) -> None:
     """Make ``fn`` available as ``backend=name``.
 
     ``fn`` receives validated arguments ``(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale,
-    return_lse)`` exactly as :func:`scaled_dot_product_attention` documents them, and raises
+    return_lse, causal_alignment)`` exactly as :func:`scaled_dot_product_attention` documents them, and raises
     ``NotImplementedError`` naming any feature it does not support.
     """
     _BACKENDS[name] = fn
@@ -100,6 +112,30 @@ def causal_mask(n_queries: int, n_keys: int, device=None) -> torch.Tensor:
     return cols <= rows + (n_keys - n_queries)
 
 
+CAUSAL_ALIGNMENTS = ("padded", "valid")
+
+
+def key_causal_positions(key_padding_mask: torch.Tensor, alignment: str) -> torch.Tensor:
+    """``(B, Nk)`` int64: the position each key takes in the causal test ``position <= i + (Nk - Nq)``,
+    -1 on padding.
+
+    ``"padded"``: a key's own index ``j``. ``"valid"``: its rank among its sequence's valid keys shifted
+    by the sequence's padding count, ``rank + (Nk - L_b)``, so the test reads ``rank <= i + (L_b - Nq)``:
+    the diagonal sits at the bottom right of the valid keys. Padding before every valid key (left
+    padding) gives ``rank + (Nk - L_b) = j``: both alignments agree there.
+    """
+    if alignment not in CAUSAL_ALIGNMENTS:
+        raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {alignment!r}")
+    valid = ~key_padding_mask  # (B, Nk)
+    n_keys = key_padding_mask.shape[-1]
+    if alignment == "padded":
+        position = torch.arange(n_keys, device=valid.device).expand_as(valid)  # (B, Nk)
+    else:
+        rank = valid.long().cumsum(-1) - 1  # (B, Nk)
+        position = rank + (n_keys - valid.long().sum(-1, keepdim=True))
+    return torch.where(valid, position, -1)
+
+
 def _broadcasts_to(shape, target) -> bool:
     try:
         return len(shape) <= len(target) and torch.broadcast_shapes(shape, target) == target
@@ -107,7 +143,7 @@ def _broadcasts_to(shape, target) -> bool:
         return False
 
 
-def _validate(q, k, v, attn_mask, key_padding_mask, scale) -> None:
+def _validate(q, k, v, attn_mask, key_padding_mask, scale, causal_alignment="padded") -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -147,6 +183,8 @@ def _validate(q, k, v, attn_mask, key_padding_mask, scale) -> None:
             )
     if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    if causal_alignment not in CAUSAL_ALIGNMENTS:
+        raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
 
 
 def scaled_dot_product_attention(
@@ -159,6 +197,7 @@ def scaled_dot_product_attention(
     is_causal: bool = False,
     scale: float | None = None,
     return_lse: bool = False,
+    causal_alignment: str = "padded",
     backend: str = "reference",
 ):
     """``softmax(q k^T * scale + mask) v`` with the conventions in the module docstring.
@@ -171,27 +210,42 @@ def scaled_dot_product_attention(
         key_padding_mask: bool ``(B, Nk)``, True = padding.
         is_causal: bottom-right aligned causal mask.
         scale: softmax scale, default ``1 / sqrt(D)``.
-        return_lse: also return the natural log-sum-exp of the scaled, masked scores, ``(B, Hq, Nq)``.
+        return_lse: also return the natural log-sum-exp of the scaled, masked scores, ``(B, Hq, Nq)``,
+            float32 (float64 for float64 inputs).
+        causal_alignment: with ``is_causal`` and a ``key_padding_mask``, ``"padded"`` (the diagonal at the
+            bottom right of the padded keys) or ``"valid"`` (at the bottom right of each sequence's valid
+            keys, flash-attn's meaning for unpadded queries); see the module docstring.
+
+            Why ``"padded"`` is the default although flash-attn users think in valid lengths: flash-attn
+            aligns to the valid lengths of *both* queries and keys, and this function has no query
+            padding mask. A padded causal self-attention batch (``Nq == Nk``, queries padded like the
+            keys) is flash-attn's per-sequence lower triangle under ``"padded"`` but shifted under
+            ``"valid"``, and left-padded generation with a KV cache means the same under both; only
+            unpadded queries over right-padded keys (padded cross-attention, chunked prefill over a
+            padded cache) need ``"valid"``, and that caller knows it has them.
         backend: ``"reference"`` (this file), ``"sdpa"`` (torch), ``"triton"`` (kernels/attention.py), ...
 
     Returns:
         ``(B, Hq, Nq, Dv)``, and the log-sum-exp when ``return_lse``.
     """
-    _validate(q, k, v, attn_mask, key_padding_mask, scale)
+    _validate(q, k, v, attn_mask, key_padding_mask, scale, causal_alignment)
     return _backend(backend)(
         q, k, v, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal,
-        scale=scale, return_lse=return_lse,
+        scale=scale, return_lse=return_lse, causal_alignment=causal_alignment,
     )
 
 
-def _combined_mask(q, k, attn_mask, key_padding_mask, is_causal):
+def _combined_mask(q, k, attn_mask, key_padding_mask, is_causal, causal_alignment="padded"):
     """(keep, bias): the boolean mask of allowed pairs and the additive float mask, or None for each."""
     keep = None
-    if is_causal:
-        keep = causal_mask(q.shape[2], k.shape[2], device=q.device)  # (Nq, Nk)
     if key_padding_mask is not None:
-        not_padding = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
-        keep = not_padding if keep is None else keep & not_padding
+        position = key_causal_positions(key_padding_mask, causal_alignment)[:, None, None, :]  # (B, 1, 1, Nk)
+        keep = position >= 0  # not padding
+        if is_causal:
+            rows = torch.arange(q.shape[2], device=q.device)[:, None]  # (Nq, 1)
+            keep = keep & (position <= rows + (k.shape[2] - q.shape[2]))  # (B, 1, Nq, Nk)
+    elif is_causal:
+        keep = causal_mask(q.shape[2], k.shape[2], device=q.device)  # (Nq, Nk)
     bias = None
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         keep = attn_mask if keep is None else keep & attn_mask
@@ -200,7 +254,8 @@ def _combined_mask(q, k, attn_mask, key_padding_mask, is_causal):
     return keep, bias
 
 
-def _reference_attention(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse):
+def _reference_attention(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse,
+                         causal_alignment="padded"):
     """The textbook computation, in the inputs' dtype, materializing the (Nq, Nk) scores."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     groups = q.shape[1] // k.shape[1]
@@ -209,7 +264,7 @@ def _reference_attention(q, k, v, *, attn_mask, key_padding_mask, is_causal, sca
         v = v.repeat_interleave(groups, dim=1)  # (B, Hq, Nk, Dv)
 
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, Hq, Nq, Nk)
-    keep, bias = _combined_mask(q, k, attn_mask, key_padding_mask, is_causal)
+    keep, bias = _combined_mask(q, k, attn_mask, key_padding_mask, is_causal, causal_alignment)
     if bias is not None:
         scores = scores + bias
     if keep is not None:
@@ -219,14 +274,17 @@ def _reference_attention(q, k, v, *, attn_mask, key_padding_mask, is_causal, sca
     finite_lse = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
     probs = torch.exp(scores - finite_lse[..., None])  # fully masked rows: exp(-inf) = 0
     out = probs @ v  # (B, Hq, Nq, Dv)
-    return (out, lse) if return_lse else out
+    if not return_lse:
+        return out
+    return out, torch.logsumexp(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)  # float32
 
 
-def _sdpa_attention(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse):
+def _sdpa_attention(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, return_lse,
+                    causal_alignment="padded"):
     """torch.nn.functional.scaled_dot_product_attention under our conventions (for comparison)."""
     if return_lse:
         raise NotImplementedError("backend 'sdpa' does not return the log-sum-exp")
-    keep, bias = _combined_mask(q, k, attn_mask, key_padding_mask, is_causal)
+    keep, bias = _combined_mask(q, k, attn_mask, key_padding_mask, is_causal, causal_alignment)
     mask = bias
     if keep is not None:
         mask = keep if bias is None else bias.masked_fill(~keep, float("-inf"))

@@ -20,8 +20,11 @@ out: the reference is the deterministic function. Attention runs through
 :class:`reference.transformer.TransformerEncoderLayer` -> :class:`reference.attention.MultiHeadAttention` ->
 the ``backend=`` seam, with the backend taken from :attr:`BertConfig.backend`.
 
-Tokenization is transformers' WordPiece ``BertTokenizer`` over the small vocabulary this package ships in
-``reference/data/vocab.txt`` (:func:`load_tokenizer`); nothing is downloaded.
+Tokenization is WordPiece over the small vocabulary this package ships in ``reference/data/vocab.txt``: English
+WordPieces, then the seed document's Chinese characters and full-width punctuation (one token per character, as
+``bert-base-chinese``; built by ``reference/data/add_seed_characters.py``). :mod:`reference.tokenization` writes
+the algorithm out; :func:`load_tokenizer` gives transformers' ``BertTokenizer`` over the same file. Nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -171,7 +174,11 @@ class BertModel(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """``logits = LayerNorm(act(dense(h))) W_e^T + bias``: the decoder shares the word embedding matrix."""
+    """``logits = LayerNorm(act(dense(h))) W_e^T + bias``: the decoder shares the word embedding matrix.
+
+    ``config``: any config with ``hidden_size``, ``vocab_size``, ``hidden_act`` and ``layer_norm_eps`` (BERT's, or
+    VisualBERT's in :mod:`reference.vlm`).
+    """
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
@@ -401,7 +408,8 @@ def load_tokenizer(path: str | Path = VOCAB_FILE):
     path = Path(path)
     if path.name != "vocab.txt":
         raise ValueError(f"path must name a file called vocab.txt, got {path}")
-    tokenizer = BertTokenizer.from_pretrained(str(path.parent), local_files_only=True, do_lower_case=True)
+    tokenizer = BertTokenizer.from_pretrained(str(path.parent), local_files_only=True, do_lower_case=True,
+                                              tokenize_chinese_chars=True)
     if len(tokenizer) != len(load_vocab(path)):
         raise RuntimeError(f"the tokenizer holds {len(tokenizer)} tokens, {path} lists {len(load_vocab(path))}")
     return tokenizer

@@ -16,6 +16,12 @@ What "frozen" guarantees here, and why it needs more than ``requires_grad_(False
   gradient the parameter already holds (``p.grad = None``). Optimizers skip parameters whose
   ``grad`` is None, so an optimizer built before freezing, with momentum buffers and weight decay,
   does not keep moving them; a stale zero gradient would let momentum and weight decay do exactly that.
+* Normalisation layers with running statistics (BatchNorm) hold state that is not a parameter: in train
+  mode every forward pass moves ``running_mean``/``running_var`` and normalises with the batch's statistics,
+  so a "frozen" backbone in a model set to ``train()`` would still change. ``freeze`` therefore puts each
+  such layer whose parameters are all frozen into eval mode and keeps it there through later ``model.train()``
+  calls (it normalises with, and never updates, its running statistics); ``unfreeze`` releases it into the
+  model's current mode. A norm layer without parameters (``affine=False``) follows its ``running_mean``'s name.
 * :func:`finetune_optimizer` builds the optimizer over trainable parameters only, with weight decay off
   for biases and normalisation weights (1-D parameters), the usual AdamW recipe.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import types
 from collections.abc import Iterable
 
 import torch
@@ -72,7 +79,47 @@ def _set_trainable(model, patterns, regex, trainable: bool) -> list[str]:
             parameter.requires_grad_(trainable)
             if not trainable:
                 parameter.grad = None  # a stale gradient would let momentum / weight decay move it
+    _set_norm_statistics(model, _as_patterns(patterns), regex, names, trainable)
     return sorted(names)
+
+
+def _has_running_statistics(module: nn.Module) -> bool:
+    return getattr(module, "track_running_stats", False) and getattr(module, "running_mean", None) is not None
+
+
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    """``train()`` for a frozen norm layer: whatever mode is asked for, it stays in eval mode."""
+    module.training = False
+    return module
+
+
+def _set_norm_statistics(model: nn.Module, patterns: list[str], regex: bool, touched: set[str],
+                         trainable: bool) -> None:
+    """Hold in eval mode the norm layers whose parameters are all frozen; release the others ``touched``."""
+    for module_name, module in model.named_modules():
+        if not _has_running_statistics(module):
+            continue
+        prefix = f"{module_name}." if module_name else ""
+        own = [(prefix + n, p) for n, p in module.named_parameters(recurse=False)]
+        if own:
+            if not any(n in touched for n, _ in own):
+                continue
+            frozen = not any(p.requires_grad for _, p in own)
+        else:  # affine=False: no parameter to follow, so the patterns decide by the statistics' name
+            name = prefix + "running_mean"
+            if regex:
+                matched = any(re.fullmatch(p, name) for p in patterns)
+            else:
+                matched = any(fnmatch.fnmatchcase(name, p) for p in patterns)
+            if not matched:
+                continue
+            frozen = not trainable
+        if frozen:
+            module.eval()
+            module.train = types.MethodType(_stay_in_eval, module)  # model.train() recurses through this
+        elif "train" in module.__dict__:
+            del module.__dict__["train"]
+            module.train(model.training)
 
 
 def freeze(model: nn.Module, patterns: str | Iterable[str], *, regex: bool = False) -> list[str]:

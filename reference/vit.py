@@ -47,6 +47,7 @@ class ViTConfig:
     intermediate_size: int = 3072
     layer_norm_eps: float = 1e-12  # transformers' ViT default (the paper does not state one)
     use_position_embeddings: bool = True  # False only for permutation tests: patches become a set
+    patch_bias: bool = True  # the patch projection's bias (CLIP's has none)
     pooler: bool = True
     backend: str = "reference"
 
@@ -80,7 +81,7 @@ class PatchEmbedding(nn.Module):
         self.num_channels = config.num_channels
         # A convolution with kernel = stride = patch size is the per-patch linear projection E.
         self.projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=self.patch_size,
-                                    stride=self.patch_size)
+                                    stride=self.patch_size, bias=config.patch_bias)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():

@@ -1,4 +1,4 @@
-"""Single-stream vision-language encoder: VisualBERT (seed section 6).
+"""Single-stream vision-language encoder and its pre-training objectives: VisualBERT (seed section 6).
 
 Li et al. 2019, "VisualBERT: A Simple and Performant Baseline for Vision and Language". Text tokens and
 visual region features (from an object detector) are embedded separately and concatenated into one
@@ -17,6 +17,17 @@ True = a real token, as in transformers), but padded positions still produce out
 
 The layers are :class:`reference.transformer.TransformerEncoderLayer` (post-norm, ``gelu``), so attention
 goes through the ``backend=`` seam of :mod:`reference.attention`.
+
+**Pre-training** (section 3.3 of the paper, :class:`VisualBertForPreTraining`), on image-caption pairs:
+
+* masked language modelling *with the image*: text tokens are masked as in BERT (:func:`reference.bert.mask_tokens`)
+  and predicted from the other text tokens and every region; regions are never masked nor predicted, so the
+  labels cover the text positions only:
+  ``logits = LayerNorm(gelu(W_t h + b_t)) W_word^T + b``  (the word embeddings, tied), ``CE(logits[:, :Nt], labels)``;
+* sentence-image prediction: the text holds two captions; is the second one about the image too? A two-way
+  classifier over the pooled first token, ``CE(W_s pooled + b_s, y)`` with ``y = 0`` matching, ``1`` random.
+
+The total loss is their sum, as ``transformers.VisualBertForPreTraining`` computes it.
 """
 
 from __future__ import annotations
@@ -28,9 +39,11 @@ import torch
 from torch import nn
 
 from reference._validation import check_token_ids
+from reference.bert import IGNORE_INDEX, MaskedLMHead, masked_lm_loss, next_sentence_loss
 from reference.transformer import TransformerEncoder, TransformerEncoderLayer
 
-__all__ = ["VisualBertConfig", "VisualBertEmbeddings", "VisualBertEncoder", "VisualBertOutput"]
+__all__ = ["VisualBertConfig", "VisualBertEmbeddings", "VisualBertEncoder", "VisualBertOutput",
+           "VisualBertPreTrainingOutput", "VisualBertForPreTraining"]
 
 
 @dataclass
@@ -43,12 +56,16 @@ class VisualBertConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     visual_embedding_dim: int = 512  # the detector's region feature size
+    hidden_act: str = "gelu"  # the feed-forward and MLM-head activation (exact GELU, as BERT)
+    pad_token_id: int = 1  # transformers' VisualBertConfig default: that word embedding never receives a gradient
     layer_norm_eps: float = 1e-12
     backend: str = "reference"
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id must lie in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
 
 
 class VisualBertEmbeddings(nn.Module):
@@ -57,7 +74,7 @@ class VisualBertEmbeddings(nn.Module):
     def __init__(self, config: VisualBertConfig):
         super().__init__()
         d = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, d)
+        self.word_embeddings = nn.Embedding(config.vocab_size, d, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, d)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, d)
         self.visual_projection = nn.Linear(config.visual_embedding_dim, d)
@@ -115,7 +132,8 @@ class VisualBertEncoder(nn.Module):
         self.embeddings = VisualBertEmbeddings(config)
         self.encoder = TransformerEncoder(
             lambda: TransformerEncoderLayer(config.hidden_size, config.num_heads, config.intermediate_size,
-                                            activation="gelu", norm_first=False, layer_norm_eps=config.layer_norm_eps,
+                                            activation=config.hidden_act, norm_first=False,
+                                            layer_norm_eps=config.layer_norm_eps,
                                             backend=config.backend),
             config.num_layers,
         )
@@ -175,4 +193,72 @@ class VisualBertEncoder(nn.Module):
             layer.feed_forward.linear2.load_state_dict(bert.output.dense.state_dict())
             layer.norm2.load_state_dict(bert.output.LayerNorm.state_dict())
         self.pooler.load_state_dict(theirs.pooler.dense.state_dict())
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Pre-training: masked language modelling with the image, sentence-image prediction
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VisualBertPreTrainingOutput:
+    """What :class:`VisualBertForPreTraining` returns; the losses are None unless their labels were given."""
+
+    prediction_logits: torch.Tensor  # (B, Nt + Nv, V): every position, as transformers; the loss reads the text
+    seq_relationship_logits: torch.Tensor  # (B, 2): class 0 = the second caption matches the image
+    hidden_states: torch.Tensor  # (B, Nt + Nv, D)
+    pooled: torch.Tensor  # (B, D)
+    mlm_loss: torch.Tensor | None = None
+    sentence_image_loss: torch.Tensor | None = None
+    loss: torch.Tensor | None = None  # mlm_loss + sentence_image_loss, or mlm_loss alone without the second label
+
+
+class VisualBertForPreTraining(nn.Module):
+    """The VisualBERT encoder with its two pre-training heads; given labels, also the pre-training loss.
+
+    Args of ``forward`` (besides :class:`VisualBertEncoder`'s):
+        labels: int ``(B, Nt)``: the original token at each masked text position, ``-100`` elsewhere
+            (regions are never targets, so they have no labels).
+        sentence_image_labels: int ``(B,)``: 0 = the text matches the image, 1 = its second caption is random.
+    """
+
+    def __init__(self, config: VisualBertConfig):
+        super().__init__()
+        self.config = config
+        self.visual_bert = VisualBertEncoder(config)
+        self.mlm = MaskedLMHead(config, self.visual_bert.embeddings.word_embeddings)
+        self.sentence_image = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, input_ids: torch.Tensor, visual_embeds: torch.Tensor, *,
+                labels: torch.Tensor | None = None, sentence_image_labels: torch.Tensor | None = None,
+                **encoder_inputs) -> VisualBertPreTrainingOutput:
+        hidden, pooled = self.visual_bert(input_ids, visual_embeds, **encoder_inputs)  # (B, Nt + Nv, D), (B, D)
+        if labels is not None:
+            check_token_ids("labels", labels, self.config.vocab_size, shape=tuple(input_ids.shape), ignore=IGNORE_INDEX)
+        if sentence_image_labels is not None:
+            check_token_ids("sentence_image_labels", sentence_image_labels, 2, shape=(input_ids.shape[0],))
+        out = VisualBertPreTrainingOutput(self.mlm(hidden), self.sentence_image(pooled), hidden, pooled)
+        if labels is not None:
+            text_logits = out.prediction_logits[:, : input_ids.shape[1]]  # (B, Nt, V): the regions are not targets
+            out.mlm_loss = out.loss = masked_lm_loss(text_logits, labels)
+        if sentence_image_labels is not None:
+            out.sentence_image_loss = next_sentence_loss(out.seq_relationship_logits, sentence_image_labels)
+            if out.mlm_loss is not None:
+                out.loss = out.mlm_loss + out.sentence_image_loss
+        return out
+
+    @torch.no_grad()
+    def copy_from_transformers(self, theirs) -> VisualBertForPreTraining:
+        """Load the weights of a ``transformers.VisualBertForPreTraining`` (its decoder tied to the word embeddings)."""
+        predictions = theirs.cls.predictions
+        if (predictions.decoder.weight is not theirs.visual_bert.embeddings.word_embeddings.weight
+                or predictions.decoder.bias is not predictions.bias):
+            raise ValueError("copy_from_transformers: the MLM decoder there is not tied to the word embeddings "
+                             "and the output bias")
+        self.visual_bert.copy_from_transformers(theirs.visual_bert)
+        self.mlm.dense.load_state_dict(predictions.transform.dense.state_dict())
+        self.mlm.norm.load_state_dict(predictions.transform.LayerNorm.state_dict())
+        self.mlm.bias.copy_(predictions.bias)
+        self.sentence_image.load_state_dict(theirs.cls.seq_relationship.state_dict())
         return self

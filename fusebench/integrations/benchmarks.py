@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from fusebench.agreement import Verdict, check
+from fusebench.agreement import Verdict, check, check_baseline
 from fusebench.inputs import random_tensor, seed_for
 
 __all__ = ["ModelCase", "MODEL_CATALOG", "model_case_names", "get_model_case", "model_providers", "PreparedModel",
@@ -267,6 +267,8 @@ class PreparedModel:
             gold = _run(self.model, self.case, self.inputs, self.device, torch.float64)
             if self.case.framework == "transformers":
                 candidate, baseline, gold = self._real(candidate), self._real(baseline), self._real(gold)
+            if self.provider == baseline_provider:  # the baseline itself: measured against gold, not judged
+                return check_baseline(candidate, gold, name=f"{self.case.name} on {self.provider}"), ""
             return check(candidate, gold, baseline, name=f"{self.case.name} on {self.provider}"), ""
         tokens, logits = candidate
         _, baseline_logits = baseline
@@ -285,6 +287,9 @@ class PreparedModel:
                 full = torch.cat([prompt, tokens[row:row + 1, :-1]], dim=1)
                 golds.append(self.model(input_ids=full).logits[0, -self.case.new_tokens:])
         note = "tokens identical to float64 eager" if same else "tokens differ from float64 eager"
+        if self.provider == baseline_provider:
+            return check_baseline(logits.flatten(0, 1), torch.stack(golds).flatten(0, 1),
+                                  name=f"{self.case.name} logits on {self.provider}"), note
         return check(logits.flatten(0, 1), torch.stack(golds).flatten(0, 1), baseline_logits.flatten(0, 1),
                      name=f"{self.case.name} logits on {self.provider}"), note
 

@@ -20,6 +20,10 @@ What transformers passes, and what the kernel makes of it:
   transformers' sense, which is **top-left** aligned (query ``i`` sees keys ``0..i``): with more keys
   than queries (prefill into an empty static cache) the keys past the queries are dropped, as the
   ``"sdpa"`` implementation does; a single query (decoding) sees every key.
+* Padding reaches the kernel only inside that 4-D mask, which transformers builds in the padded frame
+  (key ``j`` at its slot, query ``i`` at its cache position): its meaning is the kernel's
+  ``causal_alignment="padded"``, which the call below passes explicitly although, with the mask
+  carrying causality, the kernel's own causal flag is never combined with padding here.
 * Padding in batched generation: left-padded rows whose keys are all masked come out as zeros, not NaN.
   (``"eager"`` gives them the mean of the values instead; neither result is ever read by a real token.)
 * ``scaling`` is the softmax scale (``None``: ``1 / sqrt(D)``). Gradients flow through the kernel's
@@ -123,7 +127,7 @@ def fusebench_attention_forward(
     if isinstance(scaling, torch.Tensor):
         scaling = float(scaling)
     out = attention(query, key, value, causal=causal, scale=scaling, attn_mask=attention_mask,
-                    layout="bhnd")  # (B, Hq, Nq, Dv), in query's memory order
+                    layout="bhnd", causal_alignment="padded")  # (B, Hq, Nq, Dv), in query's memory order
     return out.transpose(1, 2).contiguous(), None  # (B, Nq, Hq, Dv)
 
 

@@ -132,3 +132,29 @@ def tie_free_columns(x: torch.Tensor) -> torch.Tensor:
     n = x.shape[0]
     ranks = x.argsort(0).argsort(0).to(torch.float64)  # (N, F) rank of each value within its column
     return 4 * (ranks + 0.5 + 0.3 * torch.tanh(x.double())) / max(n, 1) - 2
+
+
+# --------------------------------------------------------------------------------------------------
+# The fuzz tier's graphs: the awkward corners
+# --------------------------------------------------------------------------------------------------
+
+FUZZ_SIZES = (1, 2, 3, 5, 7, 11, 13)  # one node, and primes: never a multiple of a tile
+GRAPH_SHAPES = ("random", "hub", "isolated")
+
+
+def awkward_graph(num_nodes: int, shape: str, num_edges: int, seed: int, index_dtype: torch.dtype) -> Graph:
+    """``random``: uniform pairs (duplicates, self-loops, empty rows); ``hub``: every node twice into node 0
+    (one long row, split into segments at small edges_per_program) plus random edges; ``isolated``: edges
+    only among the first half of the nodes, so the rest neither send nor receive."""
+    generator = torch.Generator().manual_seed(seed)
+    if shape == "hub":
+        sources = torch.arange(num_nodes).repeat(2)
+        star = torch.stack([sources, torch.zeros_like(sources)])
+        edge_index = torch.cat([star, torch.randint(0, num_nodes, (2, num_edges), generator=generator)], dim=1)
+    elif shape == "isolated":
+        edge_index = torch.randint(0, max(1, num_nodes // 2), (2, num_edges), generator=generator)
+    elif shape == "random":
+        edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=generator)
+    else:
+        raise ValueError(f"shape must be one of {GRAPH_SHAPES}, got {shape!r}")
+    return Graph(edge_index.to(index_dtype), num_nodes)

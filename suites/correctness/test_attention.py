@@ -15,7 +15,7 @@ import os
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -84,6 +84,37 @@ def _kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, s
     return out.detach(), lse.detach(), grads
 
 
+def _guarded_kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, scale):
+    """:func:`_kernel_run` through the launchers with every input and output inside guard zones (NaN margins;
+    bool margins True), checked intact afterwards. The forward writes float32 O for the backward's delta, as
+    the autograd path does, and the caller gets it rounded once."""
+    b, hq, nq, d = q.shape
+    hkv, nk, dv = k.shape[1], k.shape[2], v.shape[-1]
+    inputs = {"q": GuardedTensor(q.to(dtype)), "k": GuardedTensor(k.to(dtype)), "v": GuardedTensor(v.to(dtype)),
+              "d_out": GuardedTensor(d_out.to(dtype))}
+    if attn_mask is not None:
+        inputs["attn_mask"] = GuardedTensor(_cast(attn_mask, dtype))
+    if key_padding_mask is not None:
+        inputs["key_padding_mask"] = GuardedTensor(key_padding_mask)
+    outputs = {"out": GuardedTensor.empty((b, hq, nq, dv), dtype=torch.float32),
+               "lse": GuardedTensor.empty((b, hq, nq), dtype=torch.float32),
+               "dq": GuardedTensor.empty((b, hq, nq, d), dtype=dtype),
+               "dk": GuardedTensor.empty((b, hkv, nk, d), dtype=dtype),
+               "dv": GuardedTensor.empty((b, hkv, nk, dv), dtype=dtype)}
+    mask = inputs["attn_mask"].tensor if attn_mask is not None else None
+    padding = inputs["key_padding_mask"].tensor if key_padding_mask is not None else None
+    problem = ka._Problem(batch=b, n_q=nq, n_k=nk, causal=causal, scale=ka._default_scale(scale, d), cu_q=None,
+                          cu_k=None)
+    q4, k4, v4 = inputs["q"].tensor, inputs["k"].tensor, inputs["v"].tensor
+    out32, lse2 = ka._forward(q4, k4, v4, mask, padding, problem, out=outputs["out"].tensor,
+                              lse=outputs["lse"].tensor)
+    grads = ka._backward(inputs["d_out"].tensor, q4, k4, v4, out32, lse2, mask, padding, problem,
+                         dq=outputs["dq"].tensor, dk=outputs["dk"].tensor, dv=outputs["dv"].tensor)
+    for name, guarded in (inputs | outputs).items():
+        guarded.assert_intact(name)
+    return out32.to(dtype), ka._natural(lse2, dtype), [g.clone() for g in grads]
+
+
 def _assert_k_rule(candidate, gold, baseline, *, gradient: bool, name: str) -> None:
     """FlashAttention's k-rule (fusebench.agreement) applied to a float32 candidate; see its one use."""
     k = K_GRADIENT if gradient else K_OUTPUT
@@ -116,11 +147,12 @@ def _assert_gradient_agrees(cand, gold, base, floor: float, name: str) -> None:
 
 
 def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_mask=None, causal=False,
-                          scale=None, layout="bhnd", gold_attn_mask=None, float32_k_rule=False):
+                          scale=None, layout="bhnd", gold_attn_mask=None, float32_k_rule=False, guard=False):
     """Output, lse, dq, dk, dv of the kernel in ``dtype`` against the float64 reference (the policy).
 
     ``gold_attn_mask``: the same mask spelled differently for the reference (see its use).
-    ``float32_k_rule``: judge float32 by the k-rule against the float32 reference (see its use)."""
+    ``float32_k_rule``: judge float32 by the k-rule against the float32 reference (see its use).
+    ``guard``: run the launchers with every input and output inside guard zones (bhnd only)."""
     # Gold is the float64 reference on the very inputs the candidate gets, i.e. rounded to ``dtype``: input
     # quantization is not the kernel's error, and at large logits (|s| ~ 1e3, where one bfloat16 ulp of q moves
     # a score by ~4) it would make the comparison with the unrounded inputs a coin toss.
@@ -137,7 +169,10 @@ def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_m
     gold = _reference_run(q, k, v, d_out, torch.float64, **gold_masks)
     with_baseline = dtype in LOW_PRECISION or float32_k_rule
     baseline = _reference_run(q, k, v, d_out, dtype, **gold_masks) if with_baseline else (None, None, [None] * 3)
-    out, lse, grads = _kernel_run(q, k, v, d_out, dtype, layout=layout, **masks)
+    if guard:
+        out, lse, grads = _guarded_kernel_run(q, k, v, d_out, dtype, **masks)
+    else:
+        out, lse, grads = _kernel_run(q, k, v, d_out, dtype, layout=layout, **masks)
     names = ("output", "lse", "dq", "dk", "dv")
     for i, (name, cand, g, base) in enumerate(zip(names, (out, lse, *grads), (gold[0], gold[1], *gold[2]),
                                                   (baseline[0], baseline[1], *baseline[2]), strict=True)):
@@ -319,6 +354,116 @@ def test_varlen_accepts_max_seqlen_and_flash_attn_spelling(seed):
     assert_agrees(given, varlen_attention(q.double(), q.double(), q.double(), cu, cu, is_causal=True))
 
 
+# ---- causal alignment on ragged batches, against flash-attn's padded reference written out -----------------
+
+
+def _flash_attn_padded_gold(q, k, v, key_padding_mask, alignment: str, scale: float):
+    """(out, lse) by explicit loops, in q's dtype: flash-attn's padded-reference semantics, written out.
+
+    For each sequence, its valid keys in order; query ``i`` sees the valid key of rank ``r`` (index ``j``)
+    when ``r <= i + (L - Nq)`` for ``"valid"`` (``L`` valid keys: flash-attn's ``col <= row + sk - sq``
+    with ``sq = Nq`` on right-padded keys, i.e. ``flash_attn_varlen_func`` on the unpadded batch), or when
+    ``j <= i + (Nk - Nq)`` for ``"padded"``. A query that sees no key gives zeros and ``lse = -inf``.
+    """
+    b, hq, nq, _ = q.shape
+    hkv, nk = k.shape[1], k.shape[2]
+    outs, lses = [], []
+    for s in range(b):
+        keys = [j for j in range(nk) if not bool(key_padding_mask[s, j])]
+        for h in range(hq):
+            kh = h // (hq // hkv)
+            for i in range(nq):
+                if alignment == "valid":
+                    seen = [j for r, j in enumerate(keys) if r <= i + len(keys) - nq]
+                else:
+                    seen = [j for j in keys if j <= i + nk - nq]
+                if not seen:
+                    outs.append(v.new_zeros(v.shape[-1]))
+                    lses.append(q.new_tensor(float("-inf")))
+                    continue
+                scores = (k[s, kh, seen] @ q[s, h, i]) * scale  # (len(seen),)
+                outs.append(torch.softmax(scores, dim=0) @ v[s, kh, seen])
+                lses.append(torch.logsumexp(scores, dim=0))
+    return torch.stack(outs).view(b, hq, nq, -1), torch.stack(lses).view(b, hq, nq)
+
+
+def _ragged_padding(kind: str, seed: int, b: int, nk: int) -> torch.Tensor:
+    """(B, Nk) bool, True = padding: right padding (flash-attn's) or scattered padding; row 0 keeps every key."""
+    if kind == "right":
+        lengths = torch.tensor([nk, nk - 5, 3])[:b]
+        return torch.arange(nk)[None, :] >= lengths[:, None]
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(b, nk, generator=gen) < 0.4
+    mask[0] = False
+    return mask
+
+
+@pytest.mark.parametrize("alignment", ["padded", "valid"])
+@pytest.mark.parametrize("padding", ["right", "scattered"])
+@pytest.mark.parametrize("nq, nk", [
+    (5, 13),  # fewer queries than keys: chunked prefill over a padded cache
+    (11, 7),  # more queries than keys: padded cross-attention, leading rows see nothing under "valid"
+])
+def test_causal_alignment_matches_flash_attn_padded_semantics(seed, alignment, padding, nq, nk):
+    b, hq, hkv, d = 3, 4, 2, 16
+    q, k, v = _qkv(seed, b, hq, hkv, nq, nk, d)
+    key_padding_mask = _ragged_padding(padding, seed, b, nk)
+    scale = 1 / math.sqrt(d)
+    d_out = random_tensor((b, hq, nq, d), seed=seed + 11, dtype=torch.float64)
+    runs = {}
+    for dtype in (torch.float64, torch.float32):
+        leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out, lse = _flash_attn_padded_gold(*leaves, key_padding_mask, alignment, scale)
+        runs[dtype] = (out, lse, torch.autograd.grad(out, leaves, d_out.to(dtype)))
+    gold, baseline = runs[torch.float64], runs[torch.float32]
+    # The two meanings must actually differ on this batch, or the test could not tell them apart.
+    other = "valid" if alignment == "padded" else "padded"
+    assert not torch.allclose(_flash_attn_padded_gold(q, k, v, key_padding_mask, other, scale)[0], gold[0])
+    for name, fn in (("reference", scaled_dot_product_attention), ("kernel", ka.attention)):
+        leaves = [t.to(torch.float32).requires_grad_() for t in (q, k, v)]
+        causal = {"is_causal": True} if name == "reference" else {"causal": True}
+        out, lse = fn(*leaves, key_padding_mask=key_padding_mask, return_lse=True, causal_alignment=alignment,
+                      **causal)
+        assert lse.dtype == torch.float32, f"{name}: lse must be float32, got {lse.dtype}"
+        grads = torch.autograd.grad(out, leaves, d_out.to(torch.float32))
+        assert_agrees(out, gold[0], baseline[0], name=f"{name} output ({alignment})")
+        assert_agrees(lse, gold[1], baseline[1], name=f"{name} lse ({alignment})")
+        for grad_name, cand, g, base in zip(("dq", "dk", "dv"), grads, gold[2], baseline[2], strict=True):
+            assert_agrees(cand, g, base, gradient=True, name=f"{name} {grad_name} ({alignment})")
+
+
+def test_valid_alignment_is_varlen_attention_on_the_unpadded_batch(seed):
+    """flash-attn's equivalence kept: causal "valid" on a right-padded batch = varlen on the packed valid keys."""
+    b, h, nq, nk, d = 3, 2, 5, 13, 16
+    q, k, v = _qkv(seed, b, h, h, nq, nk, d)
+    key_padding_mask = _ragged_padding("right", seed, b, nk)
+    lengths_k = (~key_padding_mask).sum(-1).tolist()
+    packed = lambda t, lengths: torch.cat([t[s, :, :n].transpose(0, 1) for s, n in enumerate(lengths)])  # (total, H, D)
+    cu_q = torch.tensor([0, *itertools.accumulate([nq] * b)])
+    cu_k = torch.tensor([0, *itertools.accumulate(lengths_k)])
+    gold = varlen_attention(packed(q, [nq] * b), packed(k, lengths_k), packed(v, lengths_k), cu_q, cu_k,
+                            is_causal=True)  # (B * Nq, H, D), float64
+    gold = gold.view(b, nq, h, d).transpose(1, 2)
+    baseline = scaled_dot_product_attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask,
+                                            is_causal=True, causal_alignment="valid")
+    candidate = ka.attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask, causal=True,
+                             causal_alignment="valid")
+    assert_agrees(baseline, gold, name="reference valid alignment vs varlen")
+    assert_agrees(candidate, gold, baseline, name="kernel valid alignment vs varlen")
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_lse_is_float32_for_low_precision_inputs(seed, dtype):
+    q, k, v = (t.to(dtype) for t in _qkv(seed, 1, 2, 2, 9, 9, 16))
+    for name, (_, lse) in (("reference", scaled_dot_product_attention(q, k, v, return_lse=True)),
+                           ("kernel", ka.attention(q, k, v, return_lse=True))):
+        assert lse.dtype == torch.float32, f"{name}: lse must be float32, got {lse.dtype}"
+    cu = torch.tensor([0, 4, 9])
+    packed = q[0].transpose(0, 1)  # (9, 2, 16)
+    for name, fn in (("reference varlen", varlen_attention), ("kernel varlen", ka.varlen_attention)):
+        assert fn(packed, packed, packed, cu, cu, return_lse=True)[1].dtype == torch.float32, name
+
+
 # ---- guard zones: no out-of-bounds read or write, every output element written -------------------------------
 
 
@@ -385,6 +530,54 @@ def test_fuzz_policy_holds(problem):
     attn_mask, key_padding_mask, causal = _masks(p["mask"], p["seed"], p["b"], p["hq"], p["nq"], p["nk"])
     _assert_kernel_agrees(p["seed"], q, k, v, p["dtype"], attn_mask=attn_mask, key_padding_mask=key_padding_mask,
                           causal=causal, scale=p["scale"])
+
+
+# The fuzz tier (`pytest -m fuzz`): the awkward corners, every example inside guard zones. Lengths 1, primes
+# and the tile edges 15/16/17; head dims 16-256 with 80 and 96 (padded, masked D tiles) and value head dims
+# that differ; GQA/MQA; masks that empty whole rows (a padded-out batch element, all-False bool rows, causal
+# with more queries than keys). Shapes stay small so that 1000 examples run in minutes under the interpreter.
+FUZZ_EXAMPLES = int(os.environ.get("FUSEBENCH_FUZZ_EXAMPLES", "1000"))
+_AWKWARD_LENGTHS = [1, 2, 3, 5, 7, 11, 13, 15, 16, 17, 23]
+_FUZZ_HEAD_DIMS = [16, 24, 32, 64, 80, 96, 128, 160, 256]
+_FUZZ_MASKS = MASKS + ["empty-rows"]
+
+
+def _empty_row_masks(seed, b, hq, nq, nk):
+    """A bool mask with whole query rows False, and (B > 1) a batch element whose keys are all padding."""
+    gen = torch.Generator().manual_seed(seed)
+    attn_mask = torch.rand(b, hq, nq, nk, generator=gen) < 0.6
+    attn_mask[..., torch.rand(nq, generator=gen) < 0.3, :] = False
+    key_padding_mask = torch.rand(b, nk, generator=gen) < 0.2
+    key_padding_mask[-1] = b > 1  # the last sequence: nothing to attend
+    return attn_mask, key_padding_mask, False
+
+
+@st.composite
+def _awkward_problems(draw):
+    hkv = draw(st.integers(1, 2))
+    d = draw(st.sampled_from(_FUZZ_HEAD_DIMS))
+    return dict(
+        b=draw(st.integers(1, 2)), hkv=hkv, hq=hkv * draw(st.sampled_from([1, 2, 3])),
+        nq=draw(st.sampled_from(_AWKWARD_LENGTHS)), nk=draw(st.sampled_from(_AWKWARD_LENGTHS)), d=d,
+        dv=draw(st.sampled_from([d, 16, 80])), dtype=draw(st.sampled_from(DTYPES)),
+        mask=draw(st.sampled_from(_FUZZ_MASKS)), scale=draw(st.one_of(st.none(), st.floats(0.05, 2.0))),
+        seed=draw(st.integers(0, 2**31)),
+    )
+
+
+@pytest.mark.fuzz
+@hypothesis_seed(run_seed())
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_awkward_problems())
+def test_fuzz_tier_forward_and_backward(problem):
+    p = problem
+    q, k, v = _qkv(p["seed"], p["b"], p["hq"], p["hkv"], p["nq"], p["nk"], p["d"], p["dv"])
+    if p["mask"] == "empty-rows":
+        attn_mask, key_padding_mask, causal = _empty_row_masks(p["seed"], p["b"], p["hq"], p["nq"], p["nk"])
+    else:
+        attn_mask, key_padding_mask, causal = _masks(p["mask"], p["seed"], p["b"], p["hq"], p["nq"], p["nk"])
+    _assert_kernel_agrees(p["seed"], q, k, v, p["dtype"], attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                          causal=causal, scale=p["scale"], guard=True)
 
 
 # ---- memory: linear in the sequence length ---------------------------------------------------------------
@@ -570,3 +763,10 @@ def test_gpu_head_dims_with_masks_and_varied_lengths(seed, d):
     attn_mask, key_padding_mask, causal = _masks("all", seed, 2, 8, 1000, 1537)
     _assert_kernel_agrees(seed, q, k, v, torch.bfloat16, attn_mask=attn_mask.cuda(),
                           key_padding_mask=key_padding_mask.cuda(), causal=causal)
+
+
+def test_bad_causal_alignment_raises_naming_it():
+    q = random_tensor((1, 1, 3, 16), seed=1, dtype=torch.float32)
+    for fn in (ka.attention, scaled_dot_product_attention):
+        with pytest.raises(ValueError, match=r"causal_alignment must be one of \('padded', 'valid'\), got 'left'"):
+            fn(q, q, q, causal_alignment="left")

@@ -7,17 +7,30 @@ over arbitrary small edge lists; bit-exact determinism; a negative test per vali
 level: the "triton" backend of ``attention_aggregate``. The ``gpu`` tier runs real sizes.
 """
 
+import os
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from correctness.graph_cases import case_id, gat_pair, layer_in, layouts, pairwise, random_graph
+from correctness.graph_cases import (
+    FUZZ_SIZES,
+    GRAPH_SHAPES,
+    awkward_graph,
+    case_id,
+    gat_pair,
+    layer_in,
+    layouts,
+    pairwise,
+    random_graph,
+)
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import GuardedTensor, random_tensor
+from fusebench.inputs import GuardedTensor, random_tensor, run_seed
 from kernels import gat
 from kernels.gat import gat_aggregate
-from kernels.spmm import Layout
+from kernels.spmm import DEFAULT_EDGES_PER_PROGRAM, Layout
 from reference.gnn import aggregation_backends, attention_aggregate
 from reference.graph import Graph
 from reference.graph_generators import generator_names, make_graph, power_law
@@ -151,6 +164,40 @@ def test_random_small_graphs(seed, num_nodes, num_edges, heads, channels, edges_
     graph = random_graph(num_nodes, num_edges, graph_seed, index_dtype)
     inputs, grad_out = _inputs(graph, heads, channels, seed + graph_seed)
     _check_against_reference(graph, inputs, grad_out, dtype=torch.float32, edges_per_program=edges_per_program)
+
+
+FUZZ_EXAMPLES = int(os.environ.get("FUSEBENCH_FUZZ_EXAMPLES", "1000"))
+
+
+@pytest.mark.fuzz
+@hypothesis_seed(run_seed())
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(num_nodes=st.sampled_from(FUZZ_SIZES[:5]), shape=st.sampled_from(GRAPH_SHAPES), num_edges=st.integers(0, 13),
+       heads=st.sampled_from([1, 2]), channels=st.sampled_from([1, 3, 17]),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+       negative_slope=st.sampled_from([0.2, 0.0]), score_scale=st.sampled_from([1.0, 8.0]),
+       edges_per_program=st.sampled_from([None, 2, 4]), index_dtype=st.sampled_from([torch.int64, torch.int32]),
+       graph_seed=st.integers(0, 2**31 - 1))
+def test_fuzz_tier(seed, num_nodes, shape, num_edges, heads, channels, dtype, negative_slope, score_scale,
+                   edges_per_program, index_dtype, graph_seed):
+    """The awkward corners (one node, primes, hubs split over segments, isolated nodes, larger scores, int32 and
+    int64), every input inside guard zones through gat_aggregate, the launcher's outputs inside guard zones.
+    Smaller than the SpMM tier (at most 7 nodes, 2 heads): the interpreter runs one program per (segment, head,
+    channel tile) in each of four kernels."""
+    graph = awkward_graph(num_nodes, shape, num_edges, graph_seed, index_dtype)
+    inputs, grad_out = _inputs(graph, heads, channels, seed + graph_seed, score_scale=score_scale)
+    _check_against_reference(graph, inputs, grad_out, dtype=dtype, negative_slope=negative_slope,
+                             edges_per_program=edges_per_program, guard=True)
+
+    csr, _ = layouts(graph)
+    schedule = gat._schedule(csr.rowptr, edges_per_program or DEFAULT_EDGES_PER_PROGRAM)
+    out = GuardedTensor.empty((num_nodes, heads, channels), dtype=torch.float32)
+    lse = GuardedTensor.empty((num_nodes, heads), dtype=torch.float32)
+    x, alpha_src, alpha_dst = (t.float() for t in inputs)
+    gat._forward(csr, schedule, x, alpha_src, alpha_dst, negative_slope, out=out.tensor, lse=lse.tensor)
+    out.assert_intact("out")
+    lse.assert_intact("lse")
+    assert_agrees(out.tensor, attention_aggregate(graph, *inputs, negative_slope=negative_slope), name="guarded out")
 
 
 def test_deterministic_bits(seed):

@@ -9,16 +9,29 @@ hub row of 1M edges) where CUDA is present.
 """
 
 import itertools
+import os
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from torch_geometric.nn import MessagePassing as MessagePassingPyG
 
-from correctness.graph_cases import case_id, gcn_pair, layer_in, layouts, pairwise, random_graph, tie_free_columns
+from correctness.graph_cases import (
+    FUZZ_SIZES,
+    GRAPH_SHAPES,
+    awkward_graph,
+    case_id,
+    gcn_pair,
+    layer_in,
+    layouts,
+    pairwise,
+    random_graph,
+    tie_free_columns,
+)
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import GuardedTensor, random_tensor
+from fusebench.inputs import GuardedTensor, random_tensor, run_seed
 from kernels import spmm
 from kernels.spmm import Layout, csr_aggregate
 from reference.gnn import MessagePassing, aggregate, aggregation_backends
@@ -174,6 +187,45 @@ def test_random_small_graphs(seed, num_nodes, num_edges, width, reduce, edges_pe
                              edges_per_program=edges_per_program)
 
 
+FUZZ_EXAMPLES = int(os.environ.get("FUSEBENCH_FUZZ_EXAMPLES", "1000"))
+
+
+@pytest.mark.fuzz
+@hypothesis_seed(run_seed())
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(num_nodes=st.sampled_from(FUZZ_SIZES), shape=st.sampled_from(GRAPH_SHAPES), num_edges=st.integers(0, 23),
+       width=st.sampled_from([1, 3, 16, 17]), reduce=st.sampled_from(["sum", "mean", "max"]),
+       weighting=st.sampled_from([None, "weighted", "gcn"]),
+       dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+       edges_per_program=st.sampled_from([None, 1, 2, 4]), index_dtype=st.sampled_from([torch.int64, torch.int32]),
+       graph_seed=st.integers(0, 2**31 - 1))
+def test_fuzz_tier(seed, num_nodes, shape, num_edges, width, reduce, weighting, dtype, edges_per_program, index_dtype,
+                   graph_seed):
+    """The awkward corners (one node, primes, hubs split over segments, isolated nodes, int32 and int64), every
+    input inside guard zones through csr_aggregate, and the launcher's outputs inside guard zones."""
+    graph = awkward_graph(num_nodes, shape, num_edges, graph_seed, index_dtype)
+    x = random_tensor((num_nodes, width), seed=seed + graph_seed, dtype=torch.float64)
+    if reduce == "max":
+        x = tie_free_columns(x)  # a unique arg-max, so the max gradient is unique
+    grad_out = random_tensor((num_nodes, width), seed=seed + graph_seed + 2, dtype=torch.float64)
+    weight = _weights(graph, weighting, seed + graph_seed)
+    normalize = "gcn" if weighting == "gcn" else None
+    _check_against_reference(graph, x, weight, grad_out, reduce=reduce, normalize=normalize, dtype=dtype,
+                             edges_per_program=edges_per_program, guard=True)
+
+    csr, _ = layouts(graph)
+    schedule = spmm._schedule(csr.rowptr, edges_per_program or spmm.DEFAULT_EDGES_PER_PROGRAM)
+    out = GuardedTensor.empty((num_nodes, width), dtype=torch.float32)
+    arg = GuardedTensor.empty((num_nodes, width), dtype=index_dtype)
+    spmm._segment_reduce(csr, schedule, x.float(), num_out_rows=num_nodes,
+                         reduce=spmm._MAX if reduce == "max" else spmm._SUM, weight=None, out=out.tensor,
+                         arg=arg.tensor if reduce == "max" else None)
+    out.assert_intact("out")
+    arg.assert_intact("arg")
+    plain = "max" if reduce == "max" else "sum"
+    assert_agrees(out.tensor, aggregate(graph, x, reduce=plain), name=f"guarded {plain} out")
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 256])
 def test_schedule_splits_long_rows_into_segments(seed, chunk):
     """Every row is covered by ceil(degree / chunk) segments (one for an empty row) of at most ``chunk``
@@ -224,6 +276,21 @@ def test_max_tie_rule_gives_the_gradient_to_the_first_edge(seed):
     (grad_weight,) = torch.autograd.grad(out[0].sum(), weight)
     assert grad_weight[0] == pytest.approx(float(x[1].sum()))
     assert grad_weight[1] == 0 and grad_weight[2] == 0
+
+
+def test_max_tie_across_edge_blocks_keeps_the_first_edge(seed):
+    """A tie between the first edge of a row and one in its second block of edges (the kernel walks a row in
+    blocks of up to 64 edges): the earlier block keeps the arg-max, so the gradient reaches edge 0's source."""
+    num_filler = 70  # edges 1..70 from node 2: the row spans two 64-edge blocks
+    sources = torch.tensor([1] + [2] * num_filler + [3])  # edge 0 from node 1, the last edge from node 3
+    graph = Graph(torch.stack([sources, torch.zeros_like(sources)]), 4)
+    x = random_tensor((4, 3), seed=seed).abs()
+    x[2] = -x[2]  # the filler loses in every column
+    x[3] = x[1]  # an exact tie between edge 0 and the last edge
+    x.requires_grad_()
+    out = csr_aggregate(x, *layouts(graph), reduce="max")
+    (grad_x,) = torch.autograd.grad(out[0].sum(), x)
+    assert torch.equal(grad_x[1], torch.ones(3)) and torch.equal(grad_x[3], torch.zeros(3))
 
 
 def test_triton_backend_through_the_seam(seed):

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from fusebench.agreement import assert_agrees, check
+from fusebench.agreement import BaselineIsCandidate, assert_agrees, check, check_baseline
 from fusebench.inputs import GuardedTensor, poisoned, random_tensor
 from reference.attention import causal_mask, scaled_dot_product_attention
 
@@ -103,7 +103,7 @@ def test_low_precision_needs_a_baseline(dtype):
 def test_the_rounding_floor_passes_a_correctly_rounded_result_and_no_more(seed):
     gold = random_tensor((64,), seed=seed, dtype=torch.float64)
     exact = gold.to(torch.bfloat16)  # correctly rounded: the best any bf16 result can be
-    assert check(exact, gold, baseline=exact).passed
+    assert check(exact, gold, baseline=exact.clone()).passed  # equal values, but exact: not refused
     # Baseline error <= half an ulp, floor = eps * max|gold|, so the allowance is at most
     # 2 * eps * max|gold|; moving the largest element by 8 * eps * max|gold| must fail.
     scale = gold.abs().max()
@@ -156,3 +156,55 @@ def test_float32_falls_back_to_the_k_rule_only_where_the_float32_reference_misse
     assert check((gold + 1.5 * noise).float(), gold, baseline).passed  # within 2x the reference's error
     verdict = check((gold + 5 * noise).float(), gold, baseline)
     assert not verdict.passed and verdict.rule == "k-rule"
+
+
+def _deep(seed, dtype, layers=16):
+    """A deep computation (tanh layers of 32-wide matmuls): its rounding errors are many ulps, never shared by
+    two independent runs."""
+    x = random_tensor((16, 32), seed=seed, dtype=dtype)
+    for i in range(layers):
+        x = torch.tanh(x @ random_tensor((32, 32), seed=seed + 1 + i, dtype=dtype, scale=32**-0.5) * 1.5)
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_candidate_as_its_own_baseline_is_refused(seed, dtype):
+    gold, low = _deep(seed, torch.float64), _deep(seed, dtype)
+    with pytest.raises(BaselineIsCandidate, match=r"check\(my kernel\): the baseline is the candidate itself"):
+        check(low, gold, low, name="my kernel")
+    with pytest.raises(BaselineIsCandidate, match="the same tensor"):
+        assert_agrees(low, gold, low.view(low.shape), name="a view")
+    if dtype in (torch.float16, torch.bfloat16):  # equal low-precision values: the candidate computed twice
+        with pytest.raises(BaselineIsCandidate, match=r"check\(again\): the baseline has the candidate's values"):
+            assert_agrees(low, gold, low.clone(), name="again")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_shallow_result_may_equal_the_baseline_bit_for_bit(seed, dtype):
+    # One rounding of the same exact sum: an independent kernel (float32 accumulation) and the eager reference
+    # give the same bits, legitimately; the refusal must not fire.
+    a64, b64 = random_tensor((64, 8), seed=seed, dtype=torch.float64), random_tensor((64, 8), seed=seed + 1,
+                                                                                     dtype=torch.float64)
+    a, b = a64.to(dtype), b64.to(dtype)
+    kernel = (a.float() + b.float()).to(dtype)
+    assert_agrees(kernel, a64 + b64, a + b, name="shallow sum")
+
+
+def test_refusal_is_what_stops_an_error_from_passing(seed):
+    # The defect the refusal closes: with itself as baseline, an output off by 0.5 would "agree" (float32's
+    # k-rule second chance allows twice its own error).
+    gold = random_tensor((8, 8), seed=seed, dtype=torch.float64)
+    wrong = (gold + 0.5).float()
+    assert not check(wrong, gold).passed
+    with pytest.raises(BaselineIsCandidate):
+        check(wrong, gold, wrong)
+
+
+def test_a_provider_that_is_the_baseline_is_measured_not_judged(seed):
+    gold = (random_tensor((16, 16), seed=seed, dtype=torch.float64) @ random_tensor((16, 16), seed=seed + 1,
+                                                                                     dtype=torch.float64))
+    base = (random_tensor((16, 16), seed=seed, dtype=torch.bfloat16)
+            @ random_tensor((16, 16), seed=seed + 1, dtype=torch.bfloat16))
+    verdict = check_baseline(base, gold, name="reference")
+    assert verdict.rule == "baseline" and verdict.passed and 0 < verdict.ratio <= 0.5
+    assert verdict.baseline_error == verdict.candidate_error == float((base.double() - gold).abs().max())

@@ -1,11 +1,18 @@
 """fusebench/integrations/pyg.py: drop-in GCNConv / GATConv against PyG's own layers.
 
-Every check: gold = the PyG layer (or model) in float64, baseline = the same PyG layer in the dtype under
-test, candidate = the drop-in built from it by ``swap_convs`` (same arguments, same weights) in that dtype,
-on every graph generator, with the kernels (``backend="triton"``) and with the plain reference seam.
+Every numerical check: gold = the PyG layer (or model) in float64, baseline = the same PyG layer in the dtype
+under test, candidate = the drop-in built from it by ``swap_convs`` (same arguments, same weights) in that
+dtype, on every graph generator, with the kernels (``backend="triton"``) and with the plain reference seam.
+
+The second half checks, in our own words, each behaviour PyG's own test files for these layers check
+(``test/nn/conv/test_gcn_conv.py`` and ``test_gat_conv.py`` of PyG 2.8): ``repr``, edge_index vs sparse
+adjacency inputs, ``cached`` state, ``decomposed_layers``, sparse input features, static graphs, ``flow``,
+``size``, empty graphs, return_attention_weights / residual / edge features / bipartite inputs (PyG's path,
+warned), TorchScript, plus hooks and ``explain``, and that the fused kernel is what runs otherwise.
 """
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -15,7 +22,9 @@ from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor
+from fusebench.integrations import pyg as drop_in
 from fusebench.integrations.pyg import GATConv, GCNConv, swap_convs
+from reference import gnn
 from reference.gnn import aggregation_backends
 from reference.graph_generators import generator_names, make_graph
 
@@ -173,21 +182,6 @@ def test_int32_edge_index_and_state_dicts_are_pyg_s(seed):
         assert_agrees(ours(x, graph.edge_index.int(), *args), gold, name=f"{type(ours).__name__} int32")
 
 
-def test_cached_gcn_keeps_the_first_graph_like_pyg(seed):
-    graph, weight, x = _graph_inputs("power_law", seed)
-    other, other_weight, _ = _graph_inputs("grid_2d", seed)
-    theirs = _randomized(pyg_nn.GCNConv(FEATURES, 5, cached=True), seed)
-    ours = swap_convs(theirs, backend="reference")
-    for edge_index, w in ((graph.edge_index, weight), (other.edge_index[:, :5], other_weight[:5])):
-        assert_agrees(ours(x, edge_index, w), theirs(x, edge_index, w), name="cached GCNConv")
-    ours.reset_cache()
-    uncached = pyg_nn.GCNConv(FEATURES, 5).double()
-    uncached.load_state_dict(theirs.state_dict())
-    x_other = x[:other.num_nodes]
-    assert_agrees(ours(x_other, other.edge_index, other_weight), uncached(x_other, other.edge_index, other_weight),
-                  name="GCNConv after reset_cache")
-
-
 def test_torch_sparse_sparsetensor_input(seed):
     torch_sparse = pytest.importorskip("torch_sparse", reason="torch_sparse is not installed here")
     graph, weight, x = _graph_inputs("power_law", seed)
@@ -198,54 +192,202 @@ def test_torch_sparse_sparsetensor_input(seed):
 
 
 # --------------------------------------------------------------------------------------------------
-# What the drop-in does not support raises, naming it
+# PyG's own behaviours (what test_gcn_conv.py / test_gat_conv.py check), and the fused path running
 # --------------------------------------------------------------------------------------------------
 
 
-def test_unsupported_options_raise_naming_them(seed):
-    graph, weight, x = _graph_inputs("erdos_renyi", seed)
-    with pytest.raises(NotImplementedError, match=r"edge features \(edge_dim=3\)"):
-        GATConv(FEATURES, 4, edge_dim=3)
-    with pytest.raises(NotImplementedError, match=r"residual=True"):
-        GATConv(FEATURES, 4, residual=True)
-    with pytest.raises(NotImplementedError, match=r"bipartite inputs \(in_channels as a pair\)"):
-        GATConv((FEATURES, 5), 4)
-    with pytest.raises(NotImplementedError, match=r"aggr='mean'"):
-        GCNConv(FEATURES, 4, aggr="mean")
-    with pytest.raises(ValueError, match=r"lazy in_channels=-1 is not supported"):
-        GCNConv(-1, 4)
-    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['node_dim'\]"):
-        GCNConv(FEATURES, 4, node_dim=0)
-    with pytest.raises(ValueError, match=r"add_self_loops=True with normalize=False"):
-        GCNConv(FEATURES, 4, normalize=False, add_self_loops=True)
-    gat = GATConv(FEATURES, 4, heads=2, dropout=0.3, backend="reference").double()
-    with pytest.raises(NotImplementedError, match=r"attention dropout in training mode \(dropout=0.3"):
-        gat.train()(x, graph.edge_index)
-    gat.eval()
-    with pytest.raises(NotImplementedError, match=r"return_attention_weights=True"):
-        gat(x, graph.edge_index, return_attention_weights=True)
-    with pytest.raises(NotImplementedError, match=r"edge features \(edge_attr\)"):
-        gat(x, graph.edge_index, edge_attr=weight[:, None])
-    with pytest.raises(NotImplementedError, match=r"bipartite inputs \(x as a pair"):
-        gat((x, x), graph.edge_index)
-    with pytest.raises(NotImplementedError, match=r"size=\(37, 5\)"):
-        gat(x, graph.edge_index, size=(NUM_NODES, 5))
+@pytest.fixture
+def seam_calls(monkeypatch):
+    """Counts the drop-ins' calls into the two reference.gnn seams (the fused path), by seam name."""
+    calls = {"aggregate": 0, "attention_aggregate": 0}
+    for name in calls:
+        original = getattr(gnn, name)
+
+        def counting(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(gnn, name, counting)
+    return calls
 
 
-def test_bad_inputs_raise_clear_errors(seed):
+def _pair(pyg_class, seed, *args, backend="reference", **kwargs):
+    """(theirs, ours): a float64 PyG layer with random parameters and the drop-in with the same weights."""
+    theirs = _randomized(pyg_class(*args, **kwargs), seed)
+    return theirs, swap_convs(copy.deepcopy(theirs), backend=backend)
+
+
+def test_repr_is_pyg_s():
+    assert str(GCNConv(16, 32)) == str(pyg_nn.GCNConv(16, 32)) == "GCNConv(16, 32)"
+    assert str(GATConv(8, 32, heads=2)) == str(pyg_nn.GATConv(8, 32, heads=2)) == "GATConv(8, 32, heads=2)"
+    assert str(GATConv((8, 16), 32, heads=2)) == "GATConv((8, 16), 32, heads=2)"
+    assert isinstance(GCNConv(4, 4), pyg_nn.GCNConv) and isinstance(GATConv(4, 4), pyg_nn.GATConv)
+
+
+@pytest.mark.parametrize("layer", ["GCNConv", "GATConv"])
+def test_edge_index_and_sparse_adjacency_run_the_kernel_and_agree(seed, layer, seam_calls):
     graph, weight, x = _graph_inputs("erdos_renyi", seed)
-    gcn = GCNConv(FEATURES, 4, backend="reference").double()
-    with pytest.raises(ValueError, match=r"x must be a \(N, in_channels=19\) tensor, got \(37, 5\)"):
-        gcn(x[:, :5], graph.edge_index)
-    adj_t = to_torch_csr_tensor(graph.edge_index.flip(0), weight, size=(NUM_NODES, NUM_NODES))
-    with pytest.raises(ValueError, match=r"edge_weight must be None with a sparse adjacency"):
-        gcn(x, adj_t, weight)
-    with pytest.raises(ValueError, match=r"must have shape \(N, N\) = \(36, 36\)"):
-        gcn(x[:36], adj_t)
-    with pytest.raises(NotImplementedError, match=r"torch.sparse_csc"):
-        gcn(x, adj_t.to_sparse_csc())
-    with pytest.raises(TypeError, match=r"edge_index must be a \(2, E\) tensor"):
-        gcn(x, graph.edge_index.tolist())
+    if layer == "GCNConv":
+        theirs, ours = _pair(pyg_nn.GCNConv, seed, FEATURES, 6)
+        seam, args = "aggregate", (weight,)
+    else:
+        theirs, ours = _pair(pyg_nn.GATConv, seed, FEATURES, 3, heads=2)
+        seam, args = "attention_aggregate", ()
+    gold = theirs(x, graph.edge_index, *args)
+    assert_agrees(ours(x, graph.edge_index, *args), gold, name=f"{layer} edge_index")
+    assert seam_calls[seam] == 1  # the edge_index form ran fused (PyG's propagate path)
+    adj_t = to_torch_csr_tensor(graph.edge_index.flip(0), *args, size=(NUM_NODES, NUM_NODES))
+    assert_agrees(ours(x, adj_t), gold, name=f"{layer} adj_t")
+    assert seam_calls[seam] == 2  # and so did the adjacency form (message_and_aggregate for GCN)
+
+
+def test_cached_gcn_state_is_pyg_s(seed):
+    graph, weight, x = _graph_inputs("power_law", seed)
+    other, other_weight, _ = _graph_inputs("grid_2d", seed)
+    theirs, ours = _pair(pyg_nn.GCNConv, seed, FEATURES, 5, cached=True)
+    for edge_index, w in ((graph.edge_index, weight), (other.edge_index[:, :5], other_weight[:5])):
+        assert_agrees(ours(x, edge_index, w), theirs(x, edge_index, w), name="cached GCNConv")  # keeps graph 1
+    assert ours._cached_edge_index is not None
+    cached_index, cached_weight = ours._cached_edge_index
+    assert torch.equal(cached_index, theirs._cached_edge_index[0])
+    assert_agrees(cached_weight, theirs._cached_edge_index[1], name="cached normalized weights")
+    ours.reset_parameters(), theirs.reset_parameters()  # PyG forgets the cache there
+    assert ours._cached_edge_index is None
+
+
+def test_decomposed_layers_give_the_undecomposed_result(seed, seam_calls):
+    graph, weight, x = _graph_inputs("power_law", seed)
+    theirs, ours = _pair(pyg_nn.GCNConv, seed, FEATURES, 8)
+    ours.decomposed_layers = 2
+    assert_agrees(ours(x, graph.edge_index, weight), theirs(x, graph.edge_index, weight), name="decomposed")
+    assert seam_calls["aggregate"] == 1  # fused: no (E, F) messages to decompose
+
+
+def test_sparse_input_features(seed):
+    graph, weight, x = _graph_inputs("erdos_renyi", seed)
+    theirs, ours = _pair(pyg_nn.GCNConv, seed, FEATURES, 6)
+    sparse_x = (x * (x > 0.5)).to_sparse()
+    assert_agrees(ours(sparse_x, graph.edge_index), theirs(sparse_x, graph.edge_index), name="sparse x")
+
+
+def test_static_graph_batches(seed, seam_calls):
+    graph, weight, _ = _graph_inputs("erdos_renyi", seed)
+    x = random_tensor((3, NUM_NODES, FEATURES), seed=seed + 9, dtype=torch.float64)  # (B, N, F), one graph
+    theirs, ours = _pair(pyg_nn.GCNConv, seed, FEATURES, 6)
+    gold = theirs(x, graph.edge_index, weight)
+    baseline = copy.deepcopy(theirs).float()(x.float(), graph.edge_index, weight.float())
+    candidate = ours.float()(x.float(), graph.edge_index, weight.float())
+    assert candidate.shape == (3, NUM_NODES, 6)
+    assert_agrees(candidate, gold, baseline, name="static graph (B, N, F)")
+    assert seam_calls["aggregate"] == 1
+
+
+@pytest.mark.parametrize("layer", ["GCNConv", "GATConv"])
+def test_flow_target_to_source_reads_the_flipped_edges(seed, layer):
+    graph, weight, x = _graph_inputs("power_law", seed)  # directed: a flow that is ignored changes the result
+    pyg_class, args = (pyg_nn.GCNConv, (FEATURES, 6)) if layer == "GCNConv" else (pyg_nn.GATConv, (FEATURES, 3))
+    theirs, ours = _pair(pyg_class, seed, *args)
+    gold = theirs(x, graph.edge_index)
+    ours.flow = "target_to_source"
+    assert_agrees(ours(x, graph.edge_index.flip(0)), gold, name=f"{layer} target_to_source")
+
+
+def test_gat_size_and_empty_graph(seed):
+    graph, _, x = _graph_inputs("erdos_renyi", seed)
+    theirs, ours = _pair(pyg_nn.GATConv, seed, FEATURES, 4, heads=2)
+    gold = theirs(x, graph.edge_index)
+    assert_agrees(ours(x, graph.edge_index, size=(NUM_NODES, NUM_NODES)), gold, name="GAT size=(N, N)")
+    empty = ours(x[:0], torch.empty(2, 0, dtype=torch.long))
+    assert empty.shape == (0, 8)
+
+
+@pytest.mark.parametrize("feature", ["return_attention_weights", "residual", "edge_dim", "bipartite", "dropout",
+                                     "float64"])
+def test_gat_features_the_kernel_lacks_run_pyg_s_path_with_one_warning(seed, feature, seam_calls):
+    graph, weight, x = _graph_inputs("erdos_renyi", seed)
+    options = {"residual": dict(residual=True), "edge_dim": dict(edge_dim=1), "dropout": dict(dropout=0.4),
+               "bipartite": dict(in_channels=(FEATURES, FEATURES))}.get(feature, {})
+    in_channels = options.pop("in_channels", FEATURES)
+    backend = "triton" if feature == "float64" else "reference"  # the reference seam runs float64 itself
+    theirs, ours = _pair(pyg_nn.GATConv, seed, in_channels, 4, heads=2, backend=backend, **options)
+    inputs = {"bipartite": ((x, x[:20]), graph.edge_index[:, graph.edge_index[1] < 20]),
+              "edge_dim": (x, graph.edge_index, weight)}.get(feature, (x, graph.edge_index))
+    kwargs = dict(return_attention_weights=True) if feature == "return_attention_weights" else {}
+    if feature == "dropout":
+        torch.manual_seed(seed), theirs.train()
+        gold = theirs(*inputs)
+        torch.manual_seed(seed), ours.train()
+    else:
+        gold = theirs(*inputs, **kwargs)
+    dtype = torch.float64 if feature == "float64" else None
+    drop_in._WARNED.clear()
+    with pytest.warns(UserWarning, match="runs on PyG's own \\(unfused\\) path") as caught:
+        candidate = ours(*inputs, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per feature: the second call is silent
+        ours(*inputs, **kwargs) if feature != "dropout" else None
+    assert len([w for w in caught if "PyG's own" in str(w.message)]) == 1
+    assert seam_calls["attention_aggregate"] == 0
+    if feature == "return_attention_weights":
+        assert torch.equal(candidate[1][0], gold[1][0])
+        assert_agrees(candidate[1][1], gold[1][1], name="attention weights")
+        candidate, gold = candidate[0], gold[0]
+    assert dtype is None or candidate.dtype == dtype
+    assert_agrees(candidate, gold, name=f"GAT with {feature} on PyG's path")
+    ours.fallback = "raise"
+    drop_in._WARNED.clear()
+    with pytest.raises(NotImplementedError, match="does not support .*fallback='raise'"):
+        ours(*inputs, **kwargs)
+
+
+def test_torchscript_scripts_pyg_s_layer_with_the_same_weights(seed):
+    graph, weight, x = _graph_inputs("erdos_renyi", seed)
+    theirs, ours = _pair(pyg_nn.GCNConv, seed, FEATURES, 6)
+    drop_in._WARNED.clear()
+    with pytest.warns(UserWarning, match=r"TorchScript \(torch.jit.script\) runs on PyG's own"):
+        scripted = torch.jit.script(ours)
+    assert_agrees(scripted(x, graph.edge_index, weight), theirs(x, graph.edge_index, weight), name="scripted GCN")
+    ours.fallback = "raise"
+    with pytest.raises(NotImplementedError, match=r"TorchScript"):
+        torch.jit.script(ours)
+
+
+def test_message_passing_hooks_run_on_pyg_s_path(seed, seam_calls):
+    graph, weight, x = _graph_inputs("erdos_renyi", seed)
+    theirs, ours = _pair(pyg_nn.GCNConv, seed, FEATURES, 6)
+    seen = []
+    for conv in (theirs, ours):
+        conv.register_message_forward_pre_hook(lambda module, inputs: seen.append(type(module).__module__))
+        conv.register_propagate_forward_hook(lambda module, inputs, out: out * 2)  # a hook that changes the output
+    assert_agrees(ours(x, graph.edge_index, weight), theirs(x, graph.edge_index, weight), name="hooked GCN")
+    assert sorted(seen) == ["fusebench.integrations.pyg", "torch_geometric.nn.conv.gcn_conv"]  # once each
+    assert seam_calls["aggregate"] == 0
+
+
+def test_explain_masks_the_messages_as_pyg_does(seed):
+    graph, weight, x = _graph_inputs("erdos_renyi", seed)
+    mask = random_tensor((graph.num_edges,), seed=seed + 3, dtype=torch.float64)
+    outs = []
+    for conv in _pair(pyg_nn.GATConv, seed, FEATURES, 3, heads=2, add_self_loops=False):
+        conv.explain, conv._edge_mask = True, mask
+        outs.append(conv(x, graph.edge_index))
+    assert_agrees(outs[1], outs[0], name="explained GAT")
+
+
+def test_pyg_s_errors_come_from_pyg(seed):
+    graph, weight, x = _graph_inputs("erdos_renyi", seed)
+    adj_csc = to_torch_csr_tensor(graph.edge_index.flip(0), weight, size=(NUM_NODES, NUM_NODES)).to_sparse_csc()
+    for theirs, ours in (_pair(pyg_nn.GCNConv, seed, FEATURES, 4), _pair(pyg_nn.GATConv, seed, FEATURES, 4)):
+        for bad in ((x, graph.edge_index.double()), (x, graph.edge_index[:1]), (x, adj_csc)):
+            with pytest.raises(Exception) as expected:
+                theirs(*bad)
+            with pytest.raises(type(expected.value)) as got:
+                ours(*bad)
+            assert str(got.value) == str(expected.value)
+    with pytest.raises(ValueError, match=r"'GCNConv' received a tuple of node features"):
+        GCNConv(FEATURES, 4)((x, x), graph.edge_index)
+    with pytest.raises(ValueError, match=r"fallback must be one of \('warn', 'raise'\), got 'never'"):
+        GCNConv(FEATURES, 4, fallback="never")
     with pytest.raises(TypeError, match=r"model must be a torch.nn.Module"):
         swap_convs("GCN")
     with pytest.raises(ValueError, match=r"Linear holds no torch_geometric GCNConv or GATConv"):

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 from torch import nn
 
@@ -143,6 +144,34 @@ def test_text_through_tokenizer_masking_and_both_models(seed):
     gold, candidate = ours(**inputs), theirs(**inputs)
     assert_agrees(candidate.prediction_logits, gold.prediction_logits, name="MLM logits")
     assert_agrees(candidate.loss, gold.loss, name="pre-training loss")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_seed_chinese_sentences_through_both_models(seed, dtype):
+    """Seed sections 1 and 2: its Chinese example sentences, tokenized over the shipped vocabulary (one token per
+    character, see suites/reference/test_tokenization.py) and padded into one batch, through both encoders:
+    hidden states, pooled output, and the gradient of an MLM loss on them with respect to the word embeddings."""
+    tokenizer = load_tokenizer()
+    sentences = ["你好，世界！", "你好，世界！明天下雨了。", "这是一张图片。"]
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape == (3, 14)  # [CLS] + 12 characters + [SEP]; not the seed's claimed 13
+    assert not (batch["input_ids"] == tokenizer.unk_token_id).any()
+    ours, theirs = _models(seed, vocab_size=len(tokenizer), max_position_embeddings=32)
+    inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    gold = ours.bert(**inputs)
+    baseline = copy.deepcopy(ours).to(dtype).bert(**inputs)
+    with torch.no_grad():
+        candidate = copy.deepcopy(theirs).to(dtype).bert(**inputs)
+    assert_agrees(candidate.last_hidden_state, gold[0].detach(), baseline[0].detach(), name="seed sentences hidden")
+    assert_agrees(candidate.pooler_output, gold[1].detach(), baseline[1].detach(), name="seed sentences pooled")
+
+    labels = torch.where(batch["attention_mask"].bool(), batch["input_ids"], IGNORE_INDEX)  # predict every token
+    grads = []
+    for model in (ours, theirs):
+        logits = model(**inputs).prediction_logits  # (B, N, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        grads.append(torch.autograd.grad(loss, model.bert.embeddings.word_embeddings.weight)[0])
+    assert_agrees(grads[1], grads[0], gradient=True, name="seed sentences d MLM loss / d word embeddings")
 
 
 def test_padded_positions_do_not_change_real_tokens(seed):

@@ -1,16 +1,20 @@
-"""reference/captioning.py: ClipCap-style prefix captioning has no library twin, so it is checked by what it must do.
+"""reference/captioning.py: ClipCap-style prefix captioning, against transformers' GPT-2 and by what it must do.
 
-* The loss is the cross-entropy of the caption tokens only, recomputed here from the decoder's raw logits.
+* Oracle: ``GPT2LMHeadModel`` called as ClipCap's authors call it, ``inputs_embeds`` = [prefix; token embeddings]
+  and ``labels`` with -100 on the prefix, weights copied: logits, loss (full and right-padded captions) and
+  gradients agree; greedy captions equal ``GPT2LMHeadModel.generate(inputs_embeds=prefix)``.
 * A toy batch is overfit (the loss falls from ~log(V) below a stated bound), after which greedy captioning
   reproduces the training captions; greedy captioning is deterministic and independent of the batch.
 * The prefix has shape (B, P, E), and malformed inputs are rejected with errors naming the argument.
 """
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor
@@ -53,21 +57,89 @@ def test_prefix_has_shape_batch_prefix_length_model_width(seed):
     assert not torch.equal(prefix[0], prefix[1]), "different images must give different prefixes"
 
 
-def test_loss_is_cross_entropy_of_the_caption_tokens_only(seed):
-    captioner = _captioner(seed).double()
-    images, captions = _toy_batch(seed, dtype=torch.float64)
-    # Recompute from the decoder's raw logits over [prefix; all caption tokens]: position P - 1 + t predicts
-    # caption token t, and the prefix's first P - 1 positions and the last position predict nothing.
-    inputs = torch.cat([captioner.prefix(images), captioner.decoder.token_embedding(captions)], dim=1)
-    logits = captioner.decoder(inputs_embeds=inputs)  # (B, P + L, V)
-    predicting = logits[:, PREFIX - 1 : PREFIX - 1 + CAPTION]  # (B, L, V)
-    token_losses = -predicting.log_softmax(dim=-1).gather(-1, captions[..., None])[..., 0]  # (B, L)
-    assert_agrees(captioner.loss(images, captions), token_losses.mean(), name="caption loss")
+def _gpt2_pair(seed: int, backend: str = "reference") -> tuple[transformers.GPT2LMHeadModel, PrefixCaptioner]:
+    """GPT-2 with random weights (LayerNorms included, std 0.2 so the logits are far from uniform) and a
+    captioner whose decoder has them copied; both in float64."""
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=D_MODEL, n_layer=2, n_head=4,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
+                                     bos_token_id=0, eos_token_id=None, pad_token_id=0)
+    gpt2 = transformers.GPT2LMHeadModel(config).double().eval()
+    with torch.no_grad():
+        for i, param in enumerate(gpt2.parameters()):
+            param.copy_(random_tensor(param.shape, seed=seed + i, dtype=torch.float64, scale=0.2))
+    torch.manual_seed(seed)
+    decoder = DecoderLM(DecoderLMConfig.from_gpt2(gpt2.config, backend=backend)).double().copy_from_gpt2(gpt2)
+    return gpt2, PrefixCaptioner(PrefixCaptionerConfig(image_dim=IMAGE_DIM, prefix_length=PREFIX), decoder).double()
 
-    mask = (torch.arange(CAPTION)[None, :] < torch.tensor([[7], [3], [1], [5]])).long()  # right padding
-    assert_agrees(captioner.loss(images, captions, mask), token_losses[mask == 1].mean(), name="masked loss")
-    changed = captions.masked_fill(mask == 0, 0)  # what stands in the padding must not matter
-    assert_agrees(captioner.loss(images, changed, mask), token_losses[mask == 1].mean(), name="padding ignored")
+
+def _clipcap_with_gpt2(gpt2, mapping, images, captions, mask=None):
+    """ClipCap's training step as its authors wrote it, on transformers' GPT-2: the prefix and the caption's
+    token embeddings go in as ``inputs_embeds``, and ``labels`` (-100 on the prefix and the padding) mark what
+    is scored. Returns (logits from the prefix's last position on, loss, GPT-2's own loss).
+
+    GPT-2's own loss (``labels=``) upcasts the logits to float32, so it is exact only to float32; the loss
+    used for the float64 comparison is the same shift-and-ignore with ``F.cross_entropy`` in the model's dtype.
+    """
+    prefix = mapping(images).view(images.shape[0], PREFIX, D_MODEL)  # (B, P, E)
+    tokens = gpt2.transformer.wte(captions)  # (B, L, E)
+    ignored = torch.full((images.shape[0], PREFIX), -100)
+    labels = torch.cat([ignored, captions if mask is None else captions.masked_fill(mask == 0, -100)], dim=1)
+    out = gpt2(inputs_embeds=torch.cat([prefix, tokens], dim=1), labels=labels)  # (B, P + L, V)
+    loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    return out.logits[:, PREFIX - 1 : -1], loss, out.loss  # (B, L, V), scalar, scalar (float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "right-padded"])
+def test_logits_loss_and_gradients_match_gpt2_with_inputs_embeds(seed, dtype, masked):
+    gpt2, captioner = _gpt2_pair(seed)
+    images, captions = _toy_batch(seed, dtype=torch.float64)
+    mask = (torch.arange(CAPTION)[None, :] < torch.tensor([[7], [3], [1], [5]])).long() if masked else None
+
+    def ours(model, x):
+        x = x.detach().requires_grad_()
+        logits, loss = model(x, captions), model.loss(x, captions, mask)
+        grads = torch.autograd.grad(loss, [x, model.mapping[0].weight, model.decoder.token_embedding.weight])
+        return logits.detach(), loss.detach(), grads
+
+    gold = ours(captioner, images)
+    baseline = ours(copy.deepcopy(captioner).to(dtype), images.to(dtype))
+
+    gpt2, mapping = gpt2.to(dtype), copy.deepcopy(captioner.mapping).to(dtype)  # the mapping MLP is ours
+    x = images.to(dtype).requires_grad_()
+    logits, loss, gpt2_loss = _clipcap_with_gpt2(gpt2, mapping, x, captions, mask)
+    grads = torch.autograd.grad(loss, [x, mapping[0].weight, gpt2.transformer.wte.weight])
+
+    assert_agrees(logits.detach(), gold[0], baseline[0], name="GPT2LMHeadModel(inputs_embeds) logits")
+    assert_agrees(loss.detach(), gold[1], baseline[1], name="loss on GPT-2's logits")
+    assert_agrees(gpt2_loss.detach().float(), gold[1], name="GPT-2's own loss (labels=, float32)")
+    for name, cand, g, b in zip(("image embeddings", "mapping W_1", "token embeddings"), grads, gold[2], baseline[2],
+                                strict=True):
+        assert_agrees(cand, g, b, gradient=True, name=f"d loss / d {name}")
+
+
+def test_prefix_decoder_runs_through_the_attention_seam(seed):
+    # With backend="sdpa" the decoder's attention is torch's; the float64 reference backend (checked against
+    # GPT-2 above) is gold. float64 on both sides: the element-wise float64 rule, no baseline.
+    _, ours = _gpt2_pair(seed)
+    _, sdpa = _gpt2_pair(seed, backend="sdpa")
+    images, captions = _toy_batch(seed, dtype=torch.float64)
+    x_gold, x_sdpa = images.clone().requires_grad_(), images.clone().requires_grad_()
+    gold_loss, sdpa_loss = ours.loss(x_gold, captions), sdpa.loss(x_sdpa, captions)
+    assert_agrees(sdpa(images, captions).detach(), ours(images, captions).detach(), name="sdpa backend logits")
+    assert_agrees(sdpa_loss.detach(), gold_loss.detach(), name="sdpa backend loss")
+    assert_agrees(torch.autograd.grad(sdpa_loss, x_sdpa)[0], torch.autograd.grad(gold_loss, x_gold)[0],
+                  gradient=True, name="sdpa backend d loss / d image embeddings")
+
+
+def test_greedy_captions_match_gpt2_generate_from_inputs_embeds(seed):
+    gpt2, captioner = _gpt2_pair(seed)
+    images, _ = _toy_batch(seed, dtype=torch.float64)
+    with torch.no_grad():
+        prefix = captioner.prefix(images)
+        theirs = gpt2.generate(inputs_embeds=prefix, attention_mask=torch.ones(BATCH, PREFIX, dtype=torch.long),
+                               max_new_tokens=CONTEXT - PREFIX, do_sample=False)
+    assert torch.equal(captioner.caption(images, CONTEXT - PREFIX), theirs)
 
 
 def test_gradient_reaches_the_mapping_network_and_the_decoder(seed):

@@ -1,6 +1,6 @@
 """reference/fusion.py: co-attention transformer, multimodal fusion model, image-text classifier.
 
-No library has these models, so the checks are properties that any correct implementation has, on fresh
+No library has the whole models, so the checks are properties that any correct implementation has, on fresh
 random inputs in float64 (compared through the agreement policy, gold = the unpermuted / unchanged run):
 
 * permutation equivariance: with position embeddings off, permuting one stream's tokens permutes its
@@ -8,11 +8,16 @@ random inputs in float64 (compared through the agreement policy, gold = the unpe
 * padding invariance: changing the values in padded slots changes no real token's output;
 * gradient flow: non-zero, finite gradients reach both input streams (across the co-attention) and every
   parameter; joint training through the task head lowers the loss and moves every parameter group;
-* float32 against the float64 gold; backend="sdpa" against the reference backend.
-One co-attention layer is also rebuilt from torch.nn.MultiheadAttention (kdim/vdim) and
-torch.nn.TransformerEncoderLayer with copied weights, an independent check of the wiring.
+* float32 against the float64 gold with the element-wise rule (no baseline: the float32 run is the
+  candidate, never its own baseline), and each of these checks is shown to fail for an output moved by 1e-3;
+* backend="sdpa" against the reference backend.
+Libraries provide the parts: one co-attention layer against transformers' LXMERT cross-modality layer
+(``LxmertXLayer``, copied weights; LXMERT shares one cross-attention between the two directions, so both of
+ours get its weights), and against torch.nn.MultiheadAttention (kdim/vdim, streams of different widths) +
+torch.nn.TransformerEncoderLayer.
 """
 
+import copy
 import dataclasses
 
 import pytest
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusebench.agreement import assert_agrees
+from fusebench.agreement import assert_agrees, check
 from fusebench.inputs import random_tensor
 from reference.fusion import (
     CoAttentionLayer,
@@ -66,6 +71,11 @@ def _streams(seed):
 def _co_attention(seed, config=CONFIG):
     torch.manual_seed(seed)
     return _randomize(CoAttentionTransformer(config), seed)
+
+
+def _assert_sensitive(candidate: torch.Tensor, gold: torch.Tensor, name: str) -> None:
+    """The check that just passed must fail for an output moved by 1e-3: proof that it can fail at all."""
+    assert not check(candidate + 1e-3, gold, name=name).passed, f"{name}: a 1e-3 error passes the check"
 
 
 def _permutation(n: int, seed: int) -> torch.Tensor:
@@ -191,13 +201,72 @@ def test_co_attention_layer_matches_torch_modules(seed, dtype):
         assert_agrees(cand * keep, g * keep, base * keep, name=f"co-attention layer, {name} stream")
 
 
+def _copy_linear(ours: nn.Linear, theirs: nn.Linear) -> None:
+    ours.load_state_dict(theirs.state_dict())
+
+
+def _copy_lxmert_attention(ours, theirs_attention, theirs_output) -> None:
+    """LXMERT's (query, key, value) + output dense into our MultiHeadAttention (q, k, v, out projections)."""
+    for mine, their in ((ours.q_proj, theirs_attention.query), (ours.k_proj, theirs_attention.key),
+                        (ours.v_proj, theirs_attention.value), (ours.out_proj, theirs_output.dense)):
+        _copy_linear(mine, their)
+
+
+def _from_lxmert(ours: CoAttentionLayer, theirs) -> None:
+    """Copy an ``LxmertXLayer`` into a CoAttentionLayer. LXMERT has ONE cross-attention (``visual_attention``)
+    used in both directions; ours has one per direction, so both get its weights: the same function."""
+    shared = theirs.visual_attention
+    for block in (ours.text_cross, ours.image_cross):
+        _copy_lxmert_attention(block.attn, shared.att, shared.output)
+        block.norm.load_state_dict(shared.output.LayerNorm.state_dict())
+    for layer, self_att, inter, output in ((ours.text_self, theirs.lang_self_att, theirs.lang_inter,
+                                            theirs.lang_output),
+                                           (ours.image_self, theirs.visn_self_att, theirs.visn_inter,
+                                            theirs.visn_output)):
+        _copy_lxmert_attention(layer.self_attn, self_att.self, self_att.output)
+        layer.norm1.load_state_dict(self_att.output.LayerNorm.state_dict())
+        _copy_linear(layer.feed_forward.linear1, inter.dense)
+        _copy_linear(layer.feed_forward.linear2, output.dense)
+        layer.norm2.load_state_dict(output.LayerNorm.state_dict())
+
+
+def _additive(padding: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool padding -> LXMERT's extended additive mask (B, 1, 1, N): 0 to attend, dtype min to drop."""
+    additive = torch.zeros(padding.shape, dtype=torch.float64).masked_fill(padding, torch.finfo(torch.float64).min)
+    return additive[:, None, None, :]
+
+
+def test_co_attention_layer_matches_transformers_lxmert_cross_modality_layer(seed):
+    from transformers import LxmertConfig
+    from transformers.models.lxmert.modeling_lxmert import LxmertXLayer
+
+    # LXMERT's streams share one width; GELU (erf) and LayerNorm eps 1e-12 like ours.
+    config = dataclasses.replace(CONFIG, image_dim=CONFIG.text_dim)
+    lxmert = LxmertConfig(hidden_size=config.text_dim, num_attention_heads=config.num_heads,
+                          intermediate_size=config.ffn_ratio * config.text_dim, hidden_act="gelu",
+                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(seed)
+    theirs = _randomize(LxmertXLayer(lxmert), seed).eval()
+    ours = CoAttentionLayer(config).double()
+    _from_lxmert(ours, theirs)
+    text = random_tensor((B, NT, config.text_dim), seed=seed, dtype=torch.float64)
+    image = random_tensor((B, NI, config.image_dim), seed=seed + 1, dtype=torch.float64)
+    text_pad, image_pad = _padding(B, NT, seed + 2), _padding(B, NI, seed + 3)
+    gold_text, gold_image = theirs(text, _additive(text_pad), image, _additive(image_pad))
+    out_text, out_image = ours(text, image, text_pad, image_pad)
+    # Padded query rows are computed by both (they attend to the real keys), so every row is compared.
+    assert_agrees(out_text, gold_text, name="co-attention layer vs LxmertXLayer, text (language) stream")
+    assert_agrees(out_image, gold_image, name="co-attention layer vs LxmertXLayer, image (vision) stream")
+
+
 def test_co_attention_float32_agrees_with_float64(seed):
     model = _co_attention(seed)
     text, image, text_pad, image_pad = _streams(seed)
     gold = model(text, image, text_padding_mask=text_pad, image_padding_mask=image_pad)
     low = model.float()(text.float(), image.float(), text_padding_mask=text_pad, image_padding_mask=image_pad)
     for name, cand, g in zip(("text", "image"), low, gold, strict=True):
-        assert_agrees(cand, g, cand, name=f"float32 {name} stream")
+        assert_agrees(cand, g, name=f"float32 {name} stream")
+        _assert_sensitive(cand, g, name=f"float32 {name} stream")
 
 
 def test_co_attention_backend_is_passed_to_every_attention(seed):
@@ -325,7 +394,8 @@ def test_fusion_model_float32_agrees_with_float64(seed):
     ids, features, text_pad, image_pad = _fusion_inputs(seed)
     gold = model(ids, features, text_padding_mask=text_pad, image_padding_mask=image_pad)
     low = model.float()(ids, features.float(), text_padding_mask=text_pad, image_padding_mask=image_pad)
-    assert_agrees(low, gold, low, name="float32 fusion model")
+    assert_agrees(low, gold, name="float32 fusion model")
+    _assert_sensitive(low, gold, name="float32 fusion model")
 
 
 def test_masked_mean_is_the_mean_of_the_real_tokens(seed):
@@ -433,7 +503,8 @@ def test_classifier_float32_agrees_with_float64(seed):
     pixels, ids, pad = _classifier_inputs(seed)
     gold = model(pixels, ids, text_padding_mask=pad)
     low = model.float()(pixels.float(), ids, text_padding_mask=pad)
-    assert_agrees(low, gold, low, name="float32 classifier")
+    assert_agrees(low, gold, name="float32 classifier")
+    _assert_sensitive(low, gold, name="float32 classifier")
 
 
 def test_classifier_rejects_bad_inputs(seed):
@@ -449,3 +520,36 @@ def test_classifier_rejects_bad_inputs(seed):
         model(pixels[:, :1], ids)
     with pytest.raises(ValueError, match=r"vision.backend \('sdpa'\) must equal config.backend"):
         ImageTextClassifier(CONFIG, dataclasses.replace(VISION, backend="sdpa"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole models on the kernel (sections 14 and 24): backend="triton" in every attention
+# --------------------------------------------------------------------------------------------------
+
+
+def test_classifier_with_the_triton_kernel_agrees_with_float64(seed):
+    """ViT, text and region encoders and the co-attention fusion, every attention on kernels/attention.py (the
+    CPU interpreter in CI), float32 against the float64 reference: logits and the gradient reaching the pixels.
+    Its parts' oracles are the tests above (and suites/reference/test_vit.py); this runs the models themselves,
+    the classifier and the fusion model inside it, on the kernel."""
+    from reference.attention import MultiHeadAttention
+
+    model = _classifier(seed)
+    pixels, ids, pad = _classifier_inputs(seed)
+    weights = random_tensor((B, CONFIG.num_outputs), seed=seed + 6, dtype=torch.float64)
+
+    def run(net, dtype):
+        x = pixels.to(dtype).requires_grad_()
+        logits = net(x, ids, text_padding_mask=pad)
+        return logits, torch.autograd.grad((logits * weights.to(dtype)).sum(), x)[0]
+
+    gold_logits, gold_grad = run(model, torch.float64)
+    kernel_model = copy.deepcopy(model).float()
+    layers = [m for m in kernel_model.modules() if isinstance(m, MultiHeadAttention)]
+    assert len(layers) == 3 + 2 * 2 * CONFIG.num_fusion_layers  # ViT, text, image encoders + co-attention
+    for layer in layers:
+        layer.backend = "triton"
+    logits, grad = run(kernel_model, torch.float32)
+    assert_agrees(logits, gold_logits, name="classifier logits, backend=triton")
+    assert_agrees(grad, gold_grad, gradient=True, name="d pixel_values, backend=triton")
+    _assert_sensitive(logits, gold_logits, name="classifier logits, backend=triton")

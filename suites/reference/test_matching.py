@@ -3,7 +3,12 @@
 * the positive (the diagonal) is never drawn, even when it holds nearly all of the softmax mass;
 * draws follow softmax over the negatives: a controlled 3:1 case and a random matrix, each with a
   5-sigma binomial bound on the empirical frequencies (false-alarm rate below 1e-6 per element);
-* the head's logits and loss on a hand-computed case, and against F.linear + F.cross_entropy.
+* the head's logits and loss on a hand-computed case, and against F.linear + F.cross_entropy;
+* the fusion encoder model (ViT + text encoder cross-attending to the patches + ITM head) against
+  transformers.BlipForImageTextRetrieval (tiny config, every weight redrawn at random and copied): the ITM logits
+  (use_itm_head=True), the contrastive cosines (use_itm_head=False), and the ITM loss on hard negatives mined
+  from those cosines, forward and gradients. gold = ours in float64, candidate = BLIP in the dtype under test,
+  baseline = ours in that dtype.
 """
 
 import math
@@ -11,15 +16,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor
 from reference.matching import (
+    FusionTextConfig,
+    ImageTextMatchingConfig,
     ImageTextMatchingHead,
+    ImageTextMatchingModel,
     build_itm_pairs,
     hard_negative_probabilities,
     sample_hard_negatives,
 )
+from reference.vit import ViTConfig
 
 DRAWS = 20000
 
@@ -146,3 +156,130 @@ def test_bad_inputs_raise_naming_the_argument():
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
+
+
+
+# ---- the fusion encoder model against transformers.BlipForImageTextRetrieval --------------------------------
+
+VOCAB = 53
+
+
+def _blip_models(seed: int):
+    """(ours, theirs) in float64 with the same random weights: ViT 12x12 images in 4x4 patches (9 + [CLS]), text
+    width 16 (head dim 4), image width 24 (head dim 6), two layers each."""
+    text = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=28,
+                max_position_embeddings=20, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, bos_token_id=1,
+                sep_token_id=2)
+    vision = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=36, image_size=12,
+                  patch_size=4, attention_dropout=0.0)
+    config = transformers.BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=12,
+                                     attn_implementation="eager")
+    theirs = transformers.BlipForImageTextRetrieval(config).double().eval()
+    with torch.no_grad():  # every parameter random, LayerNorms included, so a swapped or skipped one shows
+        for i, (name, p) in enumerate(sorted(theirs.named_parameters())):
+            scale = p.shape[-1] ** -0.5 if p.dim() >= 2 and "embedding" not in name else 1.0
+            p.copy_(random_tensor(p.shape, seed=seed + 11 * i, dtype=torch.float64, scale=scale))
+    ours = ImageTextMatchingModel(ImageTextMatchingConfig(
+        FusionTextConfig(**{k: v for k, v in text.items() if "dropout" not in k and "token" not in k}),
+        ViTConfig(image_size=12, patch_size=4, hidden_size=24, num_layers=2, num_heads=4, intermediate_size=36,
+                  layer_norm_eps=config.vision_config.layer_norm_eps),
+        embed_dim=12)).double()
+    return ours.copy_from_transformers(theirs), theirs
+
+
+def _blip_inputs(seed: int, batch: int, length: int):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (batch, length), generator=g)
+    lengths = torch.randint(1, length + 1, (batch,), generator=g)
+    lengths[0] = length  # one row without padding
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()  # (B, N), 1 = real
+    ids[mask == 0] = 0  # [PAD]
+    return ids, random_tensor((batch, 3, 12, 12), seed=seed + 1, dtype=torch.float64), mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("batch, length", [(2, 5), (5, 11)])
+def test_itm_model_matches_blip(seed, dtype, batch, length):
+    ours, theirs = _blip_models(seed)
+    ids, pixels, mask = _blip_inputs(seed, batch, length)
+    gold = ours.itm_logits(pixels, ids, mask), ours.contrastive_similarity(pixels, ids, mask)
+    ours = ours.to(dtype)
+    baseline = ours.itm_logits(pixels.to(dtype), ids, mask), ours.contrastive_similarity(pixels.to(dtype), ids, mask)
+    with torch.no_grad():
+        theirs = theirs.to(dtype)
+        candidate = [theirs(input_ids=ids, pixel_values=pixels.to(dtype), attention_mask=mask,
+                            use_itm_head=use_itm_head).itm_score for use_itm_head in (True, False)]
+    for name, c, g, b in zip(("ITM logits", "contrastive cosines"), candidate, gold, baseline, strict=True):
+        assert_agrees(c, g.detach(), b.detach(), name=f"BlipForImageTextRetrieval {name}")
+
+
+def test_itm_loss_on_mined_hard_negatives_matches_blip(seed):
+    """Pairs mined from BLIP's own cosines (same generator state) are the pairs ours mines; the loss over them and
+    its gradients (pixels, a cross-attention weight) agree. Temperature 0.5 keeps every negative drawable."""
+    ours, theirs = _blip_models(seed)
+    ids, pixels, mask = _blip_inputs(seed, 4, 7)
+    with torch.no_grad():
+        ours.temperature.fill_(0.5)
+    p_ours = pixels.clone().requires_grad_()
+    loss, (image_index, text_index, labels) = ours.itm_loss(p_ours, ids, mask,
+                                                            generator=torch.Generator().manual_seed(seed))
+    p_theirs = pixels.clone().requires_grad_()
+    with torch.no_grad():
+        similarity = theirs(input_ids=ids, pixel_values=pixels, attention_mask=mask, use_itm_head=False).itm_score
+    their_pairs = build_itm_pairs(similarity / 0.5, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(their_pairs[0], image_index) and torch.equal(their_pairs[1], text_index)
+    assert int(labels.sum()) == 4 and labels.shape == (12,)
+    with torch.no_grad():  # more draws at a sharp temperature: the pairs follow BLIP's cosines / tau each time
+        ours.temperature.fill_(0.01)  # the cosines of random weights differ by hundredths: spread them
+        for draw in range(1, 6):
+            mined = ours.itm_loss(pixels, ids, mask, generator=torch.Generator().manual_seed(seed + draw))[1]
+            expected = build_itm_pairs(similarity / 0.01, generator=torch.Generator().manual_seed(seed + draw))
+            assert all(torch.equal(a, b) for a, b in zip(mined, expected, strict=True))
+    logits = theirs(input_ids=ids[text_index], pixel_values=p_theirs[image_index], attention_mask=mask[text_index],
+                    use_itm_head=True).itm_score
+    their_loss = F.cross_entropy(logits, labels)
+    assert_agrees(their_loss.detach(), loss.detach(), name="ITM loss on mined hard negatives")
+    grads = [torch.autograd.grad(l, (p, w)) for l, p, w in (
+        (loss, p_ours, ours.text_encoder.layers[1].cross_attn.k_proj.weight),
+        (their_loss, p_theirs, theirs.text_encoder.encoder.layer[1].crossattention.self.key.weight))]
+    for name, candidate, gold in zip(("pixel_values", "cross-attention key weight"), grads[1], grads[0], strict=True):
+        assert_agrees(candidate, gold, gradient=True, name=f"ITM loss d / d {name}")
+
+
+def test_text_reads_the_image_only_through_cross_attention(seed):
+    """The unimodal text encoder ignores the image; the fused one depends on it; padding never reaches real tokens."""
+    ours, _ = _blip_models(seed)
+    ids, pixels, mask = _blip_inputs(seed, 3, 6)
+    other = random_tensor(pixels.shape, seed=seed + 9, dtype=torch.float64)
+    similarity, similarity_other = (ours.contrastive_similarity(p, ids, mask) for p in (pixels, other))
+    texts = ours.text_encoder(ids, mask)
+    assert not torch.allclose(similarity, similarity_other)  # the image side moved
+    fused = ours.text_encoder(ids, mask, ours.encode_image(pixels))
+    fused_other = ours.text_encoder(ids, mask, ours.encode_image(other))
+    assert (fused - fused_other).abs().max() > 1e-6
+    changed = ids.clone()
+    changed[mask == 0] = 7
+    real = mask.bool()
+    assert_agrees(ours.text_encoder(changed, mask)[real], texts[real], name="real tokens after changing padding")
+
+
+def test_itm_model_backend_reaches_every_attention_layer():
+    config = ImageTextMatchingConfig(FusionTextConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2,
+                                                      num_attention_heads=4, intermediate_size=28),
+                                     ViTConfig(image_size=8, patch_size=4, hidden_size=24, num_layers=1, num_heads=4,
+                                               intermediate_size=36), embed_dim=12, backend="sdpa")
+    model = ImageTextMatchingModel(config)
+    assert [m.backend for m in model.modules() if hasattr(m, "backend")] == ["sdpa"] * 5  # 1 ViT + 2 x (self, cross)
+
+
+def test_itm_model_rejects_bad_inputs(seed):
+    ours, _ = _blip_models(seed)
+    ids, pixels, mask = _blip_inputs(seed, 2, 5)
+    with pytest.raises(ValueError, match="one image per text"):
+        ours.itm_logits(pixels[:1], ids, mask)
+    with pytest.raises(ValueError, match="attention_mask must have the shape of input_ids"):
+        ours.itm_logits(pixels, ids, mask[:, :-1])
+    with pytest.raises(ValueError, match="at least one real token"):
+        ours.itm_logits(pixels, ids, torch.zeros_like(mask))
+    with pytest.raises(ValueError, match="input_ids must lie in"):
+        ours.itm_logits(pixels, ids + VOCAB, mask)

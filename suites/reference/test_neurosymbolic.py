@@ -1,7 +1,7 @@
 """reference/neurosymbolic.py: fuzzy connectives and quantifiers.
 
-* each connective against its formula written here in another form (e.g. the product t-conorm as
-  1 - (1 - a)(1 - b)), float64 gold against float32 and float64 candidates;
+* each connective and quantifier against LTNtorch's fuzzy operators (the Logic Tensor Networks library):
+  values and gradients, plain and with the stable projections, float64 gold against float32 and float64;
 * crisp truth tables at {0, 1} for every semantics and both implications;
 * t-norm laws (commutative, 1 is the unit, De Morgan duality), residuation (I(a, b) = 1 iff a <= b,
   modus ponens T(a, I(a, b)) <= b), monotonicity in every argument;
@@ -13,6 +13,7 @@
 import itertools
 import math
 
+import ltn.fuzzy_ops as ops
 import pytest
 import torch
 
@@ -28,29 +29,52 @@ def _truths(seed, shape, dtype=torch.float64):
     return (random_tensor(shape, seed=seed, dtype=torch.float64, distribution="uniform").abs()).to(dtype)
 
 
-def _formulas(semantics, a, b):
-    """(and, or, residuum) in forms other than the reference's."""
+def _ltn_connectives(semantics: str, implication: str, stable: bool):
+    """LTNtorch's fuzzy operators for (and, or, implies): the library Logic Tensor Networks ship with."""
+    if implication == "reichenbach":  # smooth everywhere: ours never projects it, so neither does LTN's here
+        implies = ops.ImpliesReichenbach(stable=False)
+    else:
+        implies = {"product": ops.ImpliesGoguen(stable=stable), "goedel": ops.ImpliesGodel(),
+                   "lukasiewicz": ops.ImpliesLuk()}[semantics]
     if semantics == "product":
-        return a * b, 1 - (1 - a) * (1 - b), torch.where(a <= b, 1.0, b / a)
+        return ops.AndProd(stable=stable), ops.OrProbSum(stable=stable), implies
     if semantics == "goedel":
-        return torch.where(a < b, a, b), torch.where(a > b, a, b), torch.where(a <= b, 1.0, b)
-    return torch.relu(a + b - 1), 1 - torch.relu(1 - a - b), 1 - torch.relu(a - b)
+        return ops.AndMin(), ops.OrMax(), implies
+    return ops.AndLuk(), ops.OrLuk(), implies
 
 
+# LTNtorch's stable=True projects the product semantics' operators (pi_0 / pi_1 with eps = 1e-4, as ours).
+# Ours projects only where a derivative is unbounded (the Goguen residuum, the quantifiers); LTN also projects
+# the product t-norm, t-conorm and Reichenbach's implication, so with stable=True those are compared unprojected.
+@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("implication", IMPLICATIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("semantics", SEMANTICS)
-def test_connectives_match_their_formulas(seed, dtype, semantics):
-    a, b = _truths(seed, (97,)), _truths(seed + 1, (97,))  # 97: odd, with both a < b and a > b
-    logic = FuzzyLogic(semantics, stable=False)
-    candidates = _formulas(semantics, a.to(dtype), b.to(dtype))
-    for name, op, candidate in zip(("and", "or", "implies"), (logic.and_, logic.or_, logic.implies), candidates,
-                                   strict=True):
-        assert_agrees(candidate, op(a, b), op(a.to(dtype), b.to(dtype)), name=f"{semantics} {name}")
-    reichenbach = FuzzyLogic(semantics, implication="reichenbach")
-    a_low, b_low = a.to(dtype), b.to(dtype)
-    assert_agrees(1 - a_low * (1 - b_low), reichenbach.implies(a, b), reichenbach.implies(a_low, b_low),
-                  name="reichenbach")
-    assert_agrees(1 - a_low, logic.not_(a), name="not")
+def test_connectives_match_ltntorch(seed, dtype, semantics, implication, stable):
+    a = _truths(seed, (97,)).requires_grad_()  # 97: odd, with both a < b and a > b
+    b = _truths(seed + 1, (97,)).requires_grad_()
+    logic = FuzzyLogic(semantics, implication=implication, stable=stable)
+    theirs = dict(zip(("and", "or", "implies"), _ltn_connectives(semantics, implication, stable), strict=True))
+    ours = {"and": logic.and_, "or": logic.or_, "implies": logic.implies}
+    names = ["implies"] if stable and semantics == "product" else ["and", "or", "implies"]
+    weights = random_tensor((97,), seed=seed + 2, dtype=torch.float64)
+    def grads(value, inputs, w):  # Goedel's residuum does not depend on a smoothly: its gradient is zero
+        return torch.autograd.grad((value * w).sum(), inputs, allow_unused=True, materialize_grads=True)
+
+    for name in names:
+        gold = ours[name](a, b)
+        gold_grads = grads(gold, (a, b), weights)
+        low = [x.detach().to(dtype).requires_grad_() for x in (a, b)]
+        baseline = ours[name](*low)
+        baseline_grads = grads(baseline, low, weights.to(dtype))
+        cand_in = [x.detach().to(dtype).requires_grad_() for x in (a, b)]
+        candidate = theirs[name](*cand_in)
+        cand_grads = grads(candidate, cand_in, weights.to(dtype))
+        label = f"LTNtorch {semantics} {name} ({implication}, stable={stable})"
+        assert_agrees(candidate.detach(), gold.detach(), baseline.detach(), name=label)
+        for arg, c, g, bl in zip("ab", cand_grads, gold_grads, baseline_grads, strict=True):
+            assert_agrees(c, g, bl, gradient=True, name=f"{label} d/d{arg}")
+    assert_agrees(ops.NotStandard()(a.detach()), logic.not_(a.detach()), name="LTNtorch not")
 
 
 @pytest.mark.parametrize("stable", [False, True])
@@ -108,19 +132,28 @@ def test_monotonicity(seed, semantics, implication):
     assert (logic.exists(rows_low, dim=1) <= logic.exists(rows_high, dim=1) + slack).all()
 
 
+@pytest.mark.parametrize("stable", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_quantifiers_match_power_means(seed, dtype):
-    a = _truths(seed, (6, 13))
+def test_quantifiers_match_ltntorch(seed, dtype, stable):
+    a = _truths(seed, (6, 13)).requires_grad_()
     for p in (1.0, 2.0, 5.5):
-        logic = FuzzyLogic(p_exists=p, p_forall=p, stable=False)
-        low = a.to(dtype)
-        exists = torch.pow(torch.sum(low**p, dim=1) / 13, 1 / p)
-        forall = 1 - torch.pow(torch.sum((1 - low) ** p, dim=1) / 13, 1 / p)
-        assert_agrees(exists, logic.exists(a, dim=1), logic.exists(low, dim=1), name=f"exists p={p}")
-        assert_agrees(forall, logic.forall(a, dim=1), logic.forall(low, dim=1), name=f"forall p={p}")
+        logic = FuzzyLogic(p_exists=p, p_forall=p, stable=stable)
+        for ours, theirs in ((logic.exists, ops.AggregPMean(p=p, stable=stable)),
+                             (logic.forall, ops.AggregPMeanError(p=p, stable=stable))):
+            gold = ours(a, dim=1)
+            gold_grad, = torch.autograd.grad(gold.sum(), a)
+            low = a.detach().to(dtype).requires_grad_()
+            baseline = ours(low, dim=1)
+            baseline_grad, = torch.autograd.grad(baseline.sum(), low)
+            cand_in = a.detach().to(dtype).requires_grad_()
+            candidate = theirs(cand_in, dim=1)
+            cand_grad, = torch.autograd.grad(candidate.sum(), cand_in)
+            label = f"LTNtorch {type(theirs).__name__} p={p} stable={stable}"
+            assert_agrees(candidate.detach(), gold.detach(), baseline.detach(), name=label)
+            assert_agrees(cand_grad, gold_grad, baseline_grad, gradient=True, name=f"{label} gradient")
     mean = FuzzyLogic(p_exists=1, p_forall=1, stable=False)
-    assert_agrees(mean.exists(a, dim=1), a.mean(1), name="p = 1 is the mean")
-    assert_agrees(mean.forall(a, dim=1), a.mean(1), name="p = 1 is the mean")
+    assert_agrees(mean.exists(a.detach(), dim=1), a.detach().mean(1), name="p = 1 is the mean")
+    assert_agrees(mean.forall(a.detach(), dim=1), a.detach().mean(1), name="p = 1 is the mean")
 
 
 def test_quantifiers_approach_max_and_min(seed):

@@ -5,6 +5,8 @@ catches naive freezing: an optimizer built before freezing, whose momentum buffe
 would keep moving a parameter that still holds a (zeroed) gradient.
 """
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -144,3 +146,98 @@ def test_bad_inputs_raise_naming_the_argument():
     freeze(model, "*")
     with pytest.raises(ValueError, match="no trainable parameter"):
         finetune_optimizer(model, lr=0.1)
+
+
+# --------------------------------------------------------------------------------------------------
+# BatchNorm: the seed's example, a pre-trained ResNet with a new classifier head
+# --------------------------------------------------------------------------------------------------
+
+
+class _ResNetClassifier(nn.Module):
+    """transformers.ResNetModel (tiny config: 6 BatchNorm layers, 18 running-statistic buffers) + a new head."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        import transformers
+
+        config = transformers.ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 12], depths=[1, 1],
+                                           layer_type="basic", hidden_act="relu")
+        self.backbone = transformers.ResNetModel(config)
+        self.head = nn.Linear(12, num_classes)
+
+    def forward(self, pixels):
+        return self.head(self.backbone(pixel_values=pixels).pooler_output.flatten(1))
+
+
+def _resnet_classifier(seed):
+    torch.manual_seed(seed)
+    model = _ResNetClassifier().double()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # "pre-trained" statistics, away from the initial mean 0 / var 1
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                c = module.num_features
+                module.running_mean.copy_(0.5 * torch.randn(c, generator=generator, dtype=torch.float64))
+                module.running_var.copy_(0.5 + torch.rand(c, generator=generator, dtype=torch.float64))
+    pixels = random_tensor((4, 3, 23, 19), seed=seed, dtype=torch.float64)
+    labels = torch.randint(0, 3, (4,), generator=generator)
+    return model, pixels, labels
+
+
+def _running_statistics(model):
+    return {n: b.clone() for n, b in model.named_buffers() if "running" in n or "num_batches" in n}
+
+
+def test_frozen_resnet_keeps_its_batchnorm_statistics_through_a_training_step(seed):
+    model, pixels, labels = _resnet_classifier(seed)
+    statistics = _running_statistics(model)
+    assert len(statistics) == 18  # 6 BatchNorm layers x (running_mean, running_var, num_batches_tracked)
+    gold_model = copy.deepcopy(model).eval()  # the pre-trained network as it was: running statistics
+    freeze(model, "backbone.*")
+    model.train()  # what a training loop does first; the frozen norm layers must stay in eval mode
+    assert model.training and model.head.training
+    assert not any(m.training for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d))
+
+    optimizer = finetune_optimizer(model, lr=0.1, optimizer=torch.optim.SGD, momentum=0.9)
+    low = copy.deepcopy(model).float()
+    logits = model(pixels)
+    nn.functional.cross_entropy(logits, labels).backward()
+    optimizer.step()
+    for name, before in statistics.items():  # bit for bit: nothing may update a frozen statistic
+        assert torch.equal(dict(model.named_buffers())[name], before), f"{name} moved"
+
+    # The frozen model in train mode computes what the pre-trained one computes in eval mode: the float64
+    # eval-mode network is gold, the frozen float32 one (train mode) the candidate, forward and head gradient.
+    gold_logits = gold_model(pixels)
+    gold_grad, = torch.autograd.grad(nn.functional.cross_entropy(gold_logits, labels), gold_model.head.weight)
+    low_logits = low(pixels.float())
+    low_grad, = torch.autograd.grad(nn.functional.cross_entropy(low_logits, labels), low.head.weight)
+    assert_agrees(low_logits.detach(), gold_logits.detach(), name="frozen ResNet logits in train mode")
+    assert_agrees(low_grad, gold_grad, gradient=True, name="head gradient")
+
+
+def test_unfreezing_releases_batchnorm_into_the_models_mode(seed):
+    model, pixels, labels = _resnet_classifier(seed)
+    freeze(model, "backbone.*")
+    unfreeze(model, "backbone.encoder.*")  # the stages train again, the stem stays frozen
+    model.train()
+    norms = {n: m.training for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert norms == {n: not n.startswith("backbone.embedder") for n in norms}
+    statistics = _running_statistics(model)
+    model(pixels)
+    moved = {n for n, b in model.named_buffers() if n in statistics and not torch.equal(b, statistics[n])}
+    assert moved == {n for n in statistics if n.startswith("backbone.encoder")}
+    model.eval()  # and eval mode still reaches every norm layer
+    assert not any(m.training for m in model.modules())
+
+
+def test_a_norm_layer_without_parameters_follows_its_statistics_name():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, affine=False), nn.Linear(4, 2))
+    freeze(model, "*")  # "*" matches 1.running_mean too, so the parameter-less norm layer is frozen
+    model.train()
+    assert not model[1].training and model[2].training
+    unfreeze(model, "2.*")  # does not name layer 1: it stays frozen
+    model.train()
+    assert not model[1].training
+    unfreeze(model, "*")
+    assert model[1].training

@@ -1,9 +1,11 @@
-"""reference/vlm.py against transformers.VisualBertModel (tiny config, weights copied).
+"""reference/vlm.py against transformers.VisualBertModel and VisualBertForPreTraining (tiny config, weights copied).
 
 gold = our VisualBERT in float64; candidate = transformers' VisualBertModel in the dtype under test (its
 attention is written out in the model's own dtype, so float64 is float64 throughout); baseline = ours in
 that dtype. Text padding (attention_mask) and region padding (visual_attention_mask) are both exercised,
-as are random token types on both sides.
+as are random token types on both sides. The pre-training heads and losses (masked language modelling over the
+text with the regions in context, sentence-image prediction) are compared with VisualBertForPreTraining on text
+masked by reference.bert.mask_tokens; transformers takes labels over every position, so its regions get -100.
 """
 
 import pytest
@@ -12,27 +14,42 @@ import transformers
 
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor
-from reference.vlm import VisualBertConfig, VisualBertEncoder
+from reference.bert import IGNORE_INDEX, mask_tokens
+from reference.vlm import VisualBertConfig, VisualBertEncoder, VisualBertForPreTraining
 
 VOCAB, HIDDEN, HEADS, FFN, LAYERS, VISUAL_DIM, TYPES = 61, 32, 4, 48, 2, 20, 2
 
 
-def _models(seed):
-    torch.manual_seed(seed)
-    config = transformers.VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+def _their_config():
+    return transformers.VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                                            num_attention_heads=HEADS, intermediate_size=FFN,
                                            visual_embedding_dim=VISUAL_DIM, max_position_embeddings=64,
                                            type_vocab_size=TYPES, hidden_dropout_prob=0.0,
                                            attention_probs_dropout_prob=0.0, attn_implementation="eager")
-    theirs = transformers.VisualBertModel(config).double().eval()
+
+
+def _our_config():
+    return VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
+                            intermediate_size=FFN, max_position_embeddings=64, type_vocab_size=TYPES,
+                            visual_embedding_dim=VISUAL_DIM)
+
+
+def _randomized(theirs, seed):
     with torch.no_grad():  # random everything, LayerNorms included, so a swapped or skipped one shows
         for i, parameter in enumerate(theirs.parameters()):
             scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
             parameter.copy_(random_tensor(parameter.shape, seed=seed + 10 + i, dtype=torch.float64, scale=scale))
-    ours = VisualBertEncoder(VisualBertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_layers=LAYERS,
-                                              num_heads=HEADS, intermediate_size=FFN, max_position_embeddings=64,
-                                              type_vocab_size=TYPES, visual_embedding_dim=VISUAL_DIM)).double()
-    return ours.copy_from_transformers(theirs), theirs
+    return theirs
+
+
+def _models(seed):
+    theirs = _randomized(transformers.VisualBertModel(_their_config()).double().eval(), seed)
+    return VisualBertEncoder(_our_config()).double().copy_from_transformers(theirs), theirs
+
+
+def _pretraining_models(seed):
+    theirs = _randomized(transformers.VisualBertForPreTraining(_their_config()).double().eval(), seed)
+    return VisualBertForPreTraining(_our_config()).double().copy_from_transformers(theirs), theirs
 
 
 def _keep(batch: int, length: int, seed: int) -> torch.Tensor:
@@ -94,6 +111,74 @@ def test_visual_bert_gradients_match_transformers(seed):
         hidden = model(**{**inputs, "visual_embeds": visual})[0]
         grads.append(torch.autograd.grad((hidden * weights).sum(), visual)[0])
     assert_agrees(grads[1], grads[0], gradient=True, name="d visual_embeds")
+
+
+def _pretraining_labels(seed, inputs):
+    """Text masked as BERT does (ids 0-2 play [PAD], [CLS], [SEP]; 3 is [MASK]) and a random sentence-image label."""
+    g = torch.Generator().manual_seed(seed + 7)
+    masked, labels = mask_tokens(inputs["input_ids"], special_token_ids=(0, 1, 2), mask_token_id=3, vocab_size=VOCAB,
+                                 generator=g, attention_mask=inputs["attention_mask"], mlm_probability=0.3)
+    sentence_image_labels = torch.randint(0, 2, (masked.shape[0],), generator=g)
+    return {**inputs, "input_ids": masked}, labels, sentence_image_labels
+
+
+def _their_labels(labels, inputs):
+    """transformers' labels run over text and regions: the regions are never targets."""
+    regions = torch.full(inputs["visual_embeds"].shape[:2], IGNORE_INDEX, dtype=labels.dtype)
+    return torch.cat([labels, regions], dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("sizes", [(3, 9, 5), (2, 17, 36)], ids=lambda s: "x".join(map(str, s)))
+def test_visual_bert_pretraining_matches_transformers(seed, dtype, sizes):
+    ours, theirs = _pretraining_models(seed)
+    inputs, labels, sentence_image_labels = _pretraining_labels(seed, _inputs(seed, *sizes))
+    their_labels = _their_labels(labels, inputs)
+    gold = ours(**inputs, labels=labels, sentence_image_labels=sentence_image_labels)
+    baseline = ours.to(dtype)(**_cast(inputs, dtype), labels=labels, sentence_image_labels=sentence_image_labels)
+    with torch.no_grad():
+        theirs = theirs.to(dtype)
+        candidate = theirs(**_cast(inputs, dtype), labels=their_labels, sentence_image_labels=sentence_image_labels)
+        candidate_mlm = theirs(**_cast(inputs, dtype), labels=their_labels).loss  # MLM alone without the second
+    b, nt, nv = sizes
+    assert gold.prediction_logits.shape == (b, nt + nv, VOCAB)
+    for name in ("prediction_logits", "seq_relationship_logits", "loss"):
+        assert_agrees(getattr(candidate, name), getattr(gold, name).detach(), getattr(baseline, name).detach(),
+                      name=f"VisualBertForPreTraining {name}")
+    assert_agrees(candidate_mlm, gold.mlm_loss.detach(), baseline.mlm_loss.detach(), name="masked LM loss")
+
+
+def test_visual_bert_pretraining_gradients_match_transformers(seed):
+    """d loss / d regions and d loss / d the tied word embeddings (reached through the input and the MLM decoder)."""
+    ours, theirs = _pretraining_models(seed)
+    inputs = _inputs(seed, 3, 8, 6)
+    inputs["input_ids"][:, 1] = 1  # the pad token id, whose embedding row gets no gradient from the input side
+    inputs, labels, sentence_image_labels = _pretraining_labels(seed, inputs)
+    grads = []
+    for model, model_labels, encoder in ((ours, labels, ours.visual_bert),
+                                         (theirs, _their_labels(labels, inputs), theirs.visual_bert)):
+        visual = inputs["visual_embeds"].clone().requires_grad_()
+        loss = model(**{**inputs, "visual_embeds": visual}, labels=model_labels,
+                     sentence_image_labels=sentence_image_labels).loss
+        grads.append(torch.autograd.grad(loss, (visual, encoder.embeddings.word_embeddings.weight)))
+    for name, candidate, gold in zip(("visual_embeds", "word embeddings"), grads[1], grads[0], strict=True):
+        assert_agrees(candidate, gold, gradient=True, name=f"VisualBertForPreTraining d loss / d {name}")
+
+
+def test_regions_are_context_not_targets(seed):
+    """The MLM loss reads the text positions only, yet the regions change it (they are attended to)."""
+    ours, _ = _pretraining_models(seed)
+    inputs, labels, _ = _pretraining_labels(seed, _inputs(seed, 2, 7, 5))
+    out = ours(**inputs, labels=labels)
+    text_only = torch.nn.functional.cross_entropy(out.prediction_logits[:, :7].reshape(-1, VOCAB), labels.reshape(-1))
+    assert_agrees(out.mlm_loss.detach(), text_only.detach(), name="MLM loss over the text positions")
+    other = ours(**{**inputs, "visual_embeds": random_tensor((2, 5, VISUAL_DIM), seed=seed + 3, dtype=torch.float64)},
+                 labels=labels)
+    assert abs(float(other.mlm_loss.detach() - out.mlm_loss.detach())) > 1e-6
+    with pytest.raises(ValueError, match=r"labels must have shape \(B, N\) = \(2, 7\)"):
+        ours(**inputs, labels=_their_labels(labels, inputs))
+    with pytest.raises(ValueError, match="sentence_image_labels must lie in"):
+        ours(**inputs, labels=labels, sentence_image_labels=torch.tensor([0, 2]))
 
 
 def test_padding_does_not_reach_real_tokens(seed):
