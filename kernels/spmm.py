@@ -276,6 +276,10 @@ _INTERPRETING = isinstance(_segment_kernel, InterpretedFunction)
 
 _FEATURE_TILES = (16, 64, 128)
 _TILE_ELEMENTS = 2048  # BLOCK_E * BLOCK_F: 16 float32 values per thread at 4 warps, no spills
+# The per-edge gradient holds x, dOut, the argmax and a product per element: at 2048 its fp16/bf16 int32
+# F128 tile spills on sm_90, as do 64-edge F16 tiles with int64 indices (fusebench inspect --check).
+_GRAD_TILE_ELEMENTS = 1024
+_MAX_EDGE_TILE = 32
 _NUM_WARPS = 4
 _BLOCK_S = 16  # partials combined per step in the second pass
 
@@ -284,8 +288,9 @@ def _feature_tile(num_features: int) -> int:
     return next(t for t in _FEATURE_TILES if num_features <= t) if num_features <= _FEATURE_TILES[-1] else 128
 
 
-def _edge_tile(block_f: int) -> int:
-    return min(64, _TILE_ELEMENTS // block_f)  # 64, 32, 16 edges per step
+def _edge_tile(block_f: int, elements: int = _TILE_ELEMENTS) -> int:
+    """Edges per step: 32, 32, 16 for the gather (F16, F64, F128); 32, 16, 8 for the per-edge gradient."""
+    return min(_MAX_EDGE_TILE, elements // block_f)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -483,7 +488,7 @@ def _edge_grad(layout: Layout, schedule: _Schedule, x, grad_out, arg, weight, ro
     if x.stride(1) != 1:
         x = x.contiguous()
     block_f = _feature_tile(num_features)
-    block_e = min(_edge_tile(block_f), schedule.chunk)
+    block_e = min(_edge_tile(block_f, _GRAD_TILE_ELEMENTS), schedule.chunk)
     dummy = u if u is not None else gw
     _edge_grad_kernel[(schedule.seg_row.numel(),)](
         layout.rowptr, layout.col, layout.perm, schedule.seg_row, schedule.seg_start,
@@ -748,6 +753,8 @@ def compile_specs() -> list[CompileSpec]:
                                              {"IS_MAX": is_max, "BLOCK_S": _BLOCK_S, "BLOCK_F": block_f},
                                              num_warps=_NUM_WARPS, num_stages=1, config=label,
                                              launch_keys=("out_ptr", "split_row_ptr", "IS_MAX", "BLOCK_F")))
+                grad_block_e = _edge_tile(block_f, _GRAD_TILE_ELEMENTS)
+                grad_label = f"{ft} {it} E{grad_block_e} F{block_f} w{_NUM_WARPS}"
                 for has_arg in (False, True):
                     signature = {
                         "rowptr_ptr": f"*{it}", "col_ptr": f"*{it}", "perm_ptr": f"*{it}", "seg_row_ptr": f"*{it}",
@@ -759,10 +766,11 @@ def compile_specs() -> list[CompileSpec]:
                         "BLOCK_E": "constexpr", "BLOCK_F": "constexpr", "CHUNK": "constexpr",
                     }
                     constexprs = {"HAS_ARG": has_arg, "HAS_W": True, "HAS_RSCALE": True, "HAS_CSCALE": True,
-                                  "WRITE_GW": True, "WRITE_U": True, "BLOCK_E": block_e, "BLOCK_F": block_f,
+                                  "WRITE_GW": True, "WRITE_U": True, "BLOCK_E": grad_block_e, "BLOCK_F": block_f,
                                   "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
                     specs.append(CompileSpec(f"spmm.edge_grad{'_max' if has_arg else ''}", _edge_grad_kernel,
-                                             signature, constexprs, num_warps=_NUM_WARPS, num_stages=1, config=label,
+                                             signature, constexprs, num_warps=_NUM_WARPS, num_stages=1,
+                                             config=grad_label,
                                              launch_keys=("x_ptr", "rowptr_ptr", "HAS_ARG", "BLOCK_E", "BLOCK_F",
                                                           "CHUNK")))
     return specs
