@@ -7,6 +7,11 @@ attention row must use tensor cores on sm_90; every specialization a launch give
 have its row. It runs as the CLI does, in a fresh process with TRITON_INTERPRET=0 (the test session
 interprets kernels, and interpreted jit functions cannot be compiled); `--no-store` keeps CI's compile
 results out of results/.
+
+It is marked ``slow`` (outside the default run) and .ci/run runs it before the README's test command, so
+CI still gates on it: recording the catalog's launches (GPU-size graphs) and compiling every row for two
+targets costs far more than the default run's budget on CI's 2 cores. The launch rule, the rows it decides
+and compiling a row stay in the default run (test_specializations.py, test_inspect.py).
 """
 
 import json
@@ -16,10 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_MODULES = ("attention", "spmm", "gat")
 
 
+@pytest.mark.slow
 def test_every_specialization_the_catalog_launches_passes_the_gate():
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
     result = subprocess.run(
@@ -27,7 +35,7 @@ def test_every_specialization_the_catalog_launches_passes_the_gate():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "kernel gate passed" in result.stderr
+    assert "kernel gate passed" in result.stderr and "for sm_80, sm_90 without spills" in result.stderr
     shipped = int(re.search(r"kernel gate passed: (\d+) shipped", result.stderr)[1])
     rows = json.loads(result.stdout)
     kernels = {row["kernel"].split(".")[0] for row in rows}
