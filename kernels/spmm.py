@@ -275,11 +275,12 @@ _INTERPRETING = isinstance(_segment_kernel, InterpretedFunction)
 # --------------------------------------------------------------------------------------------------
 
 _FEATURE_TILES = (16, 64, 128)
-_TILE_ELEMENTS = 2048  # BLOCK_E * BLOCK_F: 16 float32 values per thread at 4 warps, no spills
-# The per-edge gradient holds x, dOut, the argmax and a product per element: at 2048 its fp16/bf16 int32
-# F128 tile spills on sm_90, as do 64-edge F16 tiles with int64 indices (fusebench inspect --check).
-_GRAD_TILE_ELEMENTS = 1024
-_MAX_EDGE_TILE = 32
+# Edges per step for each feature tile, measured with `fusebench inspect --check` on every launched
+# specialization: 64 edges at F16 spilled with int64 indices (sm_90), 32 at F64 with int64 indices in
+# fp16/bf16 (sm_80), and the per-edge gradient (x, dOut, the argmax and a product per element) spilled at
+# 16 x F128 in fp16/bf16 with int32 indices (sm_90), so it takes half the gather's tile there.
+_EDGE_TILES = {16: 32, 64: 32, 128: 16}
+_GRAD_EDGE_TILES = {16: 32, 64: 16, 128: 8}
 _NUM_WARPS = 4
 _BLOCK_S = 16  # partials combined per step in the second pass
 
@@ -288,9 +289,10 @@ def _feature_tile(num_features: int) -> int:
     return next(t for t in _FEATURE_TILES if num_features <= t) if num_features <= _FEATURE_TILES[-1] else 128
 
 
-def _edge_tile(block_f: int, elements: int = _TILE_ELEMENTS) -> int:
-    """Edges per step: 32, 32, 16 for the gather (F16, F64, F128); 32, 16, 8 for the per-edge gradient."""
-    return min(_MAX_EDGE_TILE, elements // block_f)
+def _edge_tile(block_f: int, tiles: dict[int, int] = _EDGE_TILES, *, half_int64: bool = False) -> int:
+    """``half_int64``: a 16-bit feature dtype with int64 indices, whose F64 gather tile spilled at 32 edges
+    on sm_80 (at 16 edges the float32 max backward spilled instead, so only these halve)."""
+    return tiles[block_f] // 2 if half_int64 and block_f == 64 and tiles is _EDGE_TILES else tiles[block_f]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -456,7 +458,8 @@ def _segment_reduce(layout: Layout, schedule: _Schedule, x: torch.Tensor, *, num
     part_arg = torch.empty((max(schedule.num_partials, 1), num_features) if is_max else (1,), dtype=index_dtype,
                            device=x.device)
     block_f = _feature_tile(num_features)
-    block_e = min(_edge_tile(block_f), schedule.chunk)
+    half_int64 = x.element_size() == 2 and layout.rowptr.dtype == torch.int64
+    block_e = min(_edge_tile(block_f, half_int64=half_int64), schedule.chunk)
     dummy = x
     grid = (schedule.seg_row.numel(), triton.cdiv(num_features, block_f))
     _segment_kernel[grid](
@@ -488,7 +491,7 @@ def _edge_grad(layout: Layout, schedule: _Schedule, x, grad_out, arg, weight, ro
     if x.stride(1) != 1:
         x = x.contiguous()
     block_f = _feature_tile(num_features)
-    block_e = min(_edge_tile(block_f, _GRAD_TILE_ELEMENTS), schedule.chunk)
+    block_e = min(_edge_tile(block_f, _GRAD_EDGE_TILES), schedule.chunk)
     dummy = u if u is not None else gw
     _edge_grad_kernel[(schedule.seg_row.numel(),)](
         layout.rowptr, layout.col, layout.perm, schedule.seg_row, schedule.seg_start,
@@ -723,7 +726,7 @@ def compile_specs() -> list[CompileSpec]:
         for index_dtype in INDEX_DTYPES:
             ft, it = _TRITON_DTYPE[dtype], _TRITON_DTYPE[index_dtype]
             for block_f in _FEATURE_TILES:
-                block_e = _edge_tile(block_f)
+                block_e = _edge_tile(block_f, half_int64=dtype.itemsize == 2 and index_dtype == torch.int64)
                 label = f"{ft} {it} E{block_e} F{block_f} w{_NUM_WARPS}"
                 for reduce, name in ((_SUM, "sum"), (_MAX, "max"), (_MASKED_SUM, "max_bwd")):
                     signature = {
@@ -753,7 +756,7 @@ def compile_specs() -> list[CompileSpec]:
                                              {"IS_MAX": is_max, "BLOCK_S": _BLOCK_S, "BLOCK_F": block_f},
                                              num_warps=_NUM_WARPS, num_stages=1, config=label,
                                              launch_keys=("out_ptr", "split_row_ptr", "IS_MAX", "BLOCK_F")))
-                grad_block_e = _edge_tile(block_f, _GRAD_TILE_ELEMENTS)
+                grad_block_e = _edge_tile(block_f, _GRAD_EDGE_TILES)
                 grad_label = f"{ft} {it} E{grad_block_e} F{block_f} w{_NUM_WARPS}"
                 for has_arg in (False, True):
                     signature = {
