@@ -144,6 +144,12 @@ class GraphCase:
         return int(round(self.num_nodes * self.avg_degree))
 
     @property
+    def aggregated_edges(self) -> int:
+        """The edges an aggregation runs over: GCN aggregates over ``A + I``, so each node adds its self-loop
+        (the providers add them, as GCNConv does); the other ops use the graph as generated."""
+        return self.num_edges + (self.num_nodes if self.op == "gcn" else 0)
+
+    @property
     def x(self) -> float:
         """The value plots put on the x axis: the average degree."""
         return self.avg_degree
@@ -165,18 +171,27 @@ class GraphCase:
         read once and the output (``N * F`` values) written once. ``gat`` adds per-edge reads of the
         source attention term (``E * heads`` values) and one read of the destination term
         (``N * heads``). Backward: the input gradient is the same aggregation over the transposed
-        graph, so the same bytes; forward + backward is twice the forward.
+        graph, so the same bytes (``gat``: see below); forward + backward is forward plus backward.
+        ``num_edges`` defaults to :attr:`aggregated_edges` (GCN's self-loops included).
+
+        ``gat`` backward reads more than its forward: each edge gathers both the destination's output
+        gradient (for ``dx``) and the source's features (for the score gradient ``dout_i . x_j``), and both
+        attention terms (``2 E heads`` values); it writes ``dx`` (``N F``) and the two attention-term
+        gradients (``2 N heads``), besides the indices.
         """
         if mode not in _MODE_FLOP_FACTOR:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        e = self.num_edges if num_edges is None else num_edges
-        n, f = self.num_nodes, self.features
-        moved = e * f * value_bytes + e * index_bytes + (n + 1) * index_bytes + n * f * value_bytes
+        e = self.aggregated_edges if num_edges is None else num_edges
+        n, f, b = self.num_nodes, self.features, value_bytes
+        indices = e * index_bytes + (n + 1) * index_bytes
+        forward = e * f * b + indices + n * f * b
         if self.op == "gcn":
-            moved += e * value_bytes
+            forward += e * b
+        backward = forward
         if self.op == "gat":
-            moved += e * self.heads * value_bytes + n * self.heads * value_bytes
-        return moved * (2.0 if mode == "forward+backward" else 1.0)
+            forward += e * self.heads * b + n * self.heads * b
+            backward = 2 * e * f * b + 2 * e * self.heads * b + indices + n * f * b + 2 * n * self.heads * b
+        return {"forward": forward, "backward": backward, "forward+backward": forward + backward}[mode]
 
     def features_input(self, *, dtype=torch.float32, device="cpu", seed: int | None = None) -> dict:
         """Node features ``x`` and the output gradient ``dout``; for ``gat`` also ``alpha_src``/``alpha_dst``.

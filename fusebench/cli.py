@@ -70,16 +70,21 @@ def _inspect(args: argparse.Namespace) -> int:
     from fusebench import inspect as kernel_inspect
 
     specs, unserved = kernel_inspect.catalog_specs(args.modules)
-    if args.kernels:  # while developing: only these kernels (e.g. spmm.segment_sum)
-        specs = [spec for spec in specs if spec.kernel in args.kernels]
-        unserved = [spec for spec in unserved if spec.kernel in args.kernels]
+    if args.baseline:  # the cost table's anchor: compiled beside ours, never shipped
+        from fusebench.baseline_attention import compile_specs as baseline_specs
+
+        specs += baseline_specs()
+    matches = lambda s: all(word in f"{s.kernel} [{s.config}]" for word in args.match or ())
+    specs, unserved = [s for s in specs if matches(s)], [s for s in unserved if matches(s)]
     for spec in unserved:
         print(f"not compiled, no catalog launch runs it: {spec.kernel} [{spec.config}]", file=sys.stderr)
     reports = kernel_inspect.inspect_all(specs, tuple(args.targets), jobs=args.jobs)
     if args.json:
         print(json.dumps(kernel_inspect.as_dicts(reports), indent=2))
     else:
-        print(kernel_inspect.format_reports(reports))
+        from fusebench.sass_cost import format_cost
+
+        print(format_cost(reports) if args.cost else kernel_inspect.format_reports(reports))
     if not args.no_store and reports:
         import time
 
@@ -150,15 +155,47 @@ def _run(args: argparse.Namespace) -> int:
     from fusebench.cases import CPU_MODES, MODES
     from fusebench.metrics import measure_ceilings
 
-    ident = identity()
     suites = ("attention", "graph") if args.suite == "all" else (args.suite,)
+    if args.cluster or args.resume:
+        return _run_on_cluster(args, suites)
+    if args.gpu_type:
+        print("fusebench run: --gpu-type needs --cluster", file=sys.stderr)
+        return 2
+    ident = identity()
     ceilings = measure_ceilings((args.dtype or "bfloat16",)) if ident.kind == "cuda" and args.ceilings else None
     modes = args.modes or (MODES if ident.kind == "cuda" else CPU_MODES)
     report = runner.run(suites=suites, case_names=args.cases, provider_names=args.providers, modes=modes,
                         dtype=args.dtype, ident=ident, store=None if args.no_store else _store(args),
-                        progress=True, ceilings=ceilings)
+                        progress=True, ceilings=ceilings, repeats=args.repeats, threads=args.threads)
     print(runner.format_summary(report))
     return 1 if report.failed else 0
+
+
+def _run_on_cluster(args: argparse.Namespace, suites: tuple) -> int:
+    from fusebench import cluster, runner
+    from fusebench.cases import CPU_MODES, MODES
+
+    why = cluster.missing_ray()
+    if why:
+        print(f"fusebench run --cluster: {why}", file=sys.stderr)
+        return 2
+    if args.no_store and args.resume:
+        print("fusebench run: --resume needs the store (it runs what the store lacks); drop --no-store",
+              file=sys.stderr)
+        return 2
+    # The nodes' devices are not known here: a GPU cluster runs every mode, `local` on a CPU the CPU's.
+    import torch
+
+    local_cpu = (args.cluster or "local") == "local" and not torch.cuda.is_available()
+    modes = args.modes or (CPU_MODES if local_cpu else MODES)
+    report = cluster.run(args.cluster or "local", suites=suites, case_names=args.cases,
+                         provider_names=args.providers, modes=modes, dtype=args.dtype,
+                         store=None if args.no_store else _store(args), gpu_type=args.gpu_type, resume=args.resume,
+                         repeats=args.repeats, threads=args.threads)
+    if report.run.identity is not None:
+        print(runner.format_summary(report.run))
+    print(report.format())
+    return 1 if report.run.failed or report.failed or report.interrupted else 0
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -169,19 +206,38 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"no results stored under {_store(args).table_dir}; run `fusebench run` first", file=sys.stderr)
         return 1
     filters = {"suite": args.suite, "mode": args.mode, "dtype": args.dtype}
-    if args.providers:
-        tables = [compare.providers(frame, *args.providers, device=args.device, commit=args.commit, **filters)]
-    elif args.devices:
-        tables = [compare.devices(frame, *args.devices, provider=args.provider, commit=args.commit, **filters)]
-    elif args.commits:
-        tables = [compare.commits(frame, *args.commits, device=args.device, provider=args.provider, **filters)]
-    else:
-        tables = compare.against_reference(frame, device=args.device, commit=args.commit, **filters)
+    options = {"min_effect": args.min_effect, **filters}
+    try:
+        if args.providers:
+            tables = [compare.providers(frame, *args.providers, device=args.device, commit=args.commit, **options)]
+        elif args.devices:
+            tables = [compare.devices(frame, *args.devices, provider=args.provider, commit=args.commit, **options)]
+        elif args.commits:
+            tables = [compare.commits(frame, *args.commits, device=args.device, provider=args.provider, **options)]
+        elif args.runs:
+            tables = [compare.runs(frame, *args.runs, provider=args.provider, **options)]
+        else:
+            tables = compare.against_reference(frame, device=args.device, commit=args.commit, **options)
+    except ValueError as error:
+        print(f"fusebench compare: {error}", file=sys.stderr)
+        return 1
+    print(compare.format_excluded(compare.excluded(_filter(frame, filters))))
+    print()
     for table in tables:
         print(compare.format_table(table))
         print()
+    if not (args.providers or args.devices or args.commits or args.runs):
+        print(compare.format_fast_p(compare.fast_p(_filter(frame, filters), p=args.fast_p), p=args.fast_p))
+        print()
     print(compare.LEGEND)
     return 0
+
+
+def _filter(frame, filters: dict):
+    for column, value in filters.items():
+        if value is not None:
+            frame = frame[frame[column] == value]
+    return frame
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -194,6 +250,7 @@ def _report(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(_store(args).root, "report")
     for path in report.write_report(frame, out):
         print(path)
+    print(report.format_not_ranked(frame))
     return 0
 
 
@@ -201,7 +258,18 @@ def _dashboard(args: argparse.Namespace) -> int:
     from fusebench import dashboard
 
     if args.record:
-        dashboard.record(bench=args.bench)
+        try:
+            dashboard.record(bench=args.bench, allow_dirty=args.allow_dirty)
+        except dashboard.DirtyTree as error:
+            print(f"fusebench dashboard: {error}", file=sys.stderr)
+            return 1
+    if args.merge:
+        try:
+            machines = dashboard.merge(args.merge)
+        except (ValueError, dashboard.MergeConflict) as error:
+            print(f"fusebench dashboard: {error}", file=sys.stderr)
+            return 1
+        print(f"merged {len(machines)} machine(s) into {dashboard.results_dir()}: {', '.join(machines)}")
     results = dashboard.results_dir()
     if not any(results.glob("*/machine.json")):
         print(f"no asv results under {results}; record this commit's first: fusebench dashboard --record",
@@ -251,9 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--targets", nargs="+", type=int, default=[80, 90, 100, 120],
                          help="compute capabilities (80 = sm_80, 90 = sm_90 ...)")
     inspect.add_argument("--modules", nargs="+", default=None, help="kernels modules (default: all)")
-    inspect.add_argument("--kernels", nargs="+", default=None,
-                         help="only these kernels, e.g. spmm.segment_sum (default: every kernel of the modules)")
     inspect.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    inspect.add_argument("--cost", action="store_true",
+                         help="print the main loop's static cost (instructions, issue and tensor-core clocks, mix)")
+    inspect.add_argument("--baseline", action="store_true",
+                         help="also compile the anchor attention kernel (fusebench/baseline_attention.py)")
+    inspect.add_argument("--match", nargs="+", default=None,
+                         help="only the configurations whose 'kernel [config]' contains every one of these words")
     inspect.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile in parallel processes")
     inspect.add_argument("--check", action="store_true",
                          help="exit 1 if a config fails to compile, spills, or attention lacks tensor cores on sm_90")
@@ -281,8 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
                      help="candidate dtype (default bfloat16 on a GPU, float32 on a CPU)")
     run.add_argument("--no-store", action="store_true", help="print the table without storing rows")
+    run.add_argument("--repeats", type=int, default=3,
+                     help="interleaved timing rounds per case (compare flags a change from 3 on each side)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads while timing (default: torch's current count); recorded on each row")
     run.add_argument("--no-ceilings", dest="ceilings", action="store_false",
                      help="on a GPU, skip measuring the device's bandwidth and matmul ceilings")
+    run.add_argument("--cluster", metavar="ADDRESS",
+                     help="run the plan as Ray tasks, one GPU each, on the Ray cluster at ADDRESS ('local': start "
+                          "one on this machine); rows come back here (needs fusebench[cluster])")
+    run.add_argument("--gpu-type", metavar="TYPE",
+                     help="with --cluster: only GPUs of this Ray accelerator type (e.g. H100, A100, L4)")
+    run.add_argument("--resume", metavar="RUN_ID",
+                     help="with --cluster: run only the tasks of run RUN_ID whose rows are not stored yet")
     results_option(run)
     run.set_defaults(handler=_run)
 
@@ -291,12 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--providers", nargs=2, metavar=("A", "B"), help="provider A vs provider B on one device")
     which.add_argument("--devices", nargs=2, metavar=("X", "Y"), help="device X vs device Y (names as stored)")
     which.add_argument("--commits", nargs=2, metavar=("A", "B"), help="commit A vs commit B (prefixes allowed)")
+    which.add_argument("--runs", nargs=2, metavar=("A", "B"), help="run A vs run B (run ids or unique prefixes)")
     cmp.add_argument("--device", help="restrict to this device (default: the most recently measured)")
     cmp.add_argument("--commit", help="restrict to this commit (default: the most recently measured)")
     cmp.add_argument("--provider", help="restrict device/commit comparisons to one provider")
     cmp.add_argument("--suite", choices=("attention", "graph"))
     cmp.add_argument("--mode", choices=MODES)
     cmp.add_argument("--dtype")
+    cmp.add_argument("--min-effect", type=float, default=0.05,
+                     help="smallest relative change flagged (default 0.05: 5%%), besides a 95%% interval excluding 1")
+    cmp.add_argument("--fast-p", type=float, default=1.0, help="the factor p of fast_p (default 1: faster at all)")
     results_option(cmp)
     cmp.set_defaults(handler=_compare)
 
@@ -315,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--record", action="store_true",
                       help="first run the asv suites for the checked-out commit (asv run -E existing)")
     dash.add_argument("--bench", default=None, help="with --record: a regular expression selecting benchmarks")
+    dash.add_argument("--allow-dirty", action="store_true",
+                      help="with --record: record a tree with uncommitted changes (marked -dirty, apart from HEAD's)")
+    dash.add_argument("--merge", nargs="+", metavar="DIR",
+                      help="first merge results recorded on other machines: each DIR a copy of another checkout's "
+                           "results/ (asv results, device sidecars, the runs/ store) or of its results/asv")
     dash.add_argument("--no-preview", action="store_true", help="publish only; do not serve")
     dash.add_argument("--port", type=int, default=8080)
     dash.set_defaults(handler=_dashboard)

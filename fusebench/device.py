@@ -122,9 +122,24 @@ def machine_name(ident: DeviceIdentity) -> str:
     return f"{slug(ident.host)}-cpu"
 
 
+# The values Triton reads as "on" (its getenv_bool: case-insensitive, no surrounding spaces), used only
+# when triton itself cannot be asked.
+_TRITON_ON = ("1", "true", "on", "yes", "y")
+
+
 def interpreting_triton() -> bool:
-    """True when Triton kernels run under the CPU interpreter: their times are not kernel times."""
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    """True when Triton kernels run under its interpreter (a numpy emulation): their times are not kernel
+    times, on any device.
+
+    Asks Triton itself (``triton.knobs.runtime.interpret``: TRITON_INTERPRET as Triton parses it, or the
+    knob set in code), so every value Triton treats as on counts, not only ``1``.
+    """
+    try:
+        from triton import knobs
+
+        return bool(knobs.runtime.interpret)
+    except (ImportError, AttributeError):
+        return os.environ.get("TRITON_INTERPRET", "").lower() in _TRITON_ON
 
 
 def emulate_triton_without_gpu() -> None:

@@ -33,8 +33,10 @@ import re
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from fusebench.sass_cost import MIX, loop_cost
 
 GATED_CAPABILITIES = (80, 90)  # the CI gate applies to these; newer ones are reported when they compile
 EXTRA_CAPABILITIES = (100, 120)
@@ -83,6 +85,12 @@ class KernelReport:
     expects_tensor_cores: bool = False
     specialization: str = ""  # what the launches' arguments specialize (CompileSpec.specialization)
     cases: str = ""  # the launches (case@size, or a correctness-tier shape) this row stands for
+    # the main loop's static cost (fusebench/sass_cost.py): per iteration, per tile element, per 128x128 tile
+    loop_instructions: int = 0
+    per_element: float = 0.0
+    issue_clocks: float = 0.0
+    tensor_clocks: float = 0.0
+    mix: dict = field(default_factory=dict)
 
     @property
     def spills(self) -> bool:
@@ -193,6 +201,8 @@ def inspect_spec(spec, capability: int) -> KernelReport:
                                                        SM_LIMITS.get(capability, SmLimits(shared_bytes=100 * 1024)))
     for key, value in _count_sass(sass).items():
         setattr(report, key, value)
+    for key, value in asdict(loop_cost(sass, spec.num_warps, spec.constexprs, capability)).items():
+        setattr(report, key, value)
     return report
 
 
@@ -252,7 +262,8 @@ def _inspect_task(index: int, capability: int) -> KernelReport:
 def inspect_all(specs, capabilities=GATED_CAPABILITIES + EXTRA_CAPABILITIES, jobs: int = 1) -> list[KernelReport]:
     """Compile every spec for every capability; ``jobs > 1`` compiles in that many forked processes."""
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # state Triton 3.9's default, silencing its warning
-    tasks = [(index, capability) for index in range(len(specs)) for capability in capabilities]
+    tasks = [(index, capability) for index in range(len(specs)) for capability in capabilities
+             if specs[index].targets is None or capability in specs[index].targets]  # a per-target config
     if jobs <= 1 or len(tasks) <= 1:
         return [inspect_spec(specs[index], capability) for index, capability in tasks]
     import multiprocessing
@@ -304,6 +315,11 @@ STORED_METRICS = (
     ("hgmma", "instructions", lambda r: r.hgmma),
     ("load128_share", "%", lambda r: 100 * r.global_loads_128 / r.global_loads if r.global_loads else 0.0),
     ("compile_s", "s", lambda r: r.compile_s),
+    ("loop_instructions", "instructions", lambda r: r.loop_instructions),
+    ("instructions_per_element", "thread-instructions/element", lambda r: r.per_element),
+    ("issue_clocks", "clocks/128x128 tile", lambda r: r.issue_clocks),
+    ("tensor_clocks", "clocks/128x128 tile", lambda r: r.tensor_clocks),
+    *((f"loop_{kind}", "instructions", lambda r, kind=kind: r.mix.get(kind, 0)) for kind in MIX),
 )
 
 

@@ -1,11 +1,12 @@
 """Measurement probes: latency quantiles, peak memory, throughput and the share of the device's peak.
 
-* **Latency**: quantiles p20, p50, p80 in milliseconds. On a GPU, :func:`triton.testing.do_bench`
-  times with CUDA events after a warm-up and flushes the L2 cache between runs (so a small case does
-  not time a warm cache). On a CPU, pytest-benchmark's timer (``time.perf_counter``), one warm-up call,
-  then samples of at least a millisecond each within a time budget. ``do_bench`` is never called on
-  the CPU, and nothing here times a Triton kernel under the CPU interpreter: that would be the time of
-  a numpy emulation, not of a kernel.
+* **Latency**: quantiles p20, p50, p80 in milliseconds, with every sample kept (:class:`Timing`). On a
+  GPU, :func:`triton.testing.do_bench` (``return_mode="all"``) times with CUDA events after a warm-up and
+  flushes the L2 cache between runs (so a small case does not time a warm cache), with at least 10
+  samples or 100 ms of them; a launch-bound call also gets a CUDA-graph replay figure. On a CPU,
+  :class:`torch.utils.benchmark.Timer` (``blocked_autorange``) with an explicit thread count; the load
+  average before and after says whether the machine was oversubscribed. Nothing here times a Triton
+  kernel under the interpreter: that would be the time of a numpy emulation, not of a kernel.
 * **Peak memory** (bytes above what was allocated before the call): on a GPU,
   ``torch.cuda.max_memory_allocated`` after resetting the peak. On a CPU there is no allocator
   high-water mark, so :class:`TensorMemoryTracker` counts it: the peak, during the call, of the bytes
@@ -21,6 +22,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import weakref
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["Quantiles", "time_cpu", "time_gpu", "measure_time", "peak_memory", "TensorMemoryTracker",
+__all__ = ["Quantiles", "Timing", "timing", "time_cpu", "time_gpu", "measure_time", "peak_memory", "TensorMemoryTracker",
            "throughput", "DevicePeak", "PEAKS", "spec_peak", "measure_ceilings", "QUANTILES"]
 
 QUANTILES = (0.2, 0.5, 0.8)
@@ -69,47 +72,127 @@ def throughput(work: float, time_ms: Quantiles, scale: float) -> Quantiles:
 # Latency
 # --------------------------------------------------------------------------------------------------
 
+# A GPU figure needs at least this many samples, or this much sampled time (do_bench's own rep budget).
+MIN_GPU_SAMPLES = 10
+MIN_GPU_SAMPLED_MS = 100.0
+# Below this median a GPU call is launch-bound: the CPU-side launch cost can hide the kernel, so a
+# CUDA-graph replay (no launch overhead) is timed beside the eager figure.
+LAUNCH_BOUND_MS = 0.1
 
-def time_cpu(fn, *, budget_s: float = 0.15, min_samples: int = 5, max_samples: int = 200) -> tuple[Quantiles, int]:
-    """(quantiles in ms, number of samples) of ``fn()`` timed with pytest-benchmark's timer.
 
-    One warm-up call; calls shorter than a millisecond are looped inside a sample so the timer's
-    resolution does not matter; samples are drawn until ``budget_s`` of wall-clock time is spent and
-    at least ``min_samples`` exist (the budget is checked against the clock, not predicted, so a loaded
-    machine costs more samples' time, not more samples).
+@dataclass
+class Timing:
+    """What one timing produced: quantiles of the samples, and what the machine was doing meanwhile.
+
+    ``samples``: every sample in ms (their real count is ``len(samples)``); ``threads``: the torch CPU
+    threads the timer ran with; ``load_before``/``load_after``: the 1-minute load average around the
+    timing; ``cpus``: the cores this process may use; ``graph``: the CUDA-graph replay's quantiles for a
+    launch-bound GPU call (None otherwise); ``timer``: what took the samples.
     """
-    from pytest_benchmark.timers import default_timer as timer
 
-    fn()  # warm-up: first-call allocations, lazy initialisation
-    start = timer()
-    fn()
-    once = max(timer() - start, 1e-9)
-    inner = max(1, int(1e-3 / once))
-    samples = []
-    began = timer()
-    while len(samples) < max_samples and (len(samples) < min_samples or timer() - began < budget_s):
-        start = timer()
-        for _ in range(inner):
-            fn()
-        samples.append((timer() - start) / inner * 1e3)
-    return Quantiles.of(samples), len(samples)
+    quantiles: Quantiles
+    samples: list
+    timer: str
+    threads: int = 0
+    load_before: float = float("nan")
+    load_after: float = float("nan")
+    cpus: int = 0
+    graph: Quantiles | None = None
+    graph_note: str = ""
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
+
+    @property
+    def oversubscribed(self) -> bool:
+        """More runnable work than cores while timing: other processes' load plus our threads.
+
+        The load average counts our own threads too once we run, so ``load_after`` is compared as is and
+        ``load_before`` (the others alone) with our threads added.
+        """
+        if not self.cpus or math.isnan(self.load_before):
+            return False
+        return max(self.load_before + self.threads, self.load_after) > self.cpus + 0.5
 
 
-def time_gpu(fn, *, warmup_ms: int = 25, rep_ms: int = 100) -> tuple[Quantiles, int]:
-    """(quantiles in ms, approximate number of samples) from ``triton.testing.do_bench``.
+def _load() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # a platform without a load average
+        return float("nan")
 
-    do_bench synchronizes, warms up, zeroes a 256 MB buffer between runs to flush the L2 cache, and
-    times each run with CUDA events.
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def time_cpu(fn, *, num_threads: int | None = None, min_run_time: float = 0.05, warmup: bool = True) -> Timing:
+    """Time ``fn()`` on the CPU with :class:`torch.utils.benchmark.Timer` (``blocked_autorange``).
+
+    The Timer runs ``fn`` with exactly ``num_threads`` torch threads (default: torch's current count),
+    picks how many calls make one block so the timer's resolution does not matter, and draws blocks for
+    at least ``min_run_time`` seconds; each block's per-call time is one sample. ``warmup``: one call
+    first (first-call allocations, lazy initialisation); a caller that has just called ``fn`` skips it.
+    """
+    from torch.utils.benchmark import Timer
+
+    threads = num_threads or torch.get_num_threads()
+    if threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    before = _load()
+    if warmup:
+        fn()
+    measurement = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(
+        min_run_time=min_run_time)
+    samples = [t * 1e3 for t in measurement.times]
+    return Timing(Quantiles.of(samples), samples, "torch.utils.benchmark.Timer.blocked_autorange", threads,
+                  before, _load(), _cpus())
+
+
+def time_gpu(fn, *, warmup_ms: int = 25, rep_ms: int = 100, graph: bool | None = None) -> Timing:
+    """Time ``fn()`` on the GPU with ``triton.testing.do_bench(return_mode="all")``.
+
+    do_bench synchronizes, warms up, zeroes a 256 MB buffer between runs to flush the L2 cache, and times
+    each run with CUDA events. It sizes its sample count from an estimate; when that leaves fewer than
+    :data:`MIN_GPU_SAMPLES` samples and less than :data:`MIN_GPU_SAMPLED_MS` of them, it runs again with a
+    longer budget. ``graph``: also time a CUDA-graph replay (``do_bench_cudagraph``); default: when the
+    eager median is launch-bound (under :data:`LAUNCH_BOUND_MS`).
     """
     import triton.testing
 
-    p20, p50, p80 = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=list(QUANTILES))
-    return Quantiles(p20, p50, p80), max(1, int(rep_ms / max(p50, 1e-3)))
+    before = _load()
+    samples = list(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all"))
+    if len(samples) < MIN_GPU_SAMPLES and sum(samples) < MIN_GPU_SAMPLED_MS:
+        longer = int(math.ceil(1.5 * MIN_GPU_SAMPLES * max(samples)))
+        samples += list(triton.testing.do_bench(fn, warmup=warmup_ms, rep=longer, return_mode="all"))
+    timing = Timing(Quantiles.of(samples), samples, "triton.testing.do_bench (CUDA events, L2 flushed)",
+                    torch.get_num_threads(), before, _load(), _cpus())
+    if graph if graph is not None else timing.quantiles.p50 < LAUNCH_BOUND_MS:
+        try:
+            replay = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="all")
+            timing.graph = Quantiles.of(list(replay))
+        except Exception as error:  # noqa: BLE001 -- a call that cannot be captured keeps its eager figure
+            timing.graph_note = f"no CUDA-graph figure: {type(error).__name__}: {error}"[:200]
+    return timing
+
+
+def timing(fn, device: str, *, num_threads: int | None = None, warmup: bool = True,
+           graph: bool | None = None) -> Timing:
+    """Time ``fn`` the right way for ``device`` ("cuda" or "cpu"); do_bench always warms up. ``graph``: see
+    :func:`time_gpu` (ignored on the CPU)."""
+    if str(device).startswith("cuda"):
+        return time_gpu(fn, graph=graph)
+    return time_cpu(fn, num_threads=num_threads, warmup=warmup)
 
 
 def measure_time(fn, device: str) -> tuple[Quantiles, int]:
-    """Time ``fn`` the right way for ``device`` ("cuda" or "cpu")."""
-    return time_gpu(fn) if str(device).startswith("cuda") else time_cpu(fn)
+    """(quantiles in ms, number of samples) of :func:`timing`."""
+    measured = timing(fn, device)
+    return measured.quantiles, measured.count
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,31 +273,44 @@ class DevicePeak:
     source: str
 
 
-# Spec-sheet numbers from NVIDIA's datasheets. float32 is the non-tensor-core rate (torch keeps TF32 off
-# for matmuls by default). Ordered most specific first: "H100 PCIe" must match before "H100".
+# Spec-sheet numbers from NVIDIA's datasheets (dense: the datasheets' sparse figures halved). float32 is the
+# non-tensor-core rate (torch keeps TF32 off for matmuls by default). Each pattern matches the whole of
+# torch.cuda.get_device_name(), so look-alikes do not borrow a neighbour's numbers: "NVIDIA A100 80GB PCIe"
+# is not the SXM part, "NVIDIA GH200 480GB" is not an H200, and the NVL parts have their own rows.
 PEAKS: tuple[DevicePeak, ...] = (
-    DevicePeak(r"H100.*PCIe", {"bfloat16": 756.0, "float16": 756.0, "float32": 51.2}, 2000.0,
+    DevicePeak(r"H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "float32": 51.2}, 2000.0,
                "spec sheet: H100 PCIe"),
-    DevicePeak(r"H100", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 3350.0, "spec sheet: H100 SXM5"),
+    DevicePeak(r"H100 80GB HBM3", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 3350.0,
+               "spec sheet: H100 SXM5"),
+    DevicePeak(r"H100 NVL", {"bfloat16": 835.5, "float16": 835.5, "float32": 60.0}, 3900.0, "spec sheet: H100 NVL"),
     DevicePeak(r"H200", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 4800.0, "spec sheet: H200 SXM"),
-    DevicePeak(r"A100.*40GB", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 1555.0,
+    DevicePeak(r"H200 NVL", {"bfloat16": 835.5, "float16": 835.5, "float32": 60.0}, 4800.0, "spec sheet: H200 NVL"),
+    DevicePeak(r"A100-SXM4-40GB|A100-PCIE-40GB", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 1555.0,
                "spec sheet: A100 40GB"),
-    DevicePeak(r"A100", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 2039.0, "spec sheet: A100 80GB SXM"),
-    DevicePeak(r"\bL4\b", {"bfloat16": 121.0, "float16": 121.0, "float32": 30.3}, 300.0, "spec sheet: L4"),
+    DevicePeak(r"A100-SXM4-80GB", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 2039.0,
+               "spec sheet: A100 80GB SXM"),
+    DevicePeak(r"A100 80GB PCIe", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 1935.0,
+               "spec sheet: A100 80GB PCIe"),
+    DevicePeak(r"L4", {"bfloat16": 121.0, "float16": 121.0, "float32": 30.3}, 300.0, "spec sheet: L4"),
 )
 
 
 def spec_peak(device_name: str) -> DevicePeak | None:
-    """The spec-sheet peaks for a GPU name, or None for a device not in the table (and for CPUs)."""
+    """The spec-sheet peaks for a GPU name, or None for a device not in the table (and for CPUs).
+
+    The name must be one of the table's whole (an optional ``NVIDIA `` prefix aside): a GPU that merely
+    contains a table name (a GH200, a future "H200 NVL-2") gets no borrowed peak.
+    """
+    name = str(device_name).strip().removeprefix("NVIDIA ").strip()
     for peak in PEAKS:
-        if re.search(peak.pattern, device_name):
+        if re.fullmatch(peak.pattern, name):
             return peak
     return None
 
 
 def _copy_ms(n_bytes: int) -> float:
     buffers = torch.empty(2, n_bytes, dtype=torch.uint8, device="cuda")
-    return time_gpu(lambda: buffers[1].copy_(buffers[0]))[0].p50
+    return time_gpu(lambda: buffers[1].copy_(buffers[0]), graph=False).quantiles.p50
 
 
 def measure_ceilings(dtypes=("bfloat16",)) -> dict[str, tuple[float, str]]:
@@ -230,6 +326,6 @@ def measure_ceilings(dtypes=("bfloat16",)) -> dict[str, tuple[float, str]]:
         n = 4096 if name == "float32" else 8192
         a = torch.randn(n, n, device="cuda").to(getattr(torch, name))
         b = torch.randn(n, n, device="cuda").to(getattr(torch, name))
-        q, _ = time_gpu(lambda: a @ b)  # noqa: B023
+        q = time_gpu(lambda: a @ b, graph=False).quantiles  # noqa: B023
         ceilings[f"tflops:{name}"] = (2 * n**3 / (q.p50 * 1e-3) / 1e12, f"{n}^3 matmul (do_bench median)")
     return ceilings

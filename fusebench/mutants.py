@@ -78,12 +78,18 @@ CATALOG: tuple[Mutant, ...] = (
            "qk_scale = sm_scale * _LOG2E", "qk_scale = sm_scale * sm_scale * _LOG2E", occurrence=1,
            why="the scale folded into q and applied again to the scores"),
     Mutant("attn key-padding mask on the query axis", "kernels/attention.py",
-           "padding = tl.load(kpm_base + on * stride_kpn, mask=on < n_k, other=1)",
-           "padding = tl.load(kpm_base + om * stride_kpn, mask=om < n_k, other=1)",
+           "position = tl.load(kpm_base + on * stride_kpn, mask=on < n_k, other=-1)",
+           "position = tl.load(kpm_base + om * stride_kpn, mask=om < n_k, other=-1)",
            why="key_padding_mask indexed by query row instead of key column"),
     Mutant("attn last partial key tile dropped", "kernels/attention.py",
-           "for start_n in range(0, hi, BLOCK_N):", "for start_n in range(0, hi // BLOCK_N * BLOCK_N, BLOCK_N):",
+           "for start_n in range(lo, hi, BLOCK_N):", "for start_n in range(lo, hi // BLOCK_N * BLOCK_N, BLOCK_N):",
            occurrence=1, why="the forward's key loop stops at the last full tile"),
+    Mutant("attn interior key blocks reach past the diagonal", "kernels/attention.py",
+           "end = tl.minimum(end, first_row + (n_k - n_q) + 1)", "end = tl.minimum(end, first_row + (n_k - n_q) + 2)",
+           why="the unmasked interior loop takes a block one key past its first row's diagonal"),
+    Mutant("attn dK/dV interior query blocks start one row early", "kernels/attention.py",
+           "need = start_n + BLOCK_N - 1 - (n_k - n_q)", "need = start_n + BLOCK_N - 2 - (n_k - n_q)",
+           why="dK/dV runs unmasked a query block whose first row does not see the key block's last key"),
     Mutant("attn last partial query tile dropped", "kernels/attention.py",
            'return (triton.cdiv(problem.n_q, meta["BLOCK_M"]), problem.batch * hq)',
            'return (problem.n_q // meta["BLOCK_M"], problem.batch * hq)',
@@ -174,6 +180,10 @@ CATALOG: tuple[Mutant, ...] = (
     Mutant("gat backward without the LeakyReLU derivative", "kernels/gat.py",
            "dz = p * (dot - delta) * tl.where(z > 0, 1.0, negative_slope)", "dz = p * (dot - delta)",
            why="the score gradient treats LeakyReLU as the identity"),
+    Mutant("gat delta from low-precision out", "kernels/gat.py",
+           "ctx.save_for_backward(x, alpha_src, alpha_dst, out32, lse)",
+           "ctx.save_for_backward(x, alpha_src, alpha_dst, out, lse)",
+           why="delta = rowsum(dOut * out) read from out rounded to float16/bfloat16"),
 )
 
 # The fast correctness subset each kernel file's mutants run against (gat.py reuses spmm.py's combine and
@@ -181,14 +191,16 @@ CATALOG: tuple[Mutant, ...] = (
 # still covering every feature the catalog breaks: masks, ragged tiles, GQA, large logits, split rows, ties.
 _ATTENTION = ("suites/correctness/test_attention.py::test_kernel_agrees_with_reference",
               "suites/correctness/test_attention.py::test_large_logits_do_not_overflow",
-              "suites/correctness/test_attention.py::test_fully_masked_rows_give_zeros_and_zero_gradients")
+              "suites/correctness/test_attention.py::test_fully_masked_rows_give_zeros_and_zero_gradients",
+              "suites/correctness/test_attention.py::test_causal_blocks_split_at_every_diagonal_offset")
 _SPMM = ("suites/correctness/test_spmm.py::test_aggregate_matches_reference",
          "suites/correctness/test_spmm.py::test_schedule_splits_long_rows_into_segments",
          "suites/correctness/test_spmm.py::test_max_tie_rule_gives_the_gradient_to_the_first_edge",
          "suites/correctness/test_spmm.py::test_max_tie_across_edge_blocks_keeps_the_first_edge",
          "suites/correctness/test_spmm.py::test_gcnconv_with_triton_backend")
 _GAT = ("suites/correctness/test_gat.py::test_gat_matches_reference",
-        "suites/correctness/test_gat.py::test_large_scores_stay_finite")
+        "suites/correctness/test_gat.py::test_large_scores_stay_finite",
+        "suites/correctness/test_gat.py::test_score_gradients_bfloat16_one_channel")
 SUBSETS: dict[str, tuple[str, ...]] = {
     "kernels/attention.py": _ATTENTION,
     "kernels/spmm.py": _SPMM + _GAT,

@@ -4,9 +4,13 @@
   provider, one panel per case family that has several lengths (the ``bert-base`` sweep);
 * ``graph-gbps-<device>-<dtype>-<mode>.png``: GB/s against average degree, one line per provider,
   one panel per graph family that has several degrees (the ``er-degree`` sweep);
-* ``index.html``: the devices and commits measured, the latest result of every (case, provider, mode)
-  with its agreement ratio and, on a GPU of the spec-sheet table, its time over the analytic lower
-  bound (:mod:`fusebench.roofline`), and the plots.
+* ``index.html``: first, loudly, every result that is not ranked (it disagrees with the gold, or its
+  figure is implausible); then the devices and commits measured, the latest result of every (case,
+  provider, mode) that agreed, with its agreement ratio and, on a GPU of the spec-sheet table, its time
+  over the analytic lower bound (:mod:`fusebench.roofline`), and the plots.
+
+A disagreeing result has no figure in the store; an implausible one has, and is left out of the plots
+and the table all the same.
 
 Points are medians (p50) with p20-p80 bars, from each (device, case, provider, mode, dtype)'s most
 recent run. matplotlib draws with the Agg backend (no display needed).
@@ -22,13 +26,36 @@ import pandas as pd
 
 from fusebench.device import slug
 
-__all__ = ["write_report", "latest"]
+__all__ = ["write_report", "latest", "not_ranked", "format_not_ranked"]
 
 _KEY = ["device", "suite", "case", "size", "provider", "mode", "dtype"]
 _PLOTS = (  # (suite, metric, x label, file prefix)
     ("attention", "tflops", "sequence length (keys)", "attention-tflops"),
     ("graph", "gbps", "average degree", "graph-gbps"),
 )
+
+
+def not_ranked(frame: pd.DataFrame) -> pd.DataFrame:
+    """The latest results that are never ranked: disagreeing with the gold, or implausibly fast."""
+    from fusebench.compare import excluded
+
+    return excluded(latest(frame[frame["suite"].isin(["attention", "graph", "models"])]))
+
+
+def format_not_ranked(frame: pd.DataFrame) -> str:
+    from fusebench.compare import format_excluded
+
+    return format_excluded(not_ranked(frame))
+
+
+def _ranked(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` without the results :func:`not_ranked` lists (every metric of those results)."""
+    bad = not_ranked(rows)
+    if bad.empty:
+        return rows
+    keys = ["device", "run_id", "case", "provider", "mode", "dtype"]
+    marked = set(map(tuple, bad[keys].to_numpy().tolist()))
+    return rows[[tuple(r) not in marked for r in rows[keys].to_numpy().tolist()]]
 
 
 def latest(frame: pd.DataFrame) -> pd.DataFrame:
@@ -111,7 +138,8 @@ def write_report(frame: pd.DataFrame, out_dir) -> list[Path]:
     """Write the plots and index.html into ``out_dir``; returns the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = latest(frame[frame["suite"].isin(["attention", "graph"])])
+    everything = latest(frame[frame["suite"].isin(["attention", "graph"])])
+    rows = _ranked(everything)
     written: list[Path] = []
     for suite, metric, xlabel, prefix in _PLOTS:
         chosen = rows[(rows["suite"] == suite) & (rows["metric"] == metric)]
@@ -121,12 +149,12 @@ def write_report(frame: pd.DataFrame, out_dir) -> list[Path]:
             if _plot(group, metric, unit, xlabel, f"{suite}: {unit} on {device}, {dtype}, {mode}", path):
                 written.append(path)
     index = out / "index.html"
-    index.write_text(_html(frame, rows, [p.name for p in written]))
+    index.write_text(_html(frame, rows, [p.name for p in written], not_ranked(everything)))
     written.append(index)
     return written
 
 
-def _html(frame: pd.DataFrame, rows: pd.DataFrame, images: list[str]) -> str:
+def _html(frame: pd.DataFrame, rows: pd.DataFrame, images: list[str], bad: pd.DataFrame) -> str:
     identity_columns = ["device", "device_kind", "compute_capability", "driver", "cuda", "torch", "triton",
                         "harness", "commit", "dirty", "host"]
     machines = frame.sort_values("timestamp").drop_duplicates(identity_columns)[identity_columns + ["timestamp"]]
@@ -137,6 +165,10 @@ def _html(frame: pd.DataFrame, rows: pd.DataFrame, images: list[str]) -> str:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style></head><body>",
         "<h1>fusebench report</h1>",
+        *(["<h2 style='color:#b00'>Not ranked: disagreeing or implausible results</h2>",
+           f"<p style='color:#b00'><strong>{len(bad)} result(s)</strong> disagree with the gold (no figure was "
+           "stored for them) or have a figure faster than physics allows. They appear in no plot, table or "
+           "speedup below.</p>", bad.to_html(index=False)] if len(bad) else []),
         f"<p>Generated {html.escape(time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime()))} from "
         f"{frame['run_id'].nunique()} run(s), {len(frame)} stored row(s).</p>",
         "<h2>Devices and commits measured</h2>", machines.to_html(index=False),

@@ -14,11 +14,12 @@ dimension, ``Tq``/``Tk`` the query/key tokens of the whole batch):
   backward reads Q, K, V, O, dO and LSE and writes dQ, dK, dV; forward+backward is the two passes.
   Q, O, dO, dQ: ``Tq Hq D b``; K, V, dK, dV: ``Tk Hkv D b``; LSE: ``Tq Hq 4``.
 * **Graph bytes**: the catalog's byte model (:meth:`fusebench.cases.GraphCase.bytes_moved`, int64
-  indices as the providers use), on the case's nominal edge count.
+  indices as the providers use), on the edges aggregated: the nominal count plus GCN's self-loops
+  (``A + I``), as the runner counts them; GAT's backward reads more than its forward.
 * **Graph FLOPs**: one multiply-add per gathered value for the weighted sums (``gcn``: ``2 E F``;
   ``gat``: ``2 E F`` plus about 5 per edge and head for the score, its leaky ReLU, exponential and
   normalisation), one operation per gathered value for ``sum`` and ``max`` (``E F``), plus ``N F``
-  divisions for ``mean``; backward as forward (the transposed aggregation), forward+backward twice.
+  divisions for ``mean`` (``E`` with GCN's self-loops); backward as forward (the transposed aggregation), forward+backward twice.
   Gathers do not run on tensor cores, so graph FLOPs are bounded by the float32 (CUDA core) rate;
   they are far below it anyway: these ops are memory-bound.
 """
@@ -72,14 +73,14 @@ def attention_bytes(case: catalog.AttentionCase, mode: str, dtype: str) -> float
     kv_like = tokens_k * case.kv_heads * case.head_dim * b  # K, V, dK, dV
     lse = tokens_q * case.heads * LSE_BYTES
     forward = 2 * q_like + 2 * kv_like + lse  # read Q, K, V; write O, LSE
-    backward = 3 * q_like + 4 * kv_like + lse  # read Q, K, V, O, dO, LSE; write dQ, dK, dV
+    backward = 4 * q_like + 4 * kv_like + lse  # read Q, K, V, O, dO, LSE; write dQ, dK, dV
     return {"forward": forward, "backward": backward, "forward+backward": forward + backward}[mode]
 
 
 def graph_flops(case: catalog.GraphCase, mode: str) -> float:
     """Arithmetic of one aggregation (see the module docstring); backward as forward."""
     _check(mode, "float32")
-    e, n, f = case.num_edges, case.num_nodes, case.features
+    e, n, f = case.aggregated_edges, case.num_nodes, case.features
     forward = {"gcn": 2 * e * f, "sum": e * f, "max": e * f, "mean": e * f + n * f,
                "gat": 2 * e * f + GAT_SCORE_FLOPS * e * case.heads}[case.op]
     return forward * (2.0 if mode == "forward+backward" else 1.0)

@@ -29,6 +29,7 @@ class CompileSpec:
     launch_keys: tuple[str, ...] = ()
     expects_tensor_cores: bool = False  # the CI gate requires HMMA/HGMMA on sm_90 when True
     options: dict = field(default_factory=dict)  # extra compiler options (e.g. maxnreg)
+    targets: tuple[int, ...] | None = None  # the compute capabilities it ships for; None: every one
     # Set by for_launch: the arguments compiled as divisible by 16, those compiled as the constant 1,
     # a label of the specialization and the cases whose launches get it.
     divisible: tuple[str, ...] = ()

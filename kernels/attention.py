@@ -6,9 +6,14 @@ Dao et al. 2022 for the original tiling):
 * Forward: each program owns one block of ``BLOCK_M`` queries of one (batch, head) and walks the keys in
   blocks of ``BLOCK_N``. It keeps a running row maximum ``m``, a running sum ``l`` and an unnormalized
   output accumulator (the online softmax), rescaling both by ``exp(m_old - m_new)`` when the maximum
-  grows, and divides by ``l`` once at the end. Scores live in base-2 units (``scale * log2(e)`` folded
-  into one multiply) so the exponentials are ``exp2``. One pass over K and V; the only per-row state
-  written out is the log-sum-exp (kept in base 2, ``lse2 = m + log2(l)``, for the backward).
+  grows, and divides by ``l`` once at the end. Scores live in base-2 units so the exponentials are
+  ``exp2``: ``scale * log2(e)`` and the row maximum enter as one fused multiply-add per score,
+  ``exp2(s * c - m)``. One pass over K and V; the only per-row state written out is the log-sum-exp
+  (kept in base 2, ``lse2 = m + log2(l)``, for the backward).
+* Every kernel walks its blocks in two kinds of loop (FlashAttention-2's split): interior blocks that no
+  mask can touch (inside both lengths and, causal, wholly left of the diagonal) run with no mask and
+  unmasked loads; the boundary and diagonal blocks, and every block when an ``attn_mask`` or key padding
+  is given, run through ``_mask_scores``, the one place masks are applied.
 * Backward: nothing from the forward but ``lse2`` is kept; probabilities are recomputed as
   ``p = exp2(s - lse2)``. A small pre-pass computes ``delta = rowsum(dO * O)``; one kernel owns a key
   block and accumulates dK and dV over every query block (and, for grouped-query attention, over every
@@ -89,6 +94,7 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -98,9 +104,9 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 import reference.attention as _reference_attention
-from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions
 from kernels._compile import CompileSpec
 from kernels._versions import TRITON
+from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions
 
 __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKDV_CONFIGS", "DQ_CONFIGS",
            "SUPPORTED_DTYPES"]
@@ -118,25 +124,41 @@ _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 
 # shared memory and registers (see _fits).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (64, 16, 4, 2),
+    for bm, bn, w, s in [(128, 128, 8, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (64, 16, 4, 2),
                          (32, 32, 4, 2), (32, 16, 2, 2)]
 ]
 DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1),
+    for bm, bn, w, s in [(128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1),
                          (16, 32, 4, 1), (16, 16, 2, 1)]
 ]
 DKDV_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2),
-                         (16, 16, 4, 1)]
+    for bm, bn, w, s in [(64, 64, 8, 2), (16, 64, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2), (16, 16, 4, 1)]
 ]
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)
 
 
-def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
+# (kernel, BLOCK_M, BLOCK_N, warps, padded head dim) -> the targets on which `fusebench inspect` measured
+# register spills for that config since the interior and masked loops were split (sm_100 is read as
+# sm_90, other targets as sm_80): exceptions to the rules of _fits, which are not monotone in the tile.
+# (dK/dV's M32 N64 spilled on both at D64 and left the list.)
+_MEASURED_SPILLS = {
+    ("forward", 128, 32, 4, 64): (80,),
+    ("forward", 64, 32, 4, 128): (80,),
+    ("dq", 16, 64, 4, 128): (90,),
+    ("dkdv", 64, 64, 8, 64): (80,),
+    ("dkdv", 16, 16, 4, 64): (90,),
+    ("forward", 32, 32, 4, 128): (90,),  # with a key-padding mask (int32 key positions), 4 B
+    ("dkdv", 16, 16, 4, 256): (80, 90),  # with a key-padding mask: D256 dK/dV falls back to it unshipped
+}
+if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (12 B and 4 B, bfloat16); 3.9 does not
+    _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,)})
+
+
+def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80) -> bool:
     """Whether a config's tiles fit registers and shared memory at this (padded) head dimension.
 
     Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
@@ -146,13 +168,23 @@ def _fits(config: triton.Config, block_d: int, kernel: str) -> bool:
     spill: it measured spills for dK/dV at M64 N128 (D64), M32 N64 (D128) and M16 N32 (D256), and for dQ
     at M32 N32 (D256). Register allocation is not monotone in the tile (M64 N64 spills with 4 warps and
     not with 8 on sm_80, a 16x16 dK/dV tile with 2 warps spills at D128), so the lists keep only configs
-    whose every shipped (config, head dim) compiled spill-free on both targets. Triton before 3.9 (3.6 is the
-    lent GPU machine's) allocates differently: it spilled the M16 N64 dK/dV tile at D128 on sm_90, so there
-    dK/dV keeps BLOCK_N <= 32 from D128 up (``.ci/device-versions`` runs the gate under triton 3.6).
+    whose every shipped (config, head dim) compiled spill-free on both targets. Two rules depend on the
+    target (``capability``): the forward with 8 warps at D128 (a 128x64 tile fits sm_80, a 128x128 one
+    spills there and fits sm_90) and dQ's 128-row tile (sm_90 only), since wgmma keeps its operands and
+    accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
+    M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
+    3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6).
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    hopper = capability in (90, 100)
+    if (80, 90)[hopper] in _MEASURED_SPILLS.get((kernel, bm, bn, config.num_warps, block_d), ()):
+        return False
+    if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
+        return bm * bn <= (128 * 128 if hopper else 128 * 64)
+    if kernel == "dq" and bm == 128:  # spills 756 B on sm_80 at D128; none on sm_90
+        return hopper and block_d <= 128
     if kernel == "dkdv":
-        if TRITON < (3, 9) and block_d >= 128 and bn > 32:  # triton 3.6 spilled M16 N64 at D128 (sm_90)
+        if block_d >= 128 and bn > 32:  # M16 N64 spills on sm_90 (triton 3.9 with the split loops; triton 3.6)
             return False
         return bm * bn * block_d * max(block_d, 64) <= 64**4
     if kernel == "dq" and block_d > 128:
@@ -164,7 +196,8 @@ def _pruner(kernel: str):
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
         widest = max(args["BLOCK_D"], args["BLOCK_DV"])
-        return [c for c in configs if _fits(c, widest, kernel)] or configs[-1:]
+        capability = triton.runtime.driver.active.get_current_target().arch  # pruning runs on the GPU only
+        return [c for c in configs if _fits(c, widest, kernel, capability)] or configs[-1:]
 
     return prune
 
@@ -188,12 +221,14 @@ def _dot(a, b, UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn, sm_scale,
                  IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr):
-    """Apply every mask to a tile of base-2 scores ``s``; ``om``/``on`` broadcast to its shape.
+    """Apply every mask to a tile of raw scores ``s = q.k`` (unscaled); ``om``/``on`` broadcast to its shape.
 
     ``om`` holds query rows and ``on`` key columns, as ``[M, 1]``/``[1, N]`` (forward, dQ) or
-    ``[1, M]``/``[N, 1]`` (the transposed tiles of dK/dV): the code is the same either way.
+    ``[1, M]``/``[N, 1]`` (the transposed tiles of dK/dV): the code is the same either way. This is the
+    one place masks are applied; ``_unmasked_key_end`` and ``_unmasked_query_range`` say which blocks
+    cannot be touched by any of them, and must change with it.
     """
     keep = (om < n_q) & (on < n_k)
     if HAS_KPM:  # each key's causal position (its index, or its valid rank shifted; -1 = padding)
@@ -208,8 +243,163 @@ def _mask_scores(s, om, on, n_q, n_k, mask_base, stride_mm, stride_mn, kpm_base,
         keep = keep & (allowed != 0)
     if MASK_KIND == 2:  # additive, natural-log units
         bias = tl.load(mask_base + om * stride_mm + on * stride_mn, mask=keep, other=0.0)
-        s = s + bias.to(tl.float32) * _LOG2E
+        s = s + bias.to(tl.float32) / sm_scale  # in raw units: the caller scales once, in one FMA
     return tl.where(keep, s, float("-inf"))
+
+
+@triton.jit
+def _unmasked_key_end(first_row, n_q, n_k, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+                      HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key blocks ``[0, end)`` that no mask touches for a query block starting at ``first_row``: inside
+    ``n_k`` and, causal, at or left of the diagonal of its first row (so of every row). An attention
+    mask or key padding can hide any key: then no block is unmasked."""
+    end = n_k
+    if IS_CAUSAL:
+        end = tl.minimum(end, first_row + (n_k - n_q) + 1)
+    end = tl.maximum(end, 0) // BLOCK_N * BLOCK_N
+    if MASK_KIND != 0 or HAS_KPM:
+        end = 0
+    return end
+
+
+@triton.jit
+def _load_tile(base, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b, CHECK_A: tl.constexpr,
+               CHECK_B: tl.constexpr):
+    """A tile at ``base + offs_a * stride_a + offs_b * stride_b`` (offsets broadcast), bounds-checked
+    (zero fill) only along the axes that can run past their limit: interior blocks load unmasked."""
+    ptrs = base + offs_a * stride_a + offs_b * stride_b
+    if CHECK_A and CHECK_B:
+        tile = tl.load(ptrs, mask=(offs_a < limit_a) & (offs_b < limit_b), other=0.0)
+    elif CHECK_A:
+        tile = tl.load(ptrs, mask=(offs_a < limit_a) & (offs_b >= 0), other=0.0)
+    elif CHECK_B:
+        tile = tl.load(ptrs, mask=(offs_a >= 0) & (offs_b < limit_b), other=0.0)
+    else:
+        tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
+                    k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                    mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr,
+                    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+                    MASKED: tl.constexpr):
+    """The online softmax over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
+                         MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        if MASKED:
+            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                             kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)  # base-2 units; qk_scale > 0 commutes with max
+        m_safe = m_new
+        if MASKED:
+            # A row that has seen only masked keys keeps m = -inf; subtracting 0 instead keeps exp2 at 0
+            # rather than exp2(-inf + inf) = NaN. (Unmasked blocks give every row a finite maximum.)
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s * qk_scale - m_safe[:, None])  # scale and shift in one FMA per score
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_tile(v_base, offs_n[:, None], stride_vn, n_k, offs_dv[None, :], stride_vd, HEAD_DIM_V,
+                       MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_N, BLOCK_DV)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
+                   k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                   mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                   HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                   IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr,
+                   UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+                   MASKED: tl.constexpr):
+    """dQ accumulated over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
+                         MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        if MASKED:
+            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                             kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
+        p = tl.math.exp2(s * qk_scale - lse2[:, None])  # the forward's one FMA, with lse for its max
+        v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
+                         MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
+        dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds.to(k_t.dtype), tl.trans(k_t), UPCAST_BF16, DOT_PRECISION)
+    return dq
+
+
+@triton.jit
+def _unmasked_query_range(start_n, lo, n_q, n_k, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+                          HAS_KPM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Query blocks ``[first, last)`` (from ``lo`` in steps of BLOCK_M) that no mask touches for the key
+    block at ``start_n``: the key block inside ``n_k``, every row inside ``n_q`` and, causal, at or below
+    the diagonal of the block's last key. The blocks before ``first`` and from ``last`` on are masked."""
+    first = lo
+    if IS_CAUSAL:  # the first row that sees the key block's last key
+        need = start_n + BLOCK_N - 1 - (n_k - n_q)
+        first = lo + (tl.maximum(need - lo, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    first = tl.minimum(first, n_q)
+    last = first + tl.maximum(n_q - first, 0) // BLOCK_M * BLOCK_M
+    if start_n + BLOCK_N > n_k:
+        first = lo
+        last = lo
+    if MASK_KIND != 0 or HAS_KPM:
+        first = lo
+        last = lo
+    return first, last
+
+
+@triton.jit
+def _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, start_a, split, start_b, count, n_q, n_k, qk_scale, sm_scale,
+                       q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head, d_head, stride_lm,
+                       mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                       HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr,
+                       BLOCK_DV: tl.constexpr, IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr,
+                       HAS_KPM: tl.constexpr, UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+    """dK and dV accumulated over ``count`` query blocks: the first ``split`` from ``start_a`` on, the rest
+    from ``start_b`` on (two runs of blocks in one loop); MASKED blocks go through ``_mask_scores``."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    for i in range(0, count):
+        start_m = tl.where(i < split, start_a + i * BLOCK_M, start_b + (i - split) * BLOCK_M)
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = _load_tile(q_head, offs_m[:, None], stride_qm, n_q, offs_d[None, :], stride_qd, HEAD_DIM,
+                       MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_M, BLOCK_D)
+        # The scores in the forward's orientation and order, bit for bit the forward's: at logits ~1e3
+        # an ulp of difference between forward and backward scores is a 1e-4 error in every p.
+        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        if MASKED:
+            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
+                             kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
+            lse2 = tl.load(l_head + offs_m * stride_lm, mask=offs_m < n_q, other=0.0)
+            lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # fully masked rows: s = -inf gives p = 0
+            delta = tl.load(d_head + offs_m * stride_lm, mask=offs_m < n_q, other=0.0)
+        else:  # rows inside n_q that see every key of the block: a finite lse
+            lse2 = tl.load(l_head + offs_m * stride_lm)
+            delta = tl.load(d_head + offs_m * stride_lm)
+        p = tl.math.exp2(s * qk_scale - lse2[:, None])  # (BLOCK_M, BLOCK_N), the forward's one FMA
+        do = _load_tile(do_head, offs_m[:, None], stride_dom, n_q, offs_dv[None, :], stride_dod, HEAD_DIM_V,
+                        MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_M, BLOCK_DV)
+        dv += _dot(tl.trans(p.to(do.dtype)), do, UPCAST_BF16, DOT_PRECISION)
+        dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        ds = p * (dp - delta[:, None])
+        dk += _dot(tl.trans(ds.to(q.dtype)), q, UPCAST_BF16, DOT_PRECISION)
+    return dk, dv
 
 
 @triton.jit
@@ -278,25 +468,19 @@ def _attn_fwd_kernel(
         hi = n_k
         if IS_CAUSAL:  # keys past the last query's diagonal are never attended by this block
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
-        for start_n in range(0, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            col_ok = offs_n < n_k
-            k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                          mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
-            s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
-                             kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            # A row that has seen only masked keys keeps m = -inf; subtracting 0 instead keeps exp2 at 0
-            # rather than exp2(-inf + inf) = NaN.
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.math.exp2(s - m_safe[:, None])
-            alpha = tl.math.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
-                        mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_N, BLOCK_DV)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)
-            m_i = m_new
+        # Interior key blocks first, with no mask at all; then the boundary and diagonal ones, masked.
+        interior_end = tl.minimum(_unmasked_key_end(pid_m * BLOCK_M, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                                    BLOCK_N), hi)
+        acc, l_i, m_i = _fwd_key_blocks(acc, l_i, m_i, q, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
+                                        k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                                        mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
+        acc, l_i, m_i = _fwd_key_blocks(acc, l_i, m_i, q, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
+                                        k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                                        mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_N, True)
 
         empty = l_i == 0.0  # fully masked rows: zeros and lse = -inf
         l_safe = tl.where(empty, 1.0, l_i)
@@ -424,26 +608,22 @@ def _attn_bwd_dkdv_kernel(
             l_head = l_base + h.to(tl.int64) * stride_lh
             d_head = d_base + h.to(tl.int64) * stride_lh
             mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
-            for start_m in range(lo, n_q, BLOCK_M):
-                offs_m = start_m + tl.arange(0, BLOCK_M)
-                row_ok = offs_m < n_q
-                q = tl.load(q_head + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                            mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
-                # The scores in the forward's orientation and order, bit for bit the forward's: at logits ~1e3
-                # an ulp of difference between forward and backward scores is a 1e-4 error in every p.
-                s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-                s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
-                                 kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-                lse2 = tl.load(l_head + offs_m * stride_lm, mask=row_ok, other=0.0)
-                lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # fully masked rows: s = -inf gives p = 0
-                p = tl.math.exp2(s - lse2[:, None])  # (BLOCK_M, BLOCK_N)
-                do = tl.load(do_head + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
-                             mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
-                dv += _dot(tl.trans(p.to(do.dtype)), do, UPCAST_BF16, DOT_PRECISION)
-                dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
-                delta = tl.load(d_head + offs_m * stride_lm, mask=row_ok, other=0.0)
-                ds = p * (dp - delta[:, None])
-                dk += _dot(tl.trans(ds.to(q.dtype)), q, UPCAST_BF16, DOT_PRECISION)
+            first, last = _unmasked_query_range(start_n, lo, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM, BLOCK_M,
+                                                BLOCK_N)
+            # Unmasked interior blocks [first, last); then one masked loop over the diagonal blocks [lo, first)
+            # and the last partial block [last, n_q) (one loop, not two: the code, and its registers, once).
+            n_diagonal = (first - lo + BLOCK_M - 1) // BLOCK_M
+            n_tail = (n_q - last + BLOCK_M - 1) // BLOCK_M
+            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, first, (last - first) // BLOCK_M, last, (last - first) // BLOCK_M, n_q, n_k, qk_scale,
+                                        sm_scale, q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
+                                        d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_M, False)
+            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, lo, n_diagonal, last, n_diagonal + n_tail, n_q, n_k, qk_scale,
+                                        sm_scale, q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
+                                        d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                        UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
         dk = dk * sm_scale
         tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
                  mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
@@ -527,20 +707,18 @@ def _attn_bwd_dq_kernel(
         hi = n_k
         if IS_CAUSAL:
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
-        for start_n in range(0, hi, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            col_ok = offs_n < n_k
-            k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                          mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
-            s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-            s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
-                             kpm_base, stride_kpn, IS_CAUSAL, MASK_KIND, HAS_KPM)
-            p = tl.math.exp2(s - lse2[:, None])
-            v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
-                          mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
-            dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
-            ds = p * (dp - delta[:, None])
-            dq += _dot(ds.to(k_t.dtype), tl.trans(k_t), UPCAST_BF16, DOT_PRECISION)
+        interior_end = tl.minimum(_unmasked_key_end(pid_m * BLOCK_M, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                                    BLOCK_N), hi)
+        dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
+                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                            mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                            UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
+        dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
+                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                            mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                            UPCAST_BF16, DOT_PRECISION, BLOCK_N, True)
         dq = dq * sm_scale
         tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
@@ -569,6 +747,7 @@ _DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memor
 # Compile specifications: every shipped configuration, compilable with no GPU (fusebench inspect)
 # --------------------------------------------------------------------------------------------------
 
+_SHIPPED_CAPABILITIES = (80, 90, 100, 120)  # what `fusebench inspect` compiles for
 _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 _INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
 
@@ -600,25 +779,30 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
 
 def compile_specs() -> list[CompileSpec]:
     """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256, float16 and
-    bfloat16, plain (no mask, not causal) and causal with a key-padding mask; the interpreter shim is off
+    bfloat16, plain (no mask, not causal), causal, and causal with a key-padding mask; the interpreter shim is off
     (``UPCAST_BF16=False``): these are what a GPU runs."""
     specs = []
     kernels = (("forward", _attn_fwd_kernel, FWD_CONFIGS), ("dkdv", _attn_bwd_dkdv_kernel, DKDV_CONFIGS),
                ("dq", _attn_bwd_dq_kernel, DQ_CONFIGS))
-    cases = ((torch.float16, 64, False), (torch.float16, 128, True), (torch.bfloat16, 128, False),
-             (torch.bfloat16, 256, True))
-    for dtype, head_dim, causal in cases:
+    # (dtype, head dim, causal, key padding); bf16 D64/D128 with and without causal are the cost table's rows
+    cases = ((torch.float16, 64, False, False), (torch.bfloat16, 64, False, False), (torch.bfloat16, 64, True, False),
+             (torch.float16, 128, True, True), (torch.bfloat16, 128, False, False), (torch.bfloat16, 128, True, False),
+             (torch.bfloat16, 256, True, True))
+    for dtype, head_dim, causal, padding in cases:
         flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=causal,
-                     MASK_KIND=0, HAS_KPM=causal, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
+                     MASK_KIND=0, HAS_KPM=padding, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
         for name, fn, configs in kernels:
             for config in configs:
-                if not _fits(config, head_dim, name):
+                targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c))
+                if not targets:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{' causal+padding' if causal else ''} "
+                flag_text = " causal" * causal + "+padding" * padding
+                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{flag_text} "
                          f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
-                specs.append(_compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
-                                           config.num_stages, label, ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V")))
+                spec = _compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
+                                     config.num_stages, label, ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V"))
+                specs.append(spec if targets == _SHIPPED_CAPABILITIES else dataclasses.replace(spec, targets=targets))
         specs.append(_compile_spec("attention.bwd_delta", _attn_bwd_delta_kernel, dtype,
                                    dict(HEAD_DIM_V=head_dim, BLOCK_DV=head_dim, IS_VARLEN=False, BLOCK_M=64),
                                    4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4", ("DO_ptr", "HEAD_DIM_V")))

@@ -37,8 +37,10 @@ features in the score (the score is built from the two per-node terms only, as i
 
 Differences from the reference: the reference materializes the ``(E, H)`` scores and softmaxes them in
 the input dtype; here scores and weights stay in float32 registers, so low-precision outputs are usually
-closer to the float64 gold. ``delta = rowsum(dOut * out)`` uses the output rounded to the input dtype
-(as FlashAttention does).
+closer to the float64 gold. ``delta = rowsum(dOut * out)`` uses the float32 output, before its rounding
+to the input dtype (the per-row sum of ``ds`` cancels to ``<dOut, out> - delta``, so that rounding would
+survive in the score gradients); the forward then keeps an ``(N, H, C)`` float32 copy for the backward when
+score gradients are needed in float16/bfloat16.
 
 Validation before launch: x ``(N, H, C)``, alpha_src/alpha_dst ``(N, H)`` in x's dtype and on x's
 device; the layouts as in ``kernels/spmm.py`` (rowptr monotonic from 0 to ``E``, indices in range).
@@ -395,9 +397,21 @@ class _Problem:
 class _GatAggregate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha_src, alpha_dst, problem: _Problem):
-        out, lse = _forward(problem.csr, _schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
-                            problem.negative_slope)
-        ctx.save_for_backward(x, alpha_src, alpha_dst, out, lse)
+        schedule = _schedule(problem.csr.rowptr, problem.chunk)
+        if any(ctx.needs_input_grad[1:3]) and x.dtype != torch.float32:
+            # The score gradients' delta = rowsum(dOut * out) must see out before it is rounded to float16/bfloat16:
+            # a row's ds_e = a_e (<dOut, x_j> - delta) sum to <dOut, out> - delta, a near-total cancellation, so
+            # out's rounding (~|out| * 2^-9 in bfloat16) survives whole in d alpha_dst / d alpha_src and, at one
+            # channel, exceeds k times the eager reference's error. The forward writes float32 and the caller
+            # gets it rounded once: on a GPU the same values as a direct low-precision store (the CPU
+            # interpreter's own bfloat16 store truncates instead of rounding to nearest).
+            out32, lse = _forward(problem.csr, schedule, x, alpha_src, alpha_dst, problem.negative_slope,
+                                  out=torch.empty(x.shape, dtype=torch.float32, device=x.device))
+            out = out32.to(x.dtype)
+        else:
+            out, lse = _forward(problem.csr, schedule, x, alpha_src, alpha_dst, problem.negative_slope)
+            out32 = out
+        ctx.save_for_backward(x, alpha_src, alpha_dst, out32, lse)
         ctx.problem = problem
         return out
 

@@ -49,3 +49,12 @@ def check_matrix_pair(name_a: str, a, name_b: str, b, *, columns: str, same_dtyp
                          f"{tuple(b.shape)}")
     if same_dtype and a.dtype != b.dtype:
         raise TypeError(f"{name_a} and {name_b} must share a dtype, got {a.dtype} and {b.dtype}")
+
+
+def check_images(name: str, images, num_channels: int) -> None:
+    """Raise unless ``images`` is a floating-point ``(B, num_channels, H, W)`` tensor, naming the argument."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != num_channels:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{name} must have shape (B, num_channels={num_channels}, H, W), got {shape}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {images.dtype}")

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from reference._validation import check_images
+
 __all__ = ["VGG_LAYERS", "VGGConfig", "VGG", "vgg_config"]
 
 VGG_LAYERS: dict[str, tuple[int | str, ...]] = {
@@ -119,11 +121,7 @@ class VGG(nn.Module):
 
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W)`` images -> the last convolution block's output (after its pool, if any)."""
-        if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or pixels.shape[1] != self.config.num_channels:
-            shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
-            raise ValueError(f"pixels must have shape (B, num_channels={self.config.num_channels}, H, W), got {shape}")
-        if not pixels.is_floating_point():
-            raise TypeError(f"pixels must be a floating-point tensor, got {pixels.dtype}")
+        check_images("pixels", pixels, self.config.num_channels)
         pools = self.config.layers.count("M")
         if min(pixels.shape[-2:]) < 2**pools:
             raise ValueError(f"pixels: H and W must be at least 2^{pools} = {2**pools} for {pools} max-pools, "

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from reference._validation import check_images
+
 __all__ = ["ConvBackboneConfig", "ConvNormAct", "BasicBlock", "BottleneckBlock", "ConvBackbone"]
 
 
@@ -146,11 +148,7 @@ class ConvBackbone(nn.Module):
 
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W)`` images -> ``(B, hidden_sizes[-1], H', W')`` features."""
-        if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or pixels.shape[1] != self.config.num_channels:
-            shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
-            raise ValueError(f"pixels must have shape (B, num_channels={self.config.num_channels}, H, W), got {shape}")
-        if not pixels.is_floating_point():
-            raise TypeError(f"pixels must be a floating-point tensor, got {pixels.dtype}")
+        check_images("pixels", pixels, self.config.num_channels)
         x = self.stem_pool(self.stem(pixels))  # (B, C0, H/4, W/4)
         for stage in self.stages:
             x = stage(x)  # (B, C_s, H_s, W_s)

@@ -12,6 +12,8 @@
   writes results/coverage/seams.json and applies `fusebench list --check`'s rule, failing the run when a
   section with a kernel seam was never run with its kernel. Partial runs record nothing: a map from a
   subset of the tests would claim less (or, merged, more) than the suite runs.
+* `pytest -m gpu -n <GPUs>`: each pytest-xdist worker gets its own GPU (CUDA_VISIBLE_DEVICES set from the
+  worker id, round-robin over the visible GPUs), unless the variable already names a single GPU.
 * torch uses one CPU thread: the tests run many tiny ops, for which thread hand-offs cost more than
   they save (measured: tiny-model tests ran up to 30x slower on 2 threads on a busy 2-core machine).
   Set FUSEBENCH_TEST_THREADS to change it.
@@ -20,6 +22,32 @@
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+
+def _one_gpu_per_worker() -> None:
+    """Before anything initialises CUDA: narrow this xdist worker to one GPU (fusebench.cluster.gpu_of_worker)."""
+    import shutil
+    import subprocess
+
+    from fusebench.cluster import gpu_of_worker
+
+    worker, visible = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not worker or (visible is not None and "," not in visible):
+        return
+    count = 0
+    if visible is None and shutil.which("nvidia-smi"):  # counting through torch would initialise CUDA here
+        try:
+            listing = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=20)
+            count = sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+        except (subprocess.SubprocessError, OSError):
+            count = 0
+    gpu = gpu_of_worker(worker, visible, count)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+_one_gpu_per_worker()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

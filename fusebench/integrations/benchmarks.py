@@ -209,7 +209,7 @@ def _with_provider(model: torch.nn.Module, case: ModelCase, provider: str, dtype
         if provider == "fusebench":
             from fusebench.integrations.pyg import swap_convs
 
-            twin = swap_convs(twin, backend="triton")
+            twin = swap_convs(twin, backend="triton", fallback="raise")  # timed as fusebench: never PyG's path
         return twin
     if provider == "flash_attention_2":
         if not str(device).startswith("cuda") or importlib.util.find_spec("flash_attn") is None:
@@ -303,18 +303,17 @@ def prepare_model(case_name: str, provider: str, *, device: str | None = None, d
     dtype = getattr(torch, dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
     if case.framework == "pyg" and importlib.util.find_spec("torch_geometric") is None:
         raise NotImplementedError("torch_geometric is not installed")
-    if provider == "fusebench":
-        import os
+    from fusebench.device import interpreting_triton
 
-        if not device.startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
-            raise NotImplementedError("Triton kernels need CUDA, or TRITON_INTERPRET=1 to emulate")
+    interpreted = provider == "fusebench" and interpreting_triton()  # as Triton reads it, on any device
+    if provider == "fusebench" and not device.startswith("cuda") and not interpreted:
+        raise NotImplementedError("Triton kernels need CUDA, or TRITON_INTERPRET=1 to emulate")
     build = _graph_model if case.framework == "pyg" else _transformers_model
     inputs = (_graph_inputs if case.framework == "pyg" else _transformers_inputs)(case)
     model = build(case).double().to(device).eval()
     if case.framework == "transformers":
         model.set_attn_implementation("eager")
     candidate = _with_provider(model, case, provider, dtype, device)
-    interpreted = provider == "fusebench" and not device.startswith("cuda")
     prepared = PreparedModel(case, provider, device, dtype, model, candidate, inputs, interpreted)
     try:
         prepared.call()  # a provider that cannot run these inputs says so here
@@ -336,9 +335,12 @@ def _row(base: dict, metric: str, unit: str, quantiles, samples: int, **extra) -
 def run_models(*, case_names=None, provider_names=None, device: str | None = None, dtype: str | None = None,
                ident=None, store=None) -> list[dict]:
     """Check and time every (model case, provider) that runs here; append the rows to ``store`` (when given)
-    and return them. Providers that cannot run a case are left out (their reason is not a measurement)."""
+    and return them. Providers that cannot run a case are left out (their reason is not a measurement).
+
+    The same gate as :func:`fusebench.runner.run`: a result that disagrees with the gold stores its agreement
+    row and no time, memory or throughput; an interpreted Triton provider is checked, never timed."""
     from fusebench.device import identity
-    from fusebench.metrics import Quantiles, measure_time, peak_memory
+    from fusebench.metrics import Quantiles, peak_memory, timing
     from fusebench.store import new_run_id
 
     ident = ident or identity(device)
@@ -359,13 +361,19 @@ def run_models(*, case_names=None, provider_names=None, device: str | None = Non
             base = {"run_id": run_id, "timestamp": timestamp, "suite": case.suite, "case": case.name,
                     "size": case.size, "shape": case.shape_text(), "x": case.x, "provider": provider,
                     "mode": case.task, "dtype": str(prepared.dtype).removeprefix("torch."),
-                    "agreement": verdict.ratio, "agrees": verdict.passed, **identity_columns}
+                    "agreement": verdict.ratio, "agrees": verdict.passed, "gold": "float64 eager model",
+                    **identity_columns}
             if prepared.interpreted:
                 note = "; ".join(filter(None, [note, INTERPRETER_NOTE]))
+            if not verdict.passed:
+                note = "; ".join(filter(None, [note, verdict.describe()]))
             rows.append(_row(base, "agreement", "error/allowed", Quantiles.constant(verdict.ratio), 1, note=note))
-            if prepared.interpreted:
+            if prepared.interpreted or not verdict.passed:
                 continue
-            time_ms, samples = measure_time(prepared.call, device)
+            measured = timing(prepared.call, device)
+            time_ms, samples = measured.quantiles, measured.count
+            base = {**base, "threads": measured.threads, "load_before": measured.load_before,
+                    "load_after": measured.load_after, "flags": "oversubscribed" if measured.oversubscribed else ""}
             rows.append(_row(base, "time", "ms", time_ms, samples, note=note))
             memory, how = peak_memory(prepared.call, device)
             rows.append(_row(base, "memory", "bytes", Quantiles.constant(float(memory)), 1, note=how))

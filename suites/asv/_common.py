@@ -1,7 +1,9 @@
-"""What the asv benchmark classes share: the provider lists they are parametrized over.
+"""What the asv benchmark classes share: the provider lists they are parametrized over, and the gate.
 
 asv needs ``params`` fixed when it discovers benchmarks, so each class lists every provider fusebench
-knows by name; ``setup`` raises ``NotImplementedError`` (asv: skipped) where one cannot run here.
+knows by name; ``setup`` raises ``NotImplementedError`` (asv: skipped) where one cannot run here, and a
+speed class's ``setup`` also where the provider's result disagrees with the gold: a wrong result gets no
+figure in the dashboard, and the skip says why.
 """
 
 ATTENTION_PROVIDERS = ["reference", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "triton", "flash-attn"]
@@ -9,7 +11,8 @@ GRAPH_PROVIDERS = ["reference", "torch-sparse", "pyg", "triton"]
 
 
 def prepare(case: str, provider: str, mode: str, *, timed: bool):
-    """:func:`fusebench.runner.prepare`, refusing interpreted Triton runs when ``timed``."""
+    """:func:`fusebench.runner.prepare`; when ``timed``, refuses interpreted Triton runs and results that
+    disagree with the gold (checked on the very call that is then timed)."""
     from fusebench.device import emulate_triton_without_gpu
 
     emulate_triton_without_gpu()
@@ -18,6 +21,10 @@ def prepare(case: str, provider: str, mode: str, *, timed: bool):
     prepared = prepare(case, provider, mode)
     if timed and prepared.interpreted:
         raise NotImplementedError(INTERPRETER_NOTE)
+    if timed:
+        verdict = prepared.agreement()
+        if not verdict.passed:
+            raise NotImplementedError(f"not timed: the result disagrees with the gold: {verdict.describe()}")
     return prepared
 
 
@@ -30,9 +37,9 @@ class _SpeedBase:
         self.prepared = prepare(case, provider, mode, timed=True)
 
     def track_time(self, case, provider, mode):
-        from fusebench.metrics import measure_time
+        from fusebench.metrics import timing
 
-        return measure_time(self.prepared.call, self.prepared.workload.device)[0].p50
+        return timing(self.prepared.call, self.prepared.workload.device).quantiles.p50
 
     track_time.unit = "ms"
 
@@ -59,8 +66,8 @@ class _AgreementBase:
 
 
 def throughput(prepared) -> float:
-    from fusebench.metrics import measure_time
+    from fusebench.metrics import timing
 
     work, unit = prepared.work()
-    seconds = measure_time(prepared.call, prepared.workload.device)[0].p50 * 1e-3
+    seconds = timing(prepared.call, prepared.workload.device).quantiles.p50 * 1e-3
     return work / seconds / (1e12 if unit == "TFLOP/s" else 1e9)

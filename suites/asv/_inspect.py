@@ -48,7 +48,7 @@ def _sources_key() -> str:
     import importlib.metadata
 
     digest = hashlib.sha256(importlib.metadata.version("triton").encode())
-    decisive = ("inspect.py", "specializations.py", "cases.py", "providers.py")
+    decisive = ("inspect.py", "sass_cost.py", "specializations.py", "cases.py", "providers.py")
     for path in sorted((ROOT / "kernels").glob("*.py")) + [ROOT / "fusebench" / name for name in decisive]:
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]

@@ -48,3 +48,19 @@ class KernelResources:
         return 100 * self.row["global_loads_128"] / self.row["global_loads"] if self.row["global_loads"] else 0.0
 
     track_load128_share.unit = "% of global loads"
+
+    # The main loop's static cost (fusebench/sass_cost.py).
+    def track_loop_instructions(self, spec, target):
+        return self.row["loop_instructions"]
+
+    track_loop_instructions.unit = "instructions per main-loop iteration"
+
+    def track_instructions_per_element(self, spec, target):
+        return self.row["per_element"]
+
+    track_instructions_per_element.unit = "thread-instructions per score or edge-feature element"
+
+    def track_issue_clocks(self, spec, target):
+        return self.row["issue_clocks"]
+
+    track_issue_clocks.unit = "clocks per 128x128 tile"

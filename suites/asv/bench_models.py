@@ -14,6 +14,10 @@ def _prepare(case: str, provider: str, *, timed: bool):
     prepared = prepare_model(case, provider)  # NotImplementedError: asv skips
     if timed and prepared.interpreted:
         raise NotImplementedError(INTERPRETER_NOTE)
+    if timed:  # a wrong result gets no figure: the skip says why
+        verdict, _ = prepared.agreement()
+        if not verdict.passed:
+            raise NotImplementedError(f"not timed: the result disagrees with the gold: {verdict.describe()}")
     return prepared
 
 
@@ -28,9 +32,9 @@ class ModelSpeed:
         self.prepared = _prepare(case, provider, timed=True)
 
     def track_time(self, case, provider):
-        from fusebench.metrics import measure_time
+        from fusebench.metrics import timing
 
-        return measure_time(self.prepared.call, self.prepared.device)[0].p50
+        return timing(self.prepared.call, self.prepared.device).quantiles.p50
 
     track_time.unit = "ms"
 

@@ -12,7 +12,7 @@ PAIRS = [(case, provider) for case in model_case_names() for provider in model_p
 
 
 @pytest.mark.parametrize(("case", "provider"), PAIRS, ids=[f"{c}-{p}" for c, p in PAIRS])
-def test_model(benchmark, case, provider):
+def test_model(benchmark, time_work, case, provider):
     from fusebench.device import emulate_triton_without_gpu
 
     emulate_triton_without_gpu()
@@ -29,9 +29,4 @@ def test_model(benchmark, case, provider):
     if prepared.interpreted:
         benchmark.extra_info["note"] = INTERPRETER_NOTE
         return
-    call = prepared.call
-    if prepared.device == "cuda":  # pytest-benchmark reads a host clock: wait for the GPU
-        import torch
-
-        call = lambda: (prepared.call(), torch.cuda.synchronize())  # noqa: E731
-    benchmark(call)
+    time_work(prepared.call, prepared.device)

@@ -253,6 +253,16 @@ def test_kernel_agrees_with_reference(seed, case):
                           causal=causal)
 
 
+# Causal cross-attention at every offset of the diagonal within a 16-key block (the interpreter's tile), and
+# with more queries than keys: the kernels run unmasked interior blocks and masked diagonal/boundary blocks
+# in separate loops, and an interior block that reaches one key past some row's diagonal shows only at the
+# offsets where the diagonal does not fall on a block edge.
+@pytest.mark.parametrize("nq, nk", [(40, 40 + shift) for shift in (1, 2, 14, 15, 17)] + [(40, 33)])
+def test_causal_blocks_split_at_every_diagonal_offset(seed, nq, nk):
+    q, k, v = _qkv(seed, 1, 1, 1, nq, nk, 16)
+    _assert_kernel_agrees(seed, q, k, v, torch.float32, causal=True)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bnhd_layout_with_user_scale_and_value_head_dim(seed, dtype):
     q, k, v = _qkv(seed, 2, 4, 2, 23, 30, 32, dv=48)  # Dv = 48 != D: a separate, padded value tile
@@ -656,6 +666,27 @@ def test_compile_specs_ship_every_config_without_the_interpreter_shim():
         assert list(spec.signature) == spec.fn.arg_names, spec.kernel
         assert {n for n, t in spec.signature.items() if t == "constexpr"} == set(spec.constexprs), spec.kernel
 
+
+
+def test_the_128_row_d128_forward_tile_ships_for_hopper_only():
+    """Measured with `fusebench inspect`: 128x128 at D128 with 8 warps spills on sm_80, not on sm_90."""
+    big = next(c for c in ka.FWD_CONFIGS if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) == (128, 128, 8))
+    assert ka._fits(big, 128, "forward", 90) and not ka._fits(big, 128, "forward", 80)
+    shipped = [s for s in ka.compile_specs() if s.kernel == "attention.forward" and s.config.startswith("bf16 D128 M128 N128")]
+    assert len(shipped) == 1 and 80 not in shipped[0].targets and 90 in shipped[0].targets
+
+
+def test_no_config_ships_to_a_target_it_was_measured_to_spill_on():
+    checked = 0
+    for spec in ka.compile_specs():
+        if spec.kernel == "attention.bwd_delta":
+            continue
+        key = (spec.kernel.removeprefix("attention."), spec.constexprs["BLOCK_M"], spec.constexprs["BLOCK_N"],
+               spec.num_warps, spec.constexprs["BLOCK_D"])
+        for target in ka._MEASURED_SPILLS.get(key, ()):
+            assert spec.targets is not None and target not in spec.targets, (spec.config, target)
+            checked += 1
+    assert checked > 0  # the table names shipped configs, not only ones that left the lists
 
 # ---- bad input: every validation error, with its message -------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Multimodal models with backend="triton": fusion (section 14), image+text classifier (24), CLIP (7), ITM (8).
+"""Multimodal models with backend="triton": fusion (section 14), image+text classifier (24), CLIP (7), ITM (8),
+VisualBERT pre-training (6).
 
 reference/fusion.py's MultimodalFusionModel and ImageTextClassifier run every attention (text and image
 self-attention, both directions of co-attention, and the ViT's for section 24) through the seam, as do both
@@ -26,6 +27,7 @@ from reference.clip import ClipConfig, ClipModel, ClipTextConfig, ClipVisionConf
 from reference.fusion import FusionConfig, ImageTextClassifier, MultimodalFusionModel
 from reference.matching import FusionTextConfig, ImageTextMatchingConfig, ImageTextMatchingModel
 from reference.vit import ViTConfig
+from reference.vlm import VisualBertConfig, VisualBertForPreTraining
 
 DTYPES = [pytest.param(dtype, id=str(dtype).removeprefix("torch.")) for dtype in (torch.float32, torch.bfloat16)]
 VOCAB = 37
@@ -167,3 +169,26 @@ def test_image_text_matching_model_with_triton_matches_the_reference(seed, dtype
         return (logits, *grads)
 
     _compare(reference, run, dtype, what=("pixel_values", "cross-attention key weight"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_visualbert_pretraining_with_triton_matches_the_reference(seed, dtype):
+    """Section 6: 9 text tokens (padded) and 5 regions in one stream; MLM over the text and sentence-image logits."""
+    config = VisualBertConfig(vocab_size=VOCAB, hidden_size=16, num_layers=1, num_heads=4, intermediate_size=24,
+                              max_position_embeddings=16, visual_embedding_dim=10)
+    reference = _randomized(VisualBertForPreTraining(config), seed)
+    input_ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(seed))
+    attention_mask = (~_padding(3, 9, seed + 2)).long()  # 1 = a real token
+    regions = random_tensor((3, 5, 10), seed=seed + 1, dtype=torch.float64)
+    weights = random_tensor((3, 2), seed=seed + 4, dtype=torch.float64)
+
+    def run(model, cast):
+        visual = regions.to(cast).requires_grad_()
+        out = model(input_ids, visual, attention_mask=attention_mask)
+        text_logits = out.prediction_logits[:, :9] * attention_mask[..., None]  # (B, Nt, V): padded rows are free
+        query = model.visual_bert.encoder.layers[0].self_attn.q_proj.weight
+        objective = text_logits.sum() + (out.seq_relationship_logits * weights.to(cast)).sum()
+        grads = torch.autograd.grad(objective, (visual, query))
+        return (torch.cat([text_logits.flatten(), out.seq_relationship_logits.flatten()]), *grads)
+
+    _compare(reference, run, dtype, what=("visual_embeds", "query weight"))

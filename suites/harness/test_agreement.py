@@ -190,6 +190,20 @@ def test_a_shallow_result_may_equal_the_baseline_bit_for_bit(seed, dtype):
     assert_agrees(kernel, a64 + b64, a + b, name="shallow sum")
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_exact_zeros_shared_with_the_baseline_are_not_a_rerun(seed, dtype):
+    # A score gradient whose terms cancel (found by the fuzz tier: one node, self-loops only): kernel and eager
+    # reference both give exact zeros, gold holds float64 noise. Zeros carry no rounding fingerprint, so the
+    # refusal must not fire; an element that is nonzero in both still reveals a re-run.
+    gold = random_tensor((4, 3), seed=seed, dtype=torch.float64) * 1e-16
+    zeros = torch.zeros(4, 3, dtype=dtype)
+    assert check(zeros, gold, zeros.clone(), gradient=True, name="cancelling sum").passed
+    deep_gold, deep = _deep(seed, torch.float64), _deep(seed, dtype)
+    deep[0].zero_()
+    with pytest.raises(BaselineIsCandidate):
+        check(deep, deep_gold, deep.clone(), name="mostly nonzero")
+
+
 def test_refusal_is_what_stops_an_error_from_passing(seed):
     # The defect the refusal closes: with itself as baseline, an output off by 0.5 would "agree" (float32's
     # k-rule second chance allows twice its own error).

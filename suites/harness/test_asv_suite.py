@@ -61,7 +61,8 @@ def test_kernel_resources_read_the_compiled_row_and_skip_what_did_not_compile(tm
     monkeypatch.setenv("FUSEBENCH_INSPECT_CACHE", str(tmp_path))
     good, bad = "attention.forward [fp16 D64 M128 N64 w4 s3]", "attention.forward [fp16 D256 M128 N128 w8 s3]"
     row = dict(kernel="attention.forward", config=good[19:-1], compiled=True, error="", registers=168,
-               spill_store_bytes=8, spill_load_bytes=4, shared_bytes=72 * 1024, hmma=0, hgmma=32, occupancy=0.125)
+               spill_store_bytes=8, spill_load_bytes=4, shared_bytes=72 * 1024, hmma=0, hgmma=32, occupancy=0.125,
+               loop_instructions=510, per_element=7.97, issue_clocks=1020.0)
     failed = dict(row, config=bad[19:-1], compiled=False, error="OutOfResources: shared memory")
     # what the first benchmark of (attention, sm_90) would have compiled and cached
     (tmp_path / f"attention-sm_90-{_inspect._sources_key()}.json").write_text(json.dumps({good: row, bad: failed}))
@@ -74,7 +75,24 @@ def test_kernel_resources_read_the_compiled_row_and_skip_what_did_not_compile(tm
     assert bench.track_shared_memory(good, "sm_90") == 72
     assert bench.track_tensor_core_instructions(good, "sm_90") == 32
     assert bench.track_occupancy(good, "sm_90") == 12.5
+    assert bench.track_loop_instructions(good, "sm_90") == 510
+    assert bench.track_instructions_per_element(good, "sm_90") == 7.97
+    assert bench.track_issue_clocks(good, "sm_90") == 1020.0
     with pytest.raises(NotImplementedError, match="does not compile for sm_90: OutOfResources"):
         bench.setup(bad, "sm_90")
     with pytest.raises(NotImplementedError, match="no shipped kernel configuration"):
         bench.setup(_inspect.NO_SPECS, "sm_80")
+
+
+def test_a_speed_class_skips_a_disagreeing_provider_with_the_reason(monkeypatch):
+    import reference.attention as attention
+    from suites.asv.bench_attention import AttentionAgreement, AttentionSpeed
+
+    monkeypatch.setattr(attention, "_BACKENDS", dict(attention._BACKENDS))  # the registration ends with the test
+    attention.register_attention_backend(
+        "zeros", lambda q, k, v, **options: attention.scaled_dot_product_attention(q, k, v, **options) * 0)
+    with pytest.raises(NotImplementedError, match="not timed: the result disagrees with the gold"):
+        AttentionSpeed().setup("bert-base-128", "zeros", "forward")
+    agreement = AttentionAgreement()
+    agreement.setup("bert-base-128", "zeros", "forward")  # its agreement is still recorded, as a ratio
+    assert agreement.track_agreement("bert-base-128", "zeros", "forward") > 1

@@ -157,3 +157,17 @@ def test_the_specialization_a_launch_gets_is_what_compiles():
     assert aligned.compiled and ragged.compiled
     assert aligned.global_loads_128 > 0
     assert ragged.global_loads_128 < aligned.global_loads_128
+
+
+def test_a_spec_shipped_for_some_targets_is_compiled_for_those_only():
+    import dataclasses
+
+    from fusebench.inspect import inspect_all
+
+    sys.path.insert(0, str(HERE))
+    try:
+        import toy_kernels
+    finally:
+        sys.path.remove(str(HERE))
+    spec = dataclasses.replace(toy_kernels.matmul_spec(), targets=(90,))
+    assert inspect_all([spec], (80, 120)) == []  # nothing to compile: not even the interpreter's refusal

@@ -56,3 +56,19 @@ def test_the_report_shows_measured_time_over_the_roofline_bound_on_a_table_gpu(t
     assert cpu["x bound"].isna().all()  # CPU rows have no bound
     page = report.write_report(pd.concat([_rows(), pd.DataFrame([row], columns=list(COLUMNS))]), tmp_path)[-1]
     assert "x bound" in page.read_text()
+
+
+def test_disagreeing_and_implausible_results_are_listed_first_and_never_plotted(tmp_path):
+    rows = _rows()
+    zeros = dict(rows.iloc[2], provider="zeros", agreement=9.09e3, agrees=False)  # its agreement row only
+    fast = rows[rows["provider"] == "sdpa-flash"].assign(provider="physics", flags="implausible: faster than bound")
+    frame = pd.concat([rows, pd.DataFrame([zeros]), fast], ignore_index=True)
+    listed = report.not_ranked(frame)
+    assert sorted(set(listed["provider"])) == ["physics", "zeros"]
+    text = report.format_not_ranked(frame)
+    assert "NOT RANKED" in text and "zeros" in text and "DISAGREES" in text and "IMPLAUSIBLE" in text
+    written = report.write_report(frame, tmp_path)
+    page = written[-1].read_text()
+    head, table = page.split("Latest result of each case")
+    assert "Not ranked" in head and "zeros" in head and "physics" in head
+    assert "zeros" not in table and "physics" not in table

@@ -90,6 +90,10 @@ def _agree(candidate_module, pyg_module, dtype, x, *args, name, grad=True):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name", generator_names())
 def test_gcn_matches_pyg_on_every_generator(seed, name, dtype, backend):
+    if backend == "reference" and dtype == torch.bfloat16:
+        # The reference backend shares PyG's Linear and aggregation order, so its bfloat16 dx can equal PyG's
+        # bit for bit: PyG in bfloat16 is then no independent baseline (the policy refuses it). float32 checks it.
+        pytest.skip("the reference backend's bfloat16 run is PyG's own computation; checked in float32")
     graph, weight, x = _graph_inputs(name, seed)
     theirs = _randomized(pyg_nn.GCNConv(FEATURES, 7), seed)
     ours = swap_convs(theirs, backend=backend)
