@@ -17,6 +17,7 @@ disk under a key of the sources that decide it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib
 import json
@@ -141,8 +142,33 @@ def _run_case(case, dtype, launches: list, label: str, workload=None) -> None:
         torch.autograd.grad(out, inputs, wl.dout, allow_unused=True)
 
 
+@contextlib.contextmanager
+def _inputs_not_drawn():
+    """Within it the catalog's float inputs are ones, not random draws. What a launch compiles depends on
+    its arguments' dtypes, shapes, strides, alignment and integer values, never on the tensors' values, and
+    drawing the GPU-size cases in float64 was most of the recording's time. (Graphs are still generated:
+    their structure decides the launchers' schedules and the integer arguments.)"""
+    from fusebench import cases
+
+    drawn = cases.random_tensor
+
+    def ones(shape, *, seed, dtype=torch.float32, device="cpu", **_):
+        return torch.ones(shape, dtype=dtype, device=device)
+
+    cases.random_tensor = ones
+    try:
+        yield
+    finally:
+        cases.random_tensor = drawn
+
+
 def record_catalog(sizes=("gpu", "cpu"), dtypes=DTYPES, include_correctness=True) -> list[Launch]:
     """Every distinct launch of the catalog's cases (and the graph correctness tiers' widths)."""
+    with _inputs_not_drawn():
+        return _record_catalog(sizes, dtypes, include_correctness)
+
+
+def _record_catalog(sizes, dtypes, include_correctness) -> list[Launch]:
     from fusebench import cases, providers
 
     launches: list[Launch] = []
@@ -258,18 +284,24 @@ def catalog_launches() -> list[Launch]:
     cache = Path(os.environ.get("FUSEBENCH_INSPECT_CACHE", Path(tempfile.gettempdir()) / "fusebench-inspect"))
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"launches-{_sources_key()}.json"
-    if not path.exists():
-        env = dict(os.environ, TRITON_INTERPRET="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        done = subprocess.run([sys.executable, "-m", "fusebench.specializations"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=3600)
-        if done.returncode != 0:
-            raise RuntimeError(f"recording the catalog's launches failed: {done.stderr.strip()[-2000:]}")
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(done.stdout.strip().splitlines()[-1])
-        os.replace(partial, path)  # atomic: a concurrent reader sees all or nothing
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent callers (pytest-xdist workers) wait for one recording
+        if not path.exists():
+            _record_into(path)
     return [Launch(**{**row, "divisible": tuple(row["divisible"]), "ones": tuple(row["ones"])})
             for row in json.loads(path.read_text())]
+
+
+def _record_into(path: Path) -> None:
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "fusebench.specializations"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"recording the catalog's launches failed: {done.stderr.strip()[-2000:]}")
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_text(done.stdout.strip().splitlines()[-1])
+    os.replace(partial, path)  # atomic: a reader without the lock sees all or nothing
 
 
 if __name__ == "__main__":

@@ -289,10 +289,16 @@ def _feature_tile(num_features: int) -> int:
     return next(t for t in _FEATURE_TILES if num_features <= t) if num_features <= _FEATURE_TILES[-1] else 128
 
 
-def _edge_tile(block_f: int, tiles: dict[int, int] = _EDGE_TILES, *, half_int64: bool = False) -> int:
-    """``half_int64``: a 16-bit feature dtype with int64 indices, whose F64 gather tile spilled at 32 edges
-    on sm_80 (at 16 edges the float32 max backward spilled instead, so only these halve)."""
-    return tiles[block_f] // 2 if half_int64 and block_f == 64 and tiles is _EDGE_TILES else tiles[block_f]
+def _edge_tile(block_f: int, *, half_int64: bool = False) -> int:
+    """The gather's edges per step. ``half_int64``: a 16-bit feature dtype with int64 indices, whose F64 tile
+    spilled at 32 edges on sm_80 (at 16 edges the float32 max backward spilled instead, so only these halve)."""
+    return _EDGE_TILES[block_f] // 2 if half_int64 and block_f == 64 else _EDGE_TILES[block_f]
+
+
+def _grad_edge_tile(block_f: int, *, int64: bool) -> int:
+    """The per-edge gradient's edges per step. With int64 indices it keeps 16 edges at F128: 8 spilled in
+    fp16/bf16 on sm_90 under triton 3.6 (the lent GPU's), 16 spills under neither 3.6 nor 3.9."""
+    return 16 if int64 and block_f == 128 else _GRAD_EDGE_TILES[block_f]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -491,7 +497,7 @@ def _edge_grad(layout: Layout, schedule: _Schedule, x, grad_out, arg, weight, ro
     if x.stride(1) != 1:
         x = x.contiguous()
     block_f = _feature_tile(num_features)
-    block_e = min(_edge_tile(block_f, _GRAD_EDGE_TILES), schedule.chunk)
+    block_e = min(_grad_edge_tile(block_f, int64=layout.rowptr.dtype == torch.int64), schedule.chunk)
     dummy = u if u is not None else gw
     _edge_grad_kernel[(schedule.seg_row.numel(),)](
         layout.rowptr, layout.col, layout.perm, schedule.seg_row, schedule.seg_start,
@@ -756,7 +762,7 @@ def compile_specs() -> list[CompileSpec]:
                                              {"IS_MAX": is_max, "BLOCK_S": _BLOCK_S, "BLOCK_F": block_f},
                                              num_warps=_NUM_WARPS, num_stages=1, config=label,
                                              launch_keys=("out_ptr", "split_row_ptr", "IS_MAX", "BLOCK_F")))
-                grad_block_e = _edge_tile(block_f, _GRAD_EDGE_TILES)
+                grad_block_e = _grad_edge_tile(block_f, int64=index_dtype == torch.int64)
                 grad_label = f"{ft} {it} E{grad_block_e} F{block_f} w{_NUM_WARPS}"
                 for has_arg in (False, True):
                     signature = {

@@ -79,3 +79,19 @@ def test_an_integer_equal_to_one_is_compiled_as_a_constant(width):
     assert ("num_features" in row.ones) == (width == 1)
     source = row.source()
     assert (source.constants.get((list(row.signature).index("num_features"),)) == 1) == (width == 1)
+
+
+@pytest.mark.parametrize("name", ["clip-text-77", "gcn/cora-like"])
+def test_the_recording_fills_inputs_with_ones_and_records_the_same_launches(name):
+    """record_catalog does not draw the catalog's random inputs (most of its time at GPU sizes): what a launch
+    compiles depends on dtypes, shapes, strides, alignment and integers, never on values."""
+    from fusebench import cases
+    from fusebench.specializations import _inputs_not_drawn, _run_case
+
+    case = cases.get(name, "cpu")
+    drawn, filled = [], []
+    for dtype in (torch.float16, torch.float32):
+        _run_case(case, dtype, drawn, name)
+        with _inputs_not_drawn():
+            _run_case(case, dtype, filled, name)
+    assert drawn and filled == drawn
