@@ -61,7 +61,8 @@ class CompileSpec:
         (a switch the configuration turns on, e.g. an optional operand, keeps its pointer's alignment from
         the launch's placeholder argument).
         """
-        runtime = [name for name, kind in self.signature.items() if kind != "constexpr"]
+        # Triton specializes pointers and integers only (a float argument is never divisible or a constant).
+        runtime = [name for name, kind in self.signature.items() if kind.startswith(("*", "i", "u"))]
         divisible = tuple(name for name in runtime if name in launch.divisible)
         ones = tuple(name for name in runtime if name in launch.ones and not self.signature[name].startswith("*"))
         return replace(self, divisible=divisible, ones=ones, specialization=specialization_label(runtime, divisible,
