@@ -25,6 +25,12 @@ the candidate misses that bound, the k-rule against the baseline is the second c
 same-precision reference misses the bound (results that cancel terms far larger than themselves), the
 bound measures the problem's conditioning rather than the candidate.
 
+A result that sums terms far larger than itself (a softmax gradient whose terms cancel, a row with one key)
+carries the rounding of those terms, not of itself, and a bound relative to its own largest element
+(float32's ``atol``; the k-rule's, where the baseline happens to cancel exactly) can collapse below that
+rounding. A caller that knows the terms names them with :class:`Cancellation`; the allowed error is then never
+below the rounding those terms can leave where they are accumulated (the **cancellation floor**).
+
 The baseline must be a separate run: a candidate passed as its own baseline (the same tensor, or, for
 float16/bfloat16, the very same values carrying the very same rounding errors) would be allowed k times
 its own error, so any error would pass. :func:`check` refuses such a call; a provider that *is* the
@@ -41,8 +47,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Verdict", "check", "check_baseline", "assert_agrees", "BaselineIsCandidate", "K_OUTPUT", "K_GRADIENT",
-           "tolerance_for"]
+__all__ = ["Verdict", "check", "check_baseline", "assert_agrees", "BaselineIsCandidate", "Cancellation", "K_OUTPUT",
+           "K_GRADIENT", "tolerance_for"]
 
 K_OUTPUT = 2.0  # FlashAttention: output error at most twice eager PyTorch's in the same dtype
 K_GRADIENT = 3.0  # gradients go through one more reduction: three times
@@ -71,6 +77,26 @@ _TOLERANCES = {
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+@dataclass(frozen=True)
+class Cancellation:
+    """The cancellation floor: each element of the result is computed from ``terms`` rounded values of at most
+    ``term_bound`` in magnitude (after any factor that carries them into the result), however small the result.
+
+    Accumulating them leaves up to ``terms * u * term_bound`` (u = eps / 2, the unit roundoff of the accumulation):
+    the standard bound for a dot product of ``terms`` terms to first order (Higham, "Accuracy and Stability of
+    Numerical Algorithms", 2002, section 3.1). float16/bfloat16 results are accumulated in float32 (the kernels and
+    torch's reductions do), so their floor is float32's: far below their own rounding, it only matters where the
+    k-rule's allowance collapses because the baseline cancelled exactly.
+    """
+
+    terms: int
+    term_bound: float
+
+    def floor(self, dtype: torch.dtype) -> float:
+        accumulation = torch.float64 if dtype == torch.float64 else torch.float32
+        return self.terms * torch.finfo(accumulation).eps / 2 * self.term_bound
+
+
 def tolerance_for(dtype: torch.dtype) -> Tolerance | None:
     """The absolute+relative bound for float32/float64, or None for dtypes judged by the k-rule."""
     return _TOLERANCES.get(dtype)
@@ -82,7 +108,7 @@ class Verdict:
 
     name: str
     dtype: torch.dtype
-    rule: str  # "k-rule" or "abs+rel"
+    rule: str  # "k-rule", "abs+rel" or "cancellation floor" (the floor was the bound at the worst element)
     passed: bool
     ratio: float  # candidate error / allowed error
     candidate_error: float  # max |cand - gold|
@@ -174,6 +200,7 @@ def check(
     *,
     gradient: bool = False,
     name: str = "output",
+    cancels: Cancellation | None = None,
 ) -> Verdict:
     """Judge ``candidate`` against ``gold`` (float64) with the policy above.
 
@@ -183,6 +210,8 @@ def check(
         baseline: the reference run in the candidate's dtype; required for float16/bfloat16.
         gradient: use k = 3 (gradients) instead of k = 2 (outputs).
         name: what is being compared, for messages.
+        cancels: the terms each element sums, when they may cancel: the allowed error is then at least their
+            cancellation floor (see :class:`Cancellation`).
     """
     if not isinstance(candidate, torch.Tensor) or not isinstance(gold, torch.Tensor):
         raise TypeError("check: candidate and gold must be tensors")
@@ -226,6 +255,8 @@ def check(
     if rule == "k-rule":
         k = K_GRADIENT if gradient else K_OUTPUT
         allowed = k * baseline_error + _ulp_floor(dtype, scale)
+        if cancels is not None and cancels.floor(dtype) > allowed:
+            rule, allowed = "cancellation floor", cancels.floor(dtype)
         flat = int(error.flatten().argmax())
         ratio = float(error.flatten()[flat]) / allowed
         allowed_at_worst = allowed
@@ -234,10 +265,14 @@ def check(
         if tol is None:
             raise TypeError(f"check({name}): no agreement rule for dtype {dtype}")
         allowed_elementwise = tol.atol * max(scale, torch.finfo(dtype).tiny) + tol.rtol * gold.abs()
+        if cancels is not None:
+            allowed_elementwise = allowed_elementwise.clamp(min=cancels.floor(dtype))
         ratios = error / allowed_elementwise
         flat = int(ratios.flatten().argmax())
         ratio = float(ratios.flatten()[flat])
         allowed_at_worst = float(allowed_elementwise.flatten()[flat])
+        if cancels is not None and allowed_at_worst == cancels.floor(dtype):
+            rule = "cancellation floor"
         if base is not None and ratio > 1.0:
             # Where the same-precision reference itself misses the element-wise bound (a result that cancels
             # terms far larger than itself, e.g. a softmax gradient), that bound measures the problem's
@@ -270,9 +305,10 @@ def check_baseline(baseline: torch.Tensor, gold: torch.Tensor, *, gradient: bool
                    reason="the provider is the baseline: measured, not judged")
 
 
-def assert_agrees(candidate, gold, baseline=None, *, gradient: bool = False, name: str = "output") -> Verdict:
+def assert_agrees(candidate, gold, baseline=None, *, gradient: bool = False, name: str = "output",
+                  cancels: Cancellation | None = None) -> Verdict:
     """:func:`check`, raising ``AssertionError`` with the full verdict when the candidate fails."""
-    verdict = check(candidate, gold, baseline, gradient=gradient, name=name)
+    verdict = check(candidate, gold, baseline, gradient=gradient, name=name, cancels=cancels)
     if not verdict.passed:
         raise AssertionError(verdict.describe())
     return verdict

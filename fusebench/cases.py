@@ -17,25 +17,35 @@ Attention families: ``bert-base`` (12 heads, d 64, a sequence-length sweep aroun
 Graph families: ``cora-like`` (2,708 nodes, 10,556 edges), ``arxiv-like`` (169,343 nodes, 1.17M edges,
 power-law degrees), ``reddit-like`` (dense, average degree in the hundreds), and an ``er-degree`` sweep
 (Erdos-Renyi at fixed size, rising average degree) for the GB/s-versus-degree plot.
+Whole models (suite ``models``, :class:`ModelCase`): what a user runs rather than one op: a transformers
+model's forward pass or greedy ``generate()``, a two-layer PyG GCN or GAT; how they are built and run on
+each provider is :mod:`fusebench.integrations.benchmarks`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from fusebench.inputs import random_tensor, seed_for
 
-__all__ = ["AttentionCase", "GraphCase", "CATALOG", "get", "names", "for_device", "MODES", "CPU_MODES"]
+__all__ = ["AttentionCase", "GraphCase", "ModelCase", "CATALOG", "SUITES", "OP_SUITES", "get", "names", "for_device",
+           "MODES", "CPU_MODES"]
+
+# The op-level suites time one attention call or one aggregation (they have FLOP and byte models, a roofline,
+# and backward modes); ``models`` times whole models.
+OP_SUITES = ("attention", "graph")
+SUITES = (*OP_SUITES, "models")
 
 MODES = ("forward", "backward", "forward+backward")
 CPU_MODES = ("forward", "backward")  # the default on a CPU, where forward+backward adds little but time
-# The FLOP model of the issue: a backward pass costs 2.5 forwards (five matmuls to the forward's two),
+# The FLOP model: a backward pass costs 2.5 forwards (five matmuls to the forward's two),
 # forward + backward 3.5.
 _MODE_FLOP_FACTOR = {"forward": 1.0, "backward": 2.5, "forward+backward": 3.5}
 # Case seeds are fixed (not drawn per run), so every run of a case times the very same numbers.
 _CASE_SEED_BASE = 20240601
+_MODEL_SEED_BASE = 20240602
 
 
 def _case_seed(name: str) -> int:
@@ -80,7 +90,8 @@ class AttentionCase:
         return f"B{self.batch} {heads} {n} D{self.head_dim}" + (" causal" if self.causal else "")
 
     def flops(self, mode: str) -> float:
-        """The issue's FLOP model: forward ``4 B H Nq Nk D`` (two matmuls), halved when causal.
+        """Matmul FLOPs: forward ``4 B H Nq Nk D`` (Q K^T and P V, two FLOPs per multiply-add), halved when causal;
+        the backward's five matmuls count 2.5 times the forward (``_MODE_FLOP_FACTOR``).
 
         Halving is the usual convention (FlashAttention's benchmarks) for ``Nq == Nk``; the masked
         half is work a kernel may skip, so counting it would flatter the kernels that do not skip it.
@@ -208,6 +219,43 @@ class GraphCase:
                 for key, shape in shapes.items()}
 
 
+@dataclass(frozen=True)
+class ModelCase:
+    """One whole-model workload. ``model`` names the builder; ``dims`` its sizes; ``task`` what is timed
+    (``"forward"``: one forward pass; ``"generate"``: greedy generation of ``new_tokens`` tokens)."""
+
+    name: str
+    family: str
+    framework: str  # "transformers" or "pyg"
+    task: str  # "forward" or "generate"
+    model: str  # "bert", "vit", "llama", "gcn", "gat"
+    dims: dict = field(hash=False)  # hidden, layers, heads, kv_heads, ffn, image, patch, features, ...
+    batch: int = 1
+    tokens: int = 0  # sequence length (text), or nodes (graphs)
+    new_tokens: int = 0  # generate only
+    graph: str = ""  # reference.graph_generators name (graphs)
+    size: str = "gpu"
+    suite: str = "models"
+
+    @property
+    def x(self) -> int:
+        """The value plots put on the x axis: tokens (or nodes)."""
+        return self.tokens
+
+    @property
+    def seed(self) -> int:
+        return seed_for("model-case", self.name, base=_MODEL_SEED_BASE)
+
+    def shape_text(self) -> str:
+        d = self.dims
+        if self.framework == "pyg":
+            return f"{self.graph} N{self.tokens} F{d['features']} hidden {d['hidden']} x{d['layers']}"
+        grouped = d.get("kv_heads", d["heads"]) != d["heads"]
+        heads = f"Hq{d['heads']}/Hkv{d['kv_heads']}" if grouped else f"H{d['heads']}"
+        text = f"B{self.batch} N{self.tokens} {d['layers']}x{d['hidden']} {heads}"
+        return text + (f" +{self.new_tokens} tokens" if self.task == "generate" else "")
+
+
 # --------------------------------------------------------------------------------------------------
 # The catalog: (real size, CPU-sized variant) per name
 # --------------------------------------------------------------------------------------------------
@@ -268,19 +316,56 @@ _PAIRS: list[tuple] = [
       for d in (2, 8, 32, 128)),
 ]
 
-CATALOG: dict[str, dict[str, AttentionCase | GraphCase]] = {
-    real.name: {"gpu": real, "cpu": cpu} for real, cpu in _PAIRS
+
+def _model(real: ModelCase, **cpu) -> tuple[ModelCase, ModelCase]:
+    return real, replace(real, size="cpu", **cpu)
+
+
+# CPU variants: two layers of width 64 with the real model's head structure (GQA kept), tiny vocabularies.
+_TINY_TEXT = dict(hidden=64, layers=2, heads=4, kv_heads=4, ffn=128, vocab=1000)
+_TINY_GQA = dict(_TINY_TEXT, kv_heads=2)
+_LLAMA_GQA = dict(hidden=2048, layers=8, heads=16, kv_heads=4, ffn=5632, vocab=32000)
+_MODEL_PAIRS: list[tuple] = [
+    # BERT-base encoder (12 layers, 12 heads of 64), batch 8 x 512 tokens, one padded row.
+    _model(ModelCase("bert-base-512-model", "bert-base", "transformers", "forward", "bert",
+                     dict(hidden=768, layers=12, heads=12, kv_heads=12, ffn=3072, vocab=30522), batch=8, tokens=512),
+           dims=_TINY_TEXT, batch=2, tokens=48),
+    # ViT-B/16 at 224 px (197 tokens), batch 32.
+    _model(ModelCase("vit-b16-224-model", "vit-b16", "transformers", "forward", "vit",
+                     dict(hidden=768, layers=12, heads=12, kv_heads=12, ffn=3072, image=224, patch=16), batch=32,
+                     tokens=197),
+           dims=dict(_TINY_TEXT, image=32, patch=8), batch=2, tokens=17),
+    # A Llama-style decoder (16 query heads over 4 key/value heads, d 128), 2,048 tokens.
+    _model(ModelCase("llama-gqa-2k", "llama-gqa", "transformers", "forward", "llama", _LLAMA_GQA, batch=1,
+                     tokens=2048),
+           dims=_TINY_GQA, batch=1, tokens=64),
+    # The same decoder: greedy generate() of 64 tokens after a left-padded batch of 4 prompts of up to 512.
+    _model(ModelCase("llama-gqa-generate", "llama-gqa", "transformers", "generate", "llama", _LLAMA_GQA, batch=4,
+                     tokens=512, new_tokens=64),
+           dims=_TINY_GQA, batch=2, tokens=16, new_tokens=4),
+    # torch_geometric.nn.models.GCN / GAT, two layers, on the graph catalog's generators.
+    _model(ModelCase("gcn-2layer/cora-like", "cora-like", "pyg", "forward", "gcn",
+                     dict(features=1433, hidden=64, layers=2, out=7), tokens=2708, graph="power_law"),
+           dims=dict(features=64, hidden=32, layers=2, out=7), tokens=512),
+    _model(ModelCase("gat-2layer/arxiv-like", "arxiv-like", "pyg", "forward", "gat",
+                     dict(features=128, hidden=256, layers=2, out=40, heads=8), tokens=169_343, graph="power_law"),
+           dims=dict(features=32, hidden=32, layers=2, out=8, heads=4), tokens=512),
+]
+
+# One namespace for every suite (a whole model's name says "-model" where an op-level case has the same shape)
+CATALOG: dict[str, dict[str, AttentionCase | GraphCase | ModelCase]] = {
+    real.name: {"gpu": real, "cpu": cpu} for real, cpu in _PAIRS + _MODEL_PAIRS
 }
 
 
 def names(suite: str | None = None) -> list[str]:
-    """Every case name, or those of one suite (``"attention"`` or ``"graph"``), in catalog order."""
-    if suite not in (None, "attention", "graph"):
-        raise ValueError(f"suite must be 'attention', 'graph' or None, got {suite!r}")
+    """Every case name, or those of one suite (``"attention"``, ``"graph"`` or ``"models"``), in catalog order."""
+    if suite not in (None, *SUITES):
+        raise ValueError(f"suite must be one of {SUITES} or None, got {suite!r}")
     return [name for name, sizes in CATALOG.items() if suite is None or sizes["gpu"].suite == suite]
 
 
-def get(name: str, size: str = "gpu") -> AttentionCase | GraphCase:
+def get(name: str, size: str = "gpu") -> AttentionCase | GraphCase | ModelCase:
     """The case ``name`` at ``size`` (``"gpu"``, the real size, or ``"cpu"``, the CPU-sized variant)."""
     if name not in CATALOG:
         raise ValueError(f"unknown case {name!r}; known cases: {', '.join(CATALOG)}")
@@ -289,6 +374,6 @@ def get(name: str, size: str = "gpu") -> AttentionCase | GraphCase:
     return CATALOG[name][size]
 
 
-def for_device(name: str, device: str) -> AttentionCase | GraphCase:
+def for_device(name: str, device: str) -> AttentionCase | GraphCase | ModelCase:
     """The size that fits ``device``: the real case on CUDA, the CPU-sized variant on the CPU."""
     return get(name, "gpu" if str(device).startswith("cuda") else "cpu")

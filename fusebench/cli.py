@@ -152,12 +152,16 @@ def _run(args: argparse.Namespace) -> int:
 
     emulate_triton_without_gpu()
     from fusebench import runner
-    from fusebench.cases import CPU_MODES, MODES
+    from fusebench.cases import CPU_MODES, MODES, OP_SUITES, SUITES
     from fusebench.metrics import measure_ceilings
 
-    suites = ("attention", "graph") if args.suite == "all" else (args.suite,)
+    suites = SUITES if args.suite == "all" else (args.suite,)
     if args.cluster or args.resume:
-        return _run_on_cluster(args, suites)
+        if args.suite == "models":
+            print("fusebench run --cluster: the cluster path runs the op-level suites (attention, graph); run "
+                  "--suite models without --cluster", file=sys.stderr)
+            return 2
+        return _run_on_cluster(args, OP_SUITES if args.suite == "all" else suites)
     if args.gpu_type:
         print("fusebench run: --gpu-type needs --cluster", file=sys.stderr)
         return 2
@@ -305,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     roof = commands.add_parser("roofline", help="analytic lower-bound time of every case on each GPU of the table")
     roof.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="bfloat16")
     roof.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    roof.add_argument("--cases", nargs="+", choices=names(), metavar="CASE", help="cases (default: all)")
+    roof.add_argument("--cases", nargs="+", choices=names("attention") + names("graph"), metavar="CASE",
+                      help="cases (default: every op-level case)")
     roof.add_argument("--devices", nargs="+", default=None, metavar="GPU",
                       help="table devices (default: all): " + ", ".join(_roofline_devices()))
     roof.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
@@ -345,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     mut.set_defaults(handler=_mutants)
 
     run = commands.add_parser("run", help="benchmark every provider on the cases: agreement, time, memory; store rows")
-    run.add_argument("--suite", choices=("attention", "graph", "all"), default="all")
+    run.add_argument("--suite", choices=("attention", "graph", "models", "all"), default="all",
+                     help="models: whole transformers and PyG models (fusebench.integrations.benchmarks); all: "
+                          "every suite (on a cluster, the op-level ones)")
     run.add_argument("--cases", nargs="+", choices=names(), metavar="CASE", help=f"cases (default all): {names()}")
     run.add_argument("--providers", nargs="+", metavar="NAME", help="providers (default: every one that runs here)")
     run.add_argument("--modes", nargs="+", choices=MODES, default=None,

@@ -302,7 +302,8 @@ def format_table(table: pd.DataFrame) -> str:
     shown = table.copy()
     if len(shown):
         shown["speedup"] = [f"{s:.2f}{(' ?' if o else ' *') if c else ''}"
-                            for s, c, o in zip(shown["speedup"], shown["changed"], shown["oversubscribed"], strict=True)]
+                            for s, c, o in zip(shown["speedup"], shown["changed"], shown["oversubscribed"],
+                                               strict=True)]
         shown["ci"] = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(shown["ci_low"], shown["ci_high"], strict=True)]
         shown["n"] = [f"{x}/{y}" for x, y in zip(shown["n_a"], shown["n_b"], strict=True)]
         shown["load"] = ["oversubscribed" if o else "" for o in shown["oversubscribed"]]

@@ -6,12 +6,12 @@ torch.nn, PyG ...; ``closed form``; ``hand-computed case``; ``properties only``)
 (``core``) through which a kernel can replace the module's hot loop.
 
 Nothing else is a claim kept by hand. The backends a row shows are those a test *ran*: while the test suite
-runs, :class:`SeamRecorder` wraps every backend registered at the seams (``reference.attention``'s
-attention backends; ``reference.gnn``'s aggregation, attention-aggregation and readout backends) and notes,
-for each call, the backend and every documented module whose code is on the call stack (so a GATConv run
-with ``backend="triton"`` credits the GAT row, and a co-attention layer credits the co-attention and
-multi-head attention rows). The plugin in ``suites/conftest.py`` merges pytest-xdist workers and writes
-:data:`RECORDING` at the end of a complete run (the README's test command), then applies :func:`check`:
+runs, :class:`SeamRecorder` wraps every backend the seams dispatch to (attention, aggregate, attention_aggregate,
+readout: their registries in reference/backends.py) and notes, for each call, the backend and every documented
+module whose code is on the call stack (so a GATConv run with ``backend="triton"`` credits the GAT row, and a
+co-attention layer credits the co-attention and multi-head attention rows). The plugin in ``suites/conftest.py``
+merges pytest-xdist workers and writes :data:`RECORDING` at the end of a complete run (the README's test command),
+then applies :func:`check`:
 
 * every section with a kernel seam (``core``) claims the kernel backend ``triton``: some module-level test
   must have run that module with it;
@@ -167,11 +167,6 @@ MODULES: tuple[Module, ...] = (
 # Recording what the tests ran through the seams
 # --------------------------------------------------------------------------------------------------
 
-# (module holding the registry, registry attribute, seam name); the seam functions look the backend up in these
-_REGISTRIES = (("reference.attention", "_BACKENDS", "attention"),
-               ("reference.gnn", "_AGGREGATE", "aggregation"),
-               ("reference.gnn", "_ATTENTION", "attention aggregation"),
-               ("reference.gnn", "_READOUT", "readout"))
 _TESTS_KEPT = 3  # test ids kept per (module, backend): enough to find one, small enough to read
 
 
@@ -190,27 +185,6 @@ def _is_test_double(fn) -> bool:
     return module.startswith(("suites.", "test_", "conftest", "correctness.", "harness.", "reference_tests."))
 
 
-class _Recording(dict):
-    """A backend registry that hands out recording wrappers: ``registry[name]`` is how the seam dispatches."""
-
-    def __init__(self, original: dict, seam: str, recorder: SeamRecorder):
-        super().__init__(original)
-        self.seam, self.recorder = seam, recorder
-
-    def __getitem__(self, backend):
-        fn = super().__getitem__(backend)
-        recorder, seam = self.recorder, self.seam
-
-        if _is_test_double(fn):  # a backend a test registers to spy on the seam is no backend of the project
-            return fn
-
-        def recorded(*args, **kwargs):
-            recorder.note(seam, backend, sys._getframe(1))
-            return fn(*args, **kwargs)
-
-        return recorded
-
-
 class SeamRecorder:
     """Notes (documented module, backend) for every backend call at the seams, attributed to the current test."""
 
@@ -220,24 +194,31 @@ class SeamRecorder:
         self.seams: dict[tuple[str, str], int] = {}  # (seam, backend) -> calls
         self._entries = _entry_table()
         self._lock = threading.Lock()
-        self._previous: list = []
+        self._previous = None  # the dispatch hook install() replaced
 
     def install(self) -> SeamRecorder:
-        """Route every seam's backend lookups through this recorder (until :meth:`uninstall`)."""
-        self._previous = []
-        for module_name, attribute, seam in _REGISTRIES:
-            module = importlib.import_module(module_name)
-            registry = getattr(module, attribute)
-            self._previous.append((module, attribute, registry))
-            setattr(module, attribute, _Recording(registry, seam, self))
+        """Route every seam's backend dispatch through this recorder (until :meth:`uninstall`)."""
+        from reference.backends import observe
+
+        self._previous = observe(self._wrap)
         return self
 
     def uninstall(self) -> None:
-        """Put the previous registries back, keeping any backend registered meanwhile (a kernel imported)."""
-        for module, attribute, previous in reversed(self._previous):
-            previous.update(getattr(module, attribute))  # dict.update copies the raw functions, not wrappers
-            setattr(module, attribute, previous)
-        self._previous = []
+        """Put back the hook this recorder replaced (another recorder's, or none)."""
+        from reference.backends import observe
+
+        observe(self._previous)
+
+    def _wrap(self, seam: str, backend: str, fn):
+        """What the seam calls instead of ``fn``: ``fn``, noting the call (a test's own double is not noted)."""
+        if _is_test_double(fn):  # a backend a test registers to spy on the seam is no backend of the project
+            return fn
+
+        def recorded(*args, **kwargs):
+            self.note(seam, backend, sys._getframe(1))
+            return fn(*args, **kwargs)
+
+        return recorded
 
     def _rows_on_stack(self, frame) -> set[str]:
         rows: set[str] = set()

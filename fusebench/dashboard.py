@@ -11,8 +11,9 @@
   A working tree with uncommitted changes is refused (asv would file its results under HEAD) unless
   ``allow_dirty``; then the machine name ends in ``-dirty``, so they never mix with HEAD's own.
 * :func:`publish` runs ``asv publish`` and then makes the pages work offline: asv's index.html loads
-  jQuery, flot, bootstrap and two small plugins from CDNs, so their links are rewritten to copies
-  shipped in ``fusebench/dashboard_static`` (see its LICENSES.txt).
+  jQuery, flot, bootstrap and two small plugins from CDNs, so their links are pointed at checked copies
+  of the same versions from npm, cached outside the repository (:mod:`fusebench.dashboard_assets`);
+  without them (offline on first use) the pages keep asv's CDN links.
 * :func:`merge` copies results recorded on other machines into this tree (asv keeps one folder per
   machine), with their device sidecars and results store files, refusing any file that would overwrite
   a different one before copying anything.
@@ -27,13 +28,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from fusebench import dashboard_assets
 from fusebench.device import ROOT, DeviceIdentity, identity, machine_name, slug
 
 __all__ = ["record", "publish", "preview", "merge", "MergeConflict",
@@ -44,21 +45,9 @@ __all__ = ["record", "publish", "preview", "merge", "MergeConflict",
 class DirtyTree(RuntimeError):
     """The checkout has uncommitted changes: its results would be filed under a commit that did not run."""
 
+
 DEFAULT_CONFIG = ROOT / "asv.conf.json"
-STATIC = Path(__file__).resolve().parent / "dashboard_static"
-# CDN file name in asv's index.html -> the local copy in dashboard_static/
-_LOCAL_COPIES = {
-    "jquery-3.3.1.min.js": "jquery-3.3.1.min.js",
-    "jquery.flot.min.js": "jquery.flot.js",
-    "jquery.flot.time.min.js": "jquery.flot.time.js",
-    "jquery.flot.selection.min.js": "jquery.flot.selection.js",
-    "jquery.flot.categories.min.js": "jquery.flot.categories.js",
-    "jquery.flot.orderBars.js": "jquery.flot.orderBars.js",
-    "stupidtable.min.js": "stupidtable.min.js",
-    "md5.min.js": "md5.min.js",
-    "bootstrap.min.js": "bootstrap.min.js",
-    "bootstrap.min.css": "bootstrap.min.css",
-}
+
 
 
 def _config(config) -> tuple[Path, dict]:
@@ -145,32 +134,19 @@ def record(*, commit: str | None = None, bench: str | None = None, config=None, 
     return machine
 
 
-def _localize(page: Path) -> None:
-    """Point every CDN <script>/<link> of ``page`` at vendor/ copies and drop their integrity checks."""
-    def rewrite(match: re.Match) -> str:
-        tag = match.group(0)
-        url = re.search(r'(?:src|href)="(https?://[^"]+)"', tag)
-        if url is None:
-            return tag
-        local = _LOCAL_COPIES.get(url.group(1).rsplit("/", 1)[-1])
-        if local is None:
-            return tag
-        tag = tag.replace(url.group(1), f"vendor/{local}")
-        return re.sub(r'\s(?:integrity|crossorigin|referrerpolicy)="[^"]*"', "", tag)
-
-    page.write_text(re.sub(r"<(?:script|link)\b[^>]*>", rewrite, page.read_text()))
-
-
-def publish(config=None) -> Path:
-    """``asv publish``, then make the pages load their scripts from local copies; returns the html dir."""
+def publish(config=None, *, assets=dashboard_assets.ASSETS, registry: str = dashboard_assets.REGISTRY) -> Path:
+    """``asv publish``, then point the pages' CDN links at checked local copies (fetched from ``registry``
+    on first use, see :mod:`fusebench.dashboard_assets`); returns the html dir. Without the copies the pages
+    keep asv's CDN links, and a line on stderr says why."""
     _asv(["publish"], config)
     out = html_dir(config)
-    vendor = out / "vendor"
-    vendor.mkdir(exist_ok=True)
-    for name in set(_LOCAL_COPIES.values()):
-        shutil.copyfile(STATIC / name, vendor / name)
+    try:
+        copies = dashboard_assets.local_copies(assets, registry=registry)
+    except dashboard_assets.AssetsUnavailable as error:
+        print(f"fusebench dashboard: the pages load their scripts from asv's CDN links ({error})", file=sys.stderr)
+        return out
     for page in out.glob("*.html"):
-        _localize(page)
+        dashboard_assets.localize(page, out, copies)
     return out
 
 

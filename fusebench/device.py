@@ -151,3 +151,8 @@ def emulate_triton_without_gpu() -> None:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def default_dtype(device: str) -> str:
+    """The dtype a run uses unless told: bfloat16 on a GPU (what the kernels are for), float32 on the CPU."""
+    return "bfloat16" if str(device).startswith("cuda") else "float32"

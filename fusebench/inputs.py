@@ -2,6 +2,7 @@
 
 * :func:`random_tensor` draws from a seeded generator, so a case is reproducible from its seed, and
   never returns zeros (a zero input hides a kernel that forgot to load it).
+* :func:`randomize_parameters` redraws a module's every parameter the same way (LayerNorms included).
 * :func:`poisoned` returns an output buffer full of NaN (or a sentinel for integers): a kernel that
   forgets to write an element leaves NaN behind, which the agreement policy never passes.
 * :class:`GuardedTensor` places a tensor as a view inside a larger buffer whose margins hold NaN (or a
@@ -18,7 +19,8 @@ import random
 
 import torch
 
-__all__ = ["run_seed", "seed_for", "random_tensor", "poisoned", "GuardedTensor", "SENTINEL_INT"]
+__all__ = ["run_seed", "seed_for", "random_tensor", "randomize_parameters", "poisoned", "GuardedTensor",
+           "SENTINEL_INT"]
 
 SENTINEL_INT = -(2**30) - 7  # an index no valid graph or sequence offset holds
 
@@ -67,6 +69,25 @@ def random_tensor(
     if dtype.is_floating_point and (out == 0).any():  # rounding in a tiny dtype could still reach zero
         out = torch.where(out == 0, torch.full_like(out, torch.finfo(dtype).tiny), out)
     return out.to(device)
+
+
+def randomize_parameters(module, seed: int, *, unit_scale: tuple[str, ...] = ()):
+    """Redraw every parameter of ``module`` in place and return it: LayerNorms, biases and [CLS] tokens included, so
+    none is the identity or zero and a skipped or swapped one shows.
+
+    A weight of fan-in n (the product of its dimensions after the first) gets scale 1/sqrt(n), so activations stay
+    O(1); vectors, and parameters whose name contains a word of ``unit_scale`` (embedding tables), get 1. Each
+    parameter's seed is hashed from ``seed`` and its name, so it never meets the inputs' ``seed + i``.
+    """
+    import math
+
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            fan_in = math.prod(parameter.shape[1:]) if parameter.dim() >= 2 else 1
+            scale = 1.0 if any(word in name for word in unit_scale) else fan_in**-0.5
+            parameter.copy_(random_tensor(parameter.shape, seed=seed_for("parameter", name, base=seed),
+                                          dtype=parameter.dtype, scale=scale))
+    return module
 
 
 def poisoned(shape, *, dtype: torch.dtype, device: str | torch.device = "cpu") -> torch.Tensor:

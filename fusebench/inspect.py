@@ -12,16 +12,19 @@ with the tools Triton ships:
 
 What a row stands for: one shipped configuration (``compile_specs()`` of a kernels/ module) compiled
 with one specialization that real launches give it. :mod:`fusebench.specializations` records every
-launch of the case catalog (both sizes, forward and backward, each dtype) and of the graph correctness
-tiers' widths, and asks Triton's JIT binder what each compiles (arguments divisible by 16, integers
-equal to 1); each configuration is compiled once per distinct specialization among the launches it
-serves, and the row names those launches' cases. So an aligned (F % 16 == 0) and a ragged (F = 602)
-launch of ``spmm.segment_sum`` are two rows. A configuration no launch serves is listed, not compiled.
+launch of the case catalog's attention and graph cases (both sizes, forward and backward, each dtype) and
+of the correctness tiers' shapes, and asks Triton's JIT binder what each compiles (arguments divisible by
+16, integers equal to 1); the flags a call decides (``CompileSpec.launch_constexprs``: attention's causal,
+mask kind, key padding, varlen, O copy) come from the launch too. Each configuration is compiled once per
+distinct specialization among the launches it serves, and the row names those launches' cases. So an
+aligned (F % 16 == 0) and a ragged (F = 602) launch of ``spmm.segment_sum`` are two rows, as are a causal
+and a plain attention launch, and the forward's TMA path (sm_90) is a configuration of its own. A
+configuration no launch serves is listed, not compiled.
 
 Occupancy is derived from registers, shared memory (Triton's dynamic shared memory plus static) and
 warps with the per-SM limits in ``SM_LIMITS``. The CI gate (``--check``) fails when a shipped
 configuration does not compile, spills, or an attention configuration has no tensor-core instruction
-on sm_90.
+on sm_90, or one that reads through tensor descriptors (``expects_tma``) has no TMA load there.
 """
 
 from __future__ import annotations
@@ -82,7 +85,9 @@ class KernelReport:
     hgmma: int = 0
     global_loads: int = 0
     global_loads_128: int = 0
+    tma_loads: int = 0
     expects_tensor_cores: bool = False
+    expects_tma: bool = False
     specialization: str = ""  # what the launches' arguments specialize (CompileSpec.specialization)
     cases: str = ""  # the launches (case@size, or a correctness-tier shape) this row stands for
     # the main loop's static cost (fusebench/sass_cost.py): per iteration, per tile element, per 128x128 tile
@@ -107,6 +112,8 @@ class KernelReport:
         failures = []
         if self.spills:
             failures.append(f"{where} spills ({self.spill_store_bytes} B stored, {self.spill_load_bytes} B loaded)")
+        if self.expects_tma and capability == 90 and self.tma_loads == 0:
+            failures.append(f"{where} has no TMA load (UTMALDG) although its spec reads through descriptors")
         if self.expects_tensor_cores and capability == 90 and self.hmma + self.hgmma == 0:
             failures.append(f"{where} has no tensor-core instruction (HMMA/HGMMA)")
         return failures
@@ -144,6 +151,7 @@ def _count_sass(sass: str) -> dict[str, int]:
         "hgmma": sum(op.startswith("HGMMA") for op in opcodes),
         "global_loads": len(loads),
         "global_loads_128": len(wide),
+        "tma_loads": sum(op.startswith("UTMALDG") for op in loads),
     }
 
 
@@ -169,8 +177,8 @@ def inspect_spec(spec, capability: int) -> KernelReport:
         )
     arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
     report = KernelReport(spec.kernel, spec.config, f"sm_{capability}", False, num_warps=spec.num_warps,
-                          expects_tensor_cores=spec.expects_tensor_cores, specialization=spec.specialization,
-                          cases=spec.cases)
+                          expects_tensor_cores=spec.expects_tensor_cores, expects_tma=spec.expects_tma,
+                          specialization=spec.specialization, cases=spec.cases)
     start = time.perf_counter()
     try:
         compiled = triton.compile(spec.source(), target=GPUTarget("cuda", capability, 32),
@@ -232,7 +240,7 @@ def specialized_specs(specs, launches) -> tuple[list, list]:
         if not served:
             unserved.append(spec)
         for row in served:
-            key = (spec.kernel, spec.config, row.divisible, row.ones)
+            key = (spec.kernel, spec.config, row.specialization)  # the label names flags, ones and alignment
             if key in rows:
                 known = rows[key].cases.split(", ")
                 row = replace(rows[key], cases=", ".join(known + [c for c in row.cases.split(", ") if c not in known]))
@@ -340,7 +348,8 @@ def store_rows(reports: list[KernelReport], ident, run_id: str, timestamp: str) 
     for r in reports:
         base = {"run_id": run_id, "timestamp": timestamp, "suite": "inspect", "case": r.kernel, "size": "static",
                 "shape": f"{r.config} {{{r.specialization}}}" if r.specialization else r.config,
-                "x": int(r.target.removeprefix("sm_").rstrip("a")), "provider": "triton", "mode": r.target, "dtype": "", "samples": 1, **identity_columns}
+                "x": int(r.target.removeprefix("sm_").rstrip("a")), "provider": "triton", "mode": r.target,
+                "dtype": "", "samples": 1, **identity_columns}
         value = lambda v: {"p20": float(v), "p50": float(v), "p80": float(v)}
         rows.append({**base, "metric": "compiled", "unit": "bool", **value(r.compiled), "note": r.error or r.cases})
         if r.compiled:

@@ -32,8 +32,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["Quantiles", "Timing", "timing", "time_cpu", "time_gpu", "measure_time", "peak_memory", "TensorMemoryTracker",
-           "throughput", "DevicePeak", "PEAKS", "spec_peak", "measure_ceilings", "QUANTILES"]
+__all__ = ["Quantiles", "Timing", "timing", "time_cpu", "time_gpu", "measure_time", "peak_memory",
+           "TensorMemoryTracker", "throughput", "DevicePeak", "PEAKS", "spec_peak", "measure_ceilings", "QUANTILES"]
 
 QUANTILES = (0.2, 0.5, 0.8)
 
@@ -203,9 +203,10 @@ def measure_time(fn, device: str) -> tuple[Quantiles, int]:
 class TensorMemoryTracker(TorchDispatchMode):
     """A dispatch mode that records the peak bytes held by storages created inside it.
 
-    Each storage an operator returns is counted once (views share their base's storage) and
-    uncounted when the storage is freed, so ``peak`` is the high-water mark of bytes torch allocated
-    during the ``with`` block and still held at once.
+    Each storage an operator returns is counted once and uncounted when the storage is freed, so ``peak`` is the
+    high-water mark of bytes torch allocated during the ``with`` block and still held at once; ``largest`` is the
+    largest single storage. A result that shares storage with one of the op's inputs (a view, an in-place op) is
+    no allocation, whether or not that input was created inside the block.
     """
 
     def __init__(self):
@@ -213,20 +214,23 @@ class TensorMemoryTracker(TorchDispatchMode):
         self._live: dict[int, int] = {}
         self.current = 0
         self.peak = 0
+        self.largest = 0
 
     def _release(self, key: int) -> None:
         self.current -= self._live.pop(key, 0)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in _dense_parts(tree_leaves((args, kwargs)))}
         for tensor in _dense_parts(tree_leaves(out)):
             storage = tensor.untyped_storage()
             key = storage.data_ptr()
-            if key == 0 or key in self._live:
+            if key == 0 or key in self._live or key in inputs:
                 continue
             self._live[key] = storage.nbytes()
             self.current += storage.nbytes()
             self.peak = max(self.peak, self.current)
+            self.largest = max(self.largest, storage.nbytes())
             weakref.finalize(storage, self._release, key)
         return out
 
@@ -285,6 +289,12 @@ PEAKS: tuple[DevicePeak, ...] = (
     DevicePeak(r"H100 NVL", {"bfloat16": 835.5, "float16": 835.5, "float32": 60.0}, 3900.0, "spec sheet: H100 NVL"),
     DevicePeak(r"H200", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 4800.0, "spec sheet: H200 SXM"),
     DevicePeak(r"H200 NVL", {"bfloat16": 835.5, "float16": 835.5, "float32": 60.0}, 4800.0, "spec sheet: H200 NVL"),
+    # Grace Hopper: the H100-class GPU beside a Grace CPU; its own memory (HBM3 96 GB or HBM3e 144 GB) sets the
+    # bandwidth, not the H200's.
+    DevicePeak(r"GH200 480GB", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 4000.0,
+               "spec sheet: GH200 (96GB HBM3)"),
+    DevicePeak(r"GH200 144G HBM3e", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}, 4900.0,
+               "spec sheet: GH200 (144GB HBM3e)"),
     DevicePeak(r"A100-SXM4-40GB|A100-PCIE-40GB", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 1555.0,
                "spec sheet: A100 40GB"),
     DevicePeak(r"A100-SXM4-80GB", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}, 2039.0,

@@ -98,8 +98,8 @@ CATALOG: tuple[Mutant, ...] = (
            "kvh = h // GROUPS", "kvh = h % (H // GROUPS)", occurrence=1,
            why="query head h reads kv head h mod Hkv instead of h // (Hq / Hkv)"),
     Mutant("attn running max does not rescale the accumulator", "kernels/attention.py",
-           "acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)",
-           "acc = acc + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)",
+           "acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_BF16, DOT_PRECISION)",
+           "acc = _dot(p.to(v.dtype), v, acc, UPCAST_BF16, DOT_PRECISION)",
            why="online softmax: the accumulator keeps terms scaled by a stale maximum"),
     Mutant("attn running sum not rescaled", "kernels/attention.py",
            "l_i = l_i * alpha + tl.sum(p, 1)", "l_i = l_i + tl.sum(p, 1)",
@@ -112,13 +112,17 @@ CATALOG: tuple[Mutant, ...] = (
            'm_safe = tl.where(m_new == float("-inf"), 0.0, m_new)', "m_safe = m_new",
            why="exp2(-inf - -inf) = NaN on a row with no key left"),
     Mutant("attn delta from low-precision O", "kernels/attention.py",
-           "ctx.save_for_backward(q4, k4, v4, out32, lse, attn_mask, key_padding_mask)",
+           "ctx.save_for_backward(q4, k4, v4, out if out32 is None else out32, lse, attn_mask, key_padding_mask)",
            "ctx.save_for_backward(q4, k4, v4, out, lse, attn_mask, key_padding_mask)",
            why="delta = rowsum(dO * O) read from O rounded to float16/bfloat16",
-           equivalent="not distinguishable by the agreement policy on the CPU tier: the eager bfloat16 reference, "
-                      "the k-rule's baseline, computes its softmax gradient from bfloat16 O too, so the mutant stays "
-                      "within k times the baseline's error; a peaked-softmax (scores ~1e3) bfloat16 test judged by "
-                      "the plain k-rule, without the float32 cancellation floor, let it pass over 6 seeds"),
+           equivalent="not reliably distinguishable in one run: test_large_logits_do_not_overflow[bfloat16] kills it "
+                      "on about one seed in six (FUSEBENCH_SEED 7 and 10 of 2..13: dK ratios 9.8 and 8.4e3), where "
+                      "a near one-hot row's gradient cancels; the other seeds leave it within the k-rule, since the "
+                      "eager bfloat16 reference, the rule's baseline, differentiates through a rounded O too"),
+    Mutant("attn delta pre-pass drops the last partial query block", "kernels/attention.py",
+           "_attn_bwd_delta_kernel[(triton.cdiv(problem.n_q, _DELTA_BLOCK_M), problem.batch * hq)](",
+           "_attn_bwd_delta_kernel[(problem.n_q // _DELTA_BLOCK_M, problem.batch * hq)](",
+           why="delta = rowsum(dO * O) never written for the last rows: their gradients read an uninitialized delta"),
     Mutant("attn dK missing the scale", "kernels/attention.py",
            "dk = dk * sm_scale", "dk = dk",
            why="dK = dS^T Q forgets the softmax scale"),
@@ -129,8 +133,8 @@ CATALOG: tuple[Mutant, ...] = (
     Mutant("attn dK/dV GQA head group interleaved", "kernels/attention.py",
            "h = kvh * GROUPS + g", "h = kvh + g * H_KV",
            why="the backward sums the wrong query heads into a kv head"),
-    # ---- kernels/spmm.py -----------------------------------------------------------------------------
-    Mutant("spmm CSR row end off by one", "kernels/spmm.py",
+    # ---- kernels/_csr.py and kernels/spmm.py: the CSR core's segment and combine kernels, the aggregation ----
+    Mutant("spmm CSR row end off by one", "kernels/_csr.py",
            "end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))",
            "end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1) - 1)", occurrence=1,
            why="each row loses its last edge"),
@@ -138,26 +142,26 @@ CATALOG: tuple[Mutant, ...] = (
            "count = (csr.rowptr[1:] - csr.rowptr[:-1]).clamp_min(1)",
            "count = (csr.rowptr[1:] * 0 + csr.num_edges).clamp_min(1)",
            why="mean over all edges of the graph instead of the row's degree"),
-    Mutant("spmm max initialised to 0", "kernels/spmm.py",
+    Mutant("spmm max initialised to 0", "kernels/_csr.py",
            'acc = tl.full([BLOCK_F], float("-inf"), tl.float32)\n        arg = tl.full([BLOCK_F], -1, perm_ptr',
            "acc = tl.zeros([BLOCK_F], tl.float32)\n        arg = tl.full([BLOCK_F], -1, perm_ptr",
            why="max reduction starts at 0: an all-negative row gives 0"),
-    Mutant("spmm empty max row left at -inf", "kernels/spmm.py",
+    Mutant("spmm empty max row left at -inf", "kernels/_csr.py",
            "acc = tl.where(end > start, acc, 0.0)  # an empty row is 0, not -inf", "acc = acc",
            why="an isolated node's max is -inf instead of 0"),
     Mutant("spmm GCN normalisation at one end only", "kernels/spmm.py",
            "row_scale = col_scale = _inverse_sqrt_degree(problem, edge_weight, num_nodes, x.device)",
            "row_scale = _inverse_sqrt_degree(problem, edge_weight, num_nodes, x.device)",
            why="D^-1/2 A instead of D^-1/2 A D^-1/2"),
-    Mutant("spmm split-row partials combined twice", "kernels/spmm.py",
+    Mutant("spmm split-row partials combined twice", "kernels/_csr.py",
            "acc += tl.sum(tl.load(part_ptr + offs, mask=mask, other=0.0), axis=0)",
            "acc += 2.0 * tl.sum(tl.load(part_ptr + offs, mask=mask, other=0.0), axis=0)",
            why="a long row's partial sums added twice in the second pass"),
-    Mutant("spmm max tie goes to the later edge", "kernels/spmm.py",
+    Mutant("spmm max tie goes to the later edge", "kernels/_csr.py",
            "take = block_max > acc  # strict: an earlier block keeps its (smaller) edge id on a tie",
            "take = block_max >= acc",
            why="on a tie across edge blocks the gradient goes to the later edge (the rule is the first)"),
-    Mutant("spmm max gradient to every edge", "kernels/spmm.py",
+    Mutant("spmm max gradient to every edge", "kernels/_csr.py",
            "acc += tl.sum(tl.where(mask & (chosen == eid[:, None]), vals, 0.0), axis=0)",
            "acc += tl.sum(tl.where(mask, vals, 0.0), axis=0)",
            why="the backward of max ignores the arg-max and sends the gradient along every edge"),
@@ -170,8 +174,8 @@ CATALOG: tuple[Mutant, ...] = (
            "s = tl.where(z > 0, z, z * negative_slope)  # LeakyReLU", "s = z",
            why="the attention logits skip the LeakyReLU"),
     Mutant("gat source and destination swapped", "kernels/gat.py",
-           "a_dst = tl.load(adst_ptr + row * stride_an + head * stride_ah).to(tl.float32)",
-           "a_dst = tl.load(asrc_ptr + row * stride_an + head * stride_ah).to(tl.float32)", occurrence=1,
+           "rowptr_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr, adst_ptr, num_channels,",
+           "rowptr_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr, asrc_ptr, num_channels,", occurrence=1,
            why="alpha_src read where alpha_dst belongs"),
     Mutant("gat split-row partials not rescaled", "kernels/gat.py",
            "acc = acc * correction + tl.sum(scale[:, None] * acc_s, axis=0)",
@@ -186,9 +190,9 @@ CATALOG: tuple[Mutant, ...] = (
            why="delta = rowsum(dOut * out) read from out rounded to float16/bfloat16"),
 )
 
-# The fast correctness subset each kernel file's mutants run against (gat.py reuses spmm.py's combine and
-# schedule, so spmm mutants run the GAT tests too). Chosen to take seconds each under the interpreter while
-# still covering every feature the catalog breaks: masks, ragged tiles, GQA, large logits, split rows, ties.
+# The fast correctness subset each kernel file's mutants run against (spmm.py and gat.py are both built on the
+# CSR core _csr.py, so its mutants run the SpMM and GAT tests). Chosen to take seconds each under the interpreter
+# while still covering every feature the catalog breaks: masks, ragged tiles, GQA, large logits, split rows, ties.
 _ATTENTION = ("suites/correctness/test_attention.py::test_kernel_agrees_with_reference",
               "suites/correctness/test_attention.py::test_large_logits_do_not_overflow",
               "suites/correctness/test_attention.py::test_fully_masked_rows_give_zeros_and_zero_gradients",
@@ -203,6 +207,7 @@ _GAT = ("suites/correctness/test_gat.py::test_gat_matches_reference",
         "suites/correctness/test_gat.py::test_score_gradients_bfloat16_one_channel")
 SUBSETS: dict[str, tuple[str, ...]] = {
     "kernels/attention.py": _ATTENTION,
+    "kernels/_csr.py": _SPMM + _GAT,
     "kernels/spmm.py": _SPMM + _GAT,
     "kernels/gat.py": _GAT,
 }

@@ -10,10 +10,10 @@ Attention (``suite="attention"``):
   ``sdpa-math`` ...    torch.nn.functional.scaled_dot_product_attention pinned to one backend each:
                        math, flash, efficient (memory-efficient), cudnn; varlen cases run padded
                        with a mask (the padding is part of the cost)
-  ``triton``, ...      every other backend registered with reference.attention (kernels/attention.py
-                       registers ``triton``), through the same seam the references use
+  ``triton``, ...      every other backend the reference.attention seam knows (``triton``: kernels/attention.py,
+                       declared in pyproject.toml), through the same seam the references use
   ``flash-attn``       the flash-attn package, when installed and on CUDA
-Graphs (``suite="graph"``, present once reference.gnn and reference.graph_generators import):
+Graphs (``suite="graph"``):
   ``reference``        reference.gnn.aggregate / attention_aggregate
   ``torch-sparse``     torch.sparse.mm with the CSR adjacency (normalized for gcn, 1/deg for mean),
                        built once outside the timing
@@ -36,7 +36,21 @@ import torch.nn.functional as F
 
 from fusebench.cases import AttentionCase, GraphCase
 
-__all__ = ["Provider", "Unavailable", "Workload", "make_workload", "providers", "graph_suite_missing"]
+__all__ = ["Provider", "Unavailable", "Workload", "make_workload", "providers", "graph_suite_missing",
+           "PROVIDER_NAMES", "MODEL_PROVIDER_NAMES"]
+
+# Whole models run on the attention implementations transformers offers (plus ours), or PyG's layers (or ours).
+MODEL_PROVIDER_NAMES = {"transformers": ("eager", "sdpa", "flash_attention_2", "fusebench"),
+                        "pyg": ("pyg", "fusebench")}
+# Every provider fusebench knows, per suite of the case catalog, in table order: the one list the asv and
+# pytest-benchmark suites are parametrized over (asv fixes its params before anything runs). Which of them
+# can run a case here is found per case (Unavailable: a skip that says why). suites/harness/test_providers.py
+# checks that every provider :func:`providers` discovers is listed here.
+PROVIDER_NAMES = {
+    "attention": ("reference", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "triton", "flash-attn"),
+    "graph": ("reference", "torch-sparse", "pyg", "triton"),
+    "models": tuple(dict.fromkeys(name for names in MODEL_PROVIDER_NAMES.values() for name in names)),
+}
 
 
 class Unavailable(Exception):
@@ -148,10 +162,21 @@ def _sdpa(backend_name: str):
     return build
 
 
+def _loaded(registry, name: str):
+    """The backend's function, or Unavailable saying why it does not load here (listing it loaded nothing)."""
+    from reference.backends import UnknownBackend
+
+    try:
+        return registry.get(name)
+    except UnknownBackend as error:
+        raise Unavailable(str(error)) from error
+
+
 def _seam_backend(name: str):
     def build(case: AttentionCase, wl: Workload):
-        from reference.attention import scaled_dot_product_attention
+        from reference.attention import ATTENTION_BACKENDS, scaled_dot_product_attention
 
+        _loaded(ATTENTION_BACKENDS, name)
         if case.seqlens:  # the seam has no varlen entry: only the Triton kernel module may offer one
             varlen = getattr(importlib.import_module("kernels.attention"), "varlen_attention", None) \
                 if name == "triton" else None
@@ -233,6 +258,7 @@ def _edge_index(graph) -> torch.Tensor:
 def _reference_graph(backend: str):
     def build(case: GraphCase, wl: Workload):
         gnn = importlib.import_module("reference.gnn")
+        _loaded(gnn.ATTENTION_AGGREGATE_BACKENDS if case.op == "gat" else gnn.AGGREGATE_BACKENDS, backend)
         graph = wl.context["graph"]
         if case.op == "gat":
             return lambda x, a_src, a_dst: gnn.attention_aggregate(graph, x, a_src, a_dst, backend=backend)

@@ -19,7 +19,8 @@ dimension, ``Tq``/``Tk`` the query/key tokens of the whole batch):
 * **Graph FLOPs**: one multiply-add per gathered value for the weighted sums (``gcn``: ``2 E F``;
   ``gat``: ``2 E F`` plus about 5 per edge and head for the score, its leaky ReLU, exponential and
   normalisation), one operation per gathered value for ``sum`` and ``max`` (``E F``), plus ``N F``
-  divisions for ``mean`` (``E`` with GCN's self-loops); backward as forward (the transposed aggregation), forward+backward twice.
+  divisions for ``mean`` (``E`` with GCN's self-loops); backward as forward (the transposed aggregation),
+  forward+backward twice.
   Gathers do not run on tensor cores, so graph FLOPs are bounded by the float32 (CUDA core) rate;
   they are far below it anyway: these ops are memory-bound.
 """
@@ -88,6 +89,8 @@ def graph_flops(case: catalog.GraphCase, mode: str) -> float:
 
 def work(case, mode: str, dtype: str) -> tuple[float, float]:
     """(FLOPs, fewest bytes) of ``case`` in ``mode`` with values of ``dtype``."""
+    if case.suite not in catalog.OP_SUITES:
+        raise ValueError(f"{case.name}: a whole model has no FLOP or byte model here (only single ops do)")
     if isinstance(case, catalog.AttentionCase):
         return case.flops(mode), attention_bytes(case, mode, dtype)
     b = _check(mode, dtype)
@@ -135,28 +138,21 @@ def table(*, modes=catalog.MODES, dtype: str = "bfloat16", devices=DEVICES, case
     """Every (real-size case, mode, device) bound."""
     peaks = [peak_named(d) for d in devices]
     return [bound(catalog.get(name), mode, dtype, peak)
-            for name in (case_names or catalog.names()) for mode in modes for peak in peaks]
+            for name in (case_names or [n for s in catalog.OP_SUITES for n in catalog.names(s)])
+            for mode in modes for peak in peaks]
 
 
 def format_table(bounds: list[Bound]) -> str:
     """One line per (case, mode): FLOPs, bytes, intensity, then each device's bound in microseconds."""
-    devices = list(dict.fromkeys(b.device for b in bounds))
+    import pandas as pd
+
     lines: dict[tuple, dict] = {}
     for b in bounds:
-        lines.setdefault((b.case, b.mode), {"first": b})[b.device] = b
-    header = ["case", "mode", "GFLOP", "MB", "FLOP/B", *(f"{d} us" for d in devices)]
-    rows = []
-    for (case, mode), by_device in lines.items():
-        first = by_device["first"]
-        cells = [case, mode, f"{first.flops / 1e9:.4g}", f"{first.bytes / 1e6:.4g}", f"{first.intensity:.3g}"]
-        for d in devices:
-            b = by_device.get(d)
-            cells.append("" if b is None else f"{b.ms * 1e3:.4g} {b.bound_by[0]}")
-        rows.append(cells)
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
-    line = lambda cells: "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)
-                                   for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        line = lines.setdefault((b.case, b.mode), {"case": b.case, "mode": b.mode, "GFLOP": f"{b.flops / 1e9:.4g}",
+                                                   "MB": f"{b.bytes / 1e6:.4g}", "FLOP/B": f"{b.intensity:.3g}"})
+        line[f"{b.device} us"] = f"{b.ms * 1e3:.4g} {b.bound_by[0]}"
+    table = pd.DataFrame(list(lines.values())).fillna("").to_string(index=False) if lines else "(no case)"
     dtype = bounds[0].dtype if bounds else ""
     legend = (f"lower-bound time max(FLOPs / peak {dtype} TFLOP/s, bytes / bandwidth) on the spec-sheet peaks; "
               "c = compute-bound, m = memory-bound. Real (GPU) case sizes.")
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows), "", legend])
+    return "\n".join([table, "", legend])

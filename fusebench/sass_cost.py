@@ -125,10 +125,12 @@ def main_loop(sass: str) -> Loop | None:
     """The loop doing the work (the module docstring's rule); None when no loop holds tensor cores or loads."""
     working = [loop for loop in loops(sass) if loop.tensor_core_instructions() or loop.count("global_load")]
     innermost = [loop for loop in working
-                 if not any(other is not loop and loop.start <= other.start and other.end <= loop.end for other in working)]
+                 if not any(other is not loop and loop.start <= other.start and other.end <= loop.end
+                            for other in working)]
     if not innermost:
         return None
-    return max(innermost, key=lambda loop: (loop.tensor_core_instructions(), loop.count("global_load"), -len(loop.instructions)))
+    return max(innermost, key=lambda loop: (loop.tensor_core_instructions(), loop.count("global_load"),
+                                            -len(loop.instructions)))
 
 
 def tensor_fmas(instructions, num_warps: int) -> int:

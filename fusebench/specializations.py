@@ -3,9 +3,10 @@
 A launch of a ``@triton.jit`` kernel compiles a variant specialized to its arguments: an integer or
 pointer divisible by 16 gets ``tt.divisibility = 16`` (the compiler may then emit 128-bit loads), an
 integer equal to 1 becomes a constant. ``fusebench inspect`` compiles these variants, not guesses, so
-this module runs every launch that the benchmarks and correctness tiers make (each catalog case at
-both sizes, forward and backward, in each dtype; plus the feature widths the graph correctness tiers
-cover) through the kernels' launchers with the kernels themselves replaced by a recorder, and asks
+this module runs every launch that the benchmarks and correctness tiers make (each attention and graph
+case of the catalog at both sizes, forward and backward, in each dtype; the feature widths the graph
+correctness tiers cover; the attention cases once more with the launcher deciding its path as on sm_90,
+whose forward reads K and V by TMA) through the kernels' launchers with the kernels themselves replaced by a recorder, and asks
 Triton's JIT binder (``create_function_from_signature`` with the CUDA backend, then the JIT's own
 ``_pack_args``) what each launch would compile. Nothing runs on a GPU and no kernel executes.
 
@@ -175,8 +176,8 @@ def _record_catalog(sizes, dtypes, include_correctness) -> list[Launch]:
     for name in cases.names():
         for size in sizes:
             case = cases.get(name, size)
-            if case.suite == "graph" and providers.graph_suite_missing():
-                continue
+            if case.suite == "models" or case.suite == "graph" and providers.graph_suite_missing():
+                continue  # whole models (their layers call the kernels through the seams) are not recorded yet
             workload = providers.make_workload(case) if case.suite == "graph" else None  # generate the graph once
             for dtype in dtypes:
                 _run_case(case, dtype, launches, f"{name}@{size}", workload)
@@ -184,7 +185,40 @@ def _record_catalog(sizes, dtypes, include_correctness) -> list[Launch]:
         launches += _record_correctness_widths(dtypes)
         launches += _record_weighted_gradients(dtypes)
         launches += _record_attention_gpu_tier()
+    launches += _record_attention_on_hopper(sizes, dtypes, include_correctness)
     return _distinct(launches)
+
+
+@contextlib.contextmanager
+def _as_on_hopper():
+    """Within it the attention launcher decides its path as on an sm_90 GPU (``_tma_available``), where the
+    forward reads K and V by TMA whenever their layout allows (``_kv_by_tma``); the interpreter never does."""
+    from kernels import attention
+
+    available = attention._tma_available
+    attention._tma_available = lambda device: True
+    try:
+        yield
+    finally:
+        attention._tma_available = available
+
+
+def _record_attention_on_hopper(sizes, dtypes, include_correctness) -> list[Launch]:
+    """The attention launches an sm_90 GPU makes that no other does: the forward's TMA path (``USE_TMA``).
+    Everything else such a launch compiles is what the pointer path's recording already holds."""
+    from fusebench import cases
+
+    launches: list[Launch] = []
+    with _as_on_hopper():
+        for name in cases.names():
+            for size in sizes:
+                case = cases.get(name, size)
+                if case.suite == "attention":
+                    for dtype in dtypes:
+                        _run_case(case, dtype, launches, f"{name}@{size}")
+        if include_correctness:
+            launches += _record_attention_gpu_tier()
+    return [launch for launch in launches if launch.constexprs.get("USE_TMA")]
 
 
 def _record_weighted_gradients(dtypes) -> list[Launch]:

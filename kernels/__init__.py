@@ -1,5 +1,9 @@
 """fusebench's fused Triton kernels, one op family per module (attention.py, spmm.py, gat.py).
 
+Shared parts live in private modules with public names: ``_csr.py`` (the CSR core that spmm.py and gat.py
+are both built on), ``_common.py`` (interpreter flag, device check, int32 limit, Triton dtype names) and
+``_compile.py`` (what ``fusebench inspect`` compiles).
+
 The import name ``kernels`` is also taken by the Hugging Face ``kernels`` distribution, which
 transformers users install for hub kernels. Two packages cannot share one import name in one
 environment: whichever comes first on ``sys.path`` silently hides the other. Importing this package

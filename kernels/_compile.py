@@ -27,7 +27,11 @@ class CompileSpec:
     # The arguments a launch must share with this configuration for the configuration to serve it: the
     # value of a constexpr (a tile the launcher derives from the shape), the type of a pointer (its dtype).
     launch_keys: tuple[str, ...] = ()
+    # The constexprs a launch decides for itself (flags the launcher derives from the call, e.g. causal or a
+    # mask's kind): a row takes their values from its launch, so launches that differ in them are separate rows.
+    launch_constexprs: tuple[str, ...] = ()
     expects_tensor_cores: bool = False  # the CI gate requires HMMA/HGMMA on sm_90 when True
+    expects_tma: bool = False  # the CI gate requires TMA loads (UTMALDG) on sm_90 when True
     options: dict = field(default_factory=dict)  # extra compiler options (e.g. maxnreg)
     targets: tuple[int, ...] | None = None  # the compute capabilities it ships for; None: every one
     # Set by for_launch: the arguments compiled as divisible by 16, those compiled as the constant 1,
@@ -65,9 +69,10 @@ class CompileSpec:
         runtime = [name for name, kind in self.signature.items() if kind.startswith(("*", "i", "u"))]
         divisible = tuple(name for name in runtime if name in launch.divisible)
         ones = tuple(name for name in runtime if name in launch.ones and not self.signature[name].startswith("*"))
-        return replace(self, divisible=divisible, ones=ones, specialization=specialization_label(runtime, divisible,
-                                                                                                  ones),
-                       cases=launch.case)
+        flags = {name: launch.constexprs[name] for name in self.launch_constexprs if name in launch.constexprs}
+        label = specialization_label(runtime, divisible, ones, flags)
+        return replace(self, constexprs={**self.constexprs, **flags}, divisible=divisible, ones=ones,
+                       specialization=label, cases=launch.case)
 
     def source(self):
         from triton.compiler import ASTSource
@@ -79,8 +84,11 @@ class CompileSpec:
         return ASTSource(fn=self.fn, signature=signature, constexprs=constexprs, attrs=attrs)
 
 
-def specialization_label(runtime: list[str], divisible, ones) -> str:
-    """What sets a specialization apart, briefly: the runtime arguments not divisible by 16, those equal to 1."""
+def specialization_label(runtime: list[str], divisible, ones, flags: dict | None = None) -> str:
+    """What sets a specialization apart, briefly: the launch's flags that are on (``IS_CAUSAL``,
+    ``MASK_KIND=2``), the runtime arguments equal to 1, those not divisible by 16."""
     ragged = [name for name in runtime if name not in divisible and name not in ones]
-    parts = ([f"=1: {' '.join(ones)}"] if ones else []) + ([f"not /16: {' '.join(ragged)}"] if ragged else [])
+    on = [name if value is True else f"{name}={value}" for name, value in (flags or {}).items() if value]
+    parts = ([f"flags: {' '.join(on)}"] if on else []) + ([f"=1: {' '.join(ones)}"] if ones else [])
+    parts += [f"not /16: {' '.join(ragged)}"] if ragged else []
     return "; ".join(parts) or "all /16"

@@ -14,6 +14,12 @@ Dao et al. 2022 for the original tiling):
   mask can touch (inside both lengths and, causal, wholly left of the diagonal) run with no mask and
   unmasked loads; the boundary and diagonal blocks, and every block when an ``attn_mask`` or key padding
   is given, run through ``_mask_scores``, the one place masks are applied.
+* K and V reach the forward's loop through pointers (``cp.async`` on sm_80 and later) or, on sm_90 when
+  the strides allow (16-bit elements, a 16-byte aligned base and row pitch, unit stride along D), through
+  per-sequence tensor descriptors (TMA: one instruction per tile, no per-thread addresses, and rows past
+  the sequence and columns past the head dimension arrive as zeros). ``_kv_by_tma`` decides.
+* The output is written once, in its dtype, by the forward kernel; in training with 16-bit inputs the same
+  epilogue also stores O in float32 for the backward's ``delta`` (see ``_FlashAttention``), with no cast pass.
 * Backward: nothing from the forward but ``lse2`` is kept; probabilities are recomputed as
   ``p = exp2(s - lse2)``. A small pre-pass computes ``delta = rowsum(dO * O)``; one kernel owns a key
   block and accumulates dK and dV over every query block (and, for grouped-query attention, over every
@@ -86,6 +92,10 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
   cannot reach compiled GPU code (``compile_specs`` below, used to compile offline, always sets it False).
 * Strides: the interpreter reads memory through the same pointer arithmetic, so strided and transposed
   views are covered; 64-bit offsets are used for batch and head bases (large tensors) on both paths.
+* The TMA path: the interpreter never takes it by itself (it is sm_90's); the tests force it
+  (``_tma_available``) so that its program logic runs on CPU, triton's interpreter emulating the
+  descriptors' loads and zero fill. Its compiled form is read by ``fusebench inspect`` (``... tma`` rows,
+  ``UTMALDG`` in the SASS) and run by the ``gpu`` tier on an sm_90 machine (``fusebench gpu-check``).
 * What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself, the code the
   compiler generates (layouts, software pipelining, ``num_warps``/``num_stages``), the autotuned configs
   other than the interpreter's, out-of-bounds behaviour of the real hardware, sequence lengths beyond a
@@ -101,9 +111,9 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from triton.runtime import _allocation as _triton_allocation
 from triton.runtime.interpreter import InterpretedFunction
 
-import reference.attention as _reference_attention
 from kernels._compile import CompileSpec
 from kernels._versions import TRITON
 from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions
@@ -119,22 +129,24 @@ _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 
 # Autotune configurations (next to the kernels they tune)
 # --------------------------------------------------------------------------------------------------
 
+
+
 # GPU configs: (BLOCK_M, BLOCK_N) tiles, warps and pipeline stages of the FlashAttention-2 / Triton
 # tutorial family. Large head dimensions keep the tiles small so that Q, K, V and the accumulator fit in
 # shared memory and registers (see _fits).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(128, 128, 8, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4), (64, 16, 4, 2),
-                         (32, 32, 4, 2), (32, 16, 2, 2)]
+    for bm, bn, w, s in [(128, 128, 8, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4),
+                         (64, 16, 4, 2), (32, 32, 4, 2), (32, 16, 2, 2)]
 ]
 DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1),
-                         (16, 32, 4, 1), (16, 16, 2, 1)]
+    for bm, bn, w, s in [(128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2),
+                         (32, 32, 4, 1), (16, 32, 4, 1), (16, 16, 2, 1)]
 ]
 DKDV_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(64, 64, 8, 2), (16, 64, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2), (16, 16, 4, 1)]
+    for bm, bn, w, s in [(64, 64, 8, 2), (16, 64, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2), (16, 16, 4, 2)]
 ]
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
@@ -144,23 +156,26 @@ _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1,
 # (kernel, BLOCK_M, BLOCK_N, warps, padded head dim) -> the targets on which `fusebench inspect` measured
 # register spills for that config since the interior and masked loops were split (sm_100 is read as
 # sm_90, other targets as sm_80): exceptions to the rules of _fits, which are not monotone in the tile.
-# (dK/dV's M32 N64 spilled on both at D64 and left the list.)
+# (dK/dV's M32 N64 spilled on both at D64 and left the list; its 16x16 fallback runs two stages: with one it
+# spilled at D64 on sm_90 and, with a key-padding mask, at D256 on both, where no other tile fits.)
 _MEASURED_SPILLS = {
     ("forward", 128, 32, 4, 64): (80,),
     ("forward", 64, 32, 4, 128): (80,),
     ("dq", 16, 64, 4, 128): (90,),
     ("dkdv", 64, 64, 8, 64): (80,),
-    ("dkdv", 16, 16, 4, 64): (90,),
     ("forward", 32, 32, 4, 128): (90,),  # with a key-padding mask (int32 key positions), 4 B
-    ("dkdv", 16, 16, 4, 256): (80, 90),  # with a key-padding mask: D256 dK/dV falls back to it unshipped
 }
+# Those measured on the pointer path only: the forward's TMA path (sm_90) frees the per-thread addresses.
+_POINTER_PATH_SPILLS = set()
 if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (12 B and 4 B, bfloat16); 3.9 does not
-    _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,)})
+    _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,),
+                             ("dkdv", 16, 16, 4, 128): (90,)})  # float16 causal+padding, 4 B (two stages)
     # and this one (32 B, float16 and bfloat16) when the lengths are not multiples of 16 (ViT's 197, CLIP's 77)
     _MEASURED_SPILLS[("dq", 32, 128, 8, 64)] = (90,)
+    _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
 
 
-def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80) -> bool:
+def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False) -> bool:
     """Whether a config's tiles fit registers and shared memory at this (padded) head dimension.
 
     Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
@@ -175,11 +190,13 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     spills there and fits sm_90) and dQ's 128-row tile (sm_90 only), since wgmma keeps its operands and
     accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
     M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
-    3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6).
+    3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6). ``tma``: the
+    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     hopper = capability in (90, 100)
-    if (80, 90)[hopper] in _MEASURED_SPILLS.get((kernel, bm, bn, config.num_warps, block_d), ()):
+    key = (kernel, bm, bn, config.num_warps, block_d)
+    if (80, 90)[hopper] in _MEASURED_SPILLS.get(key, ()) and not (tma and key in _POINTER_PATH_SPILLS):
         return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
@@ -199,14 +216,15 @@ def _pruner(kernel: str):
         args = {**named_args, **kwargs}
         widest = max(args["BLOCK_D"], args["BLOCK_DV"])
         capability = triton.runtime.driver.active.get_current_target().arch  # pruning runs on the GPU only
-        return [c for c in configs if _fits(c, widest, kernel, capability)] or configs[-1:]
+        tma = bool(args.get("USE_TMA", False))
+        return [c for c in configs if _fits(c, widest, kernel, capability, tma)] or configs[-1:]
 
     return prune
 
 
 # Autotune keys; triton.autotune adds the dtypes of the tensor arguments itself.
-_FWD_KEY = ["N_Q", "N_K", "BLOCK_D", "BLOCK_DV", "IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN"]
-_BWD_KEY = _FWD_KEY
+_BWD_KEY = ["N_Q", "N_K", "BLOCK_D", "BLOCK_DV", "IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN"]
+_FWD_KEY = _BWD_KEY + ["USE_TMA"]
 
 # --------------------------------------------------------------------------------------------------
 # Kernels
@@ -214,12 +232,13 @@ _BWD_KEY = _FWD_KEY
 
 
 @triton.jit
-def _dot(a, b, UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """``a @ b`` with float32 accumulation; UPCAST_BF16 is the interpreter-only bf16 shim (see the docstring)."""
+def _dot(a, b, acc, UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """``acc + a @ b`` in float32 (``acc=None``: ``a @ b``), the accumulator inside the tensor-core dot; UPCAST_BF16
+    is the interpreter-only bf16 shim (see the docstring)."""
     if UPCAST_BF16:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
-    return tl.dot(a, b, input_precision=DOT_PRECISION)
+    return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -283,20 +302,25 @@ def _load_tile(base, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b, CHECK
 
 @triton.jit
 def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
-                    k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                    k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                     mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr,
-                    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
-                    MASKED: tl.constexpr):
-    """The online softmax over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
+                    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+                    BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    """The online softmax over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``. K and V
+    arrive through pointers, or with USE_TMA through the tensor descriptors ``k_desc``/``v_desc`` (TMA on
+    sm_90), which fill rows past ``n_k`` and columns past the head dimension with zeros."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
-                         MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
-        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        if USE_TMA:
+            k_t = tl.trans(k_desc.load([start_n, 0]))  # (BLOCK_D, BLOCK_N)
+        else:
+            k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
+                             MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        s = _dot(q, k_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
         if MASKED:
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
                              kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
@@ -309,9 +333,12 @@ def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_sca
         p = tl.math.exp2(s * qk_scale - m_safe[:, None])  # scale and shift in one FMA per score
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_base, offs_n[:, None], stride_vn, n_k, offs_dv[None, :], stride_vd, HEAD_DIM_V,
-                       MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_N, BLOCK_DV)
-        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, UPCAST_BF16, DOT_PRECISION)
+        if USE_TMA:
+            v = v_desc.load([start_n, 0])
+        else:
+            v = _load_tile(v_base, offs_n[:, None], stride_vn, n_k, offs_dv[None, :], stride_vd, HEAD_DIM_V,
+                           MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_N, BLOCK_DV)
+        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_BF16, DOT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
 
@@ -331,16 +358,16 @@ def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, s
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
                          MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
-        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        s = _dot(q, k_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
         if MASKED:
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
                              kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
         p = tl.math.exp2(s * qk_scale - lse2[:, None])  # the forward's one FMA, with lse for its max
         v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
                          MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
-        dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        dp = _dot(do, v_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         ds = p * (dp - delta[:, None])
-        dq += _dot(ds.to(k_t.dtype), tl.trans(k_t), UPCAST_BF16, DOT_PRECISION)
+        dq = _dot(ds.to(k_t.dtype), tl.trans(k_t), dq, UPCAST_BF16, DOT_PRECISION)
     return dq
 
 
@@ -384,7 +411,7 @@ def _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, start_a, split, start_b, count,
                        MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_M, BLOCK_D)
         # The scores in the forward's orientation and order, bit for bit the forward's: at logits ~1e3
         # an ulp of difference between forward and backward scores is a 1e-4 error in every p.
-        s = _dot(q, k_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
+        s = _dot(q, k_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
         if MASKED:
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
                              kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
@@ -397,17 +424,17 @@ def _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, start_a, split, start_b, count,
         p = tl.math.exp2(s * qk_scale - lse2[:, None])  # (BLOCK_M, BLOCK_N), the forward's one FMA
         do = _load_tile(do_head, offs_m[:, None], stride_dom, n_q, offs_dv[None, :], stride_dod, HEAD_DIM_V,
                         MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_M, BLOCK_DV)
-        dv += _dot(tl.trans(p.to(do.dtype)), do, UPCAST_BF16, DOT_PRECISION)
-        dp = _dot(do, v_t, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
+        dv = _dot(tl.trans(p.to(do.dtype)), do, dv, UPCAST_BF16, DOT_PRECISION)
+        dp = _dot(do, v_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         ds = p * (dp - delta[:, None])
-        dk += _dot(tl.trans(ds.to(q.dtype)), q, UPCAST_BF16, DOT_PRECISION)
+        dk = _dot(tl.trans(ds.to(q.dtype)), q, dk, UPCAST_BF16, DOT_PRECISION)
     return dk, dv
 
 
 @triton.jit
 def _attn_fwd_kernel(
-    # pointers
-    Q_ptr, K_ptr, V_ptr, O_ptr, LSE_ptr, MASK_ptr, KPM_ptr, CU_Q_ptr, CU_K_ptr,
+    # pointers (O32: a float32 copy of O for the backward, with O's strides; written only with STORE_O32)
+    Q_ptr, K_ptr, V_ptr, O_ptr, O32_ptr, LSE_ptr, MASK_ptr, KPM_ptr, CU_Q_ptr, CU_K_ptr,
     # strides, (B, H, N, D) order for q, k, v, o; (B, H, N) for lse2; (B, H, Nq, Nk) for the mask
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -421,7 +448,7 @@ def _attn_fwd_kernel(
     # meta-parameters
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr, STORE_O32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -437,7 +464,7 @@ def _attn_fwd_kernel(
         q_base = Q_ptr + q_start * stride_qm
         k_base = K_ptr + k_start * stride_kn
         v_base = V_ptr + k_start * stride_vn
-        o_base = O_ptr + q_start * stride_om
+        o_offset = q_start * stride_om
         l_base = LSE_ptr + q_start * stride_lm
     else:
         n_q = N_Q
@@ -445,17 +472,25 @@ def _attn_fwd_kernel(
         q_base = Q_ptr + b.to(tl.int64) * stride_qb
         k_base = K_ptr + b.to(tl.int64) * stride_kb
         v_base = V_ptr + b.to(tl.int64) * stride_vb
-        o_base = O_ptr + b.to(tl.int64) * stride_ob
+        o_offset = b.to(tl.int64) * stride_ob
         l_base = LSE_ptr + b.to(tl.int64) * stride_lb
     q_base += h.to(tl.int64) * stride_qh
     k_base += kvh.to(tl.int64) * stride_kh
     v_base += kvh.to(tl.int64) * stride_vh
-    o_base += h.to(tl.int64) * stride_oh
+    o_offset += h.to(tl.int64) * stride_oh
     l_base += h.to(tl.int64) * stride_lh
     mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
     if pid_m * BLOCK_M < n_q:
+        if USE_TMA:  # this sequence's keys and values; TMA fills rows past n_k, columns past the head dim, with 0
+            k_desc = tl.make_tensor_descriptor(k_base, [tl.maximum(n_k, 1), HEAD_DIM], [stride_kn, 1],
+                                               [BLOCK_N, BLOCK_D])
+            v_desc = tl.make_tensor_descriptor(v_base, [tl.maximum(n_k, 1), HEAD_DIM_V], [stride_vn, 1],
+                                               [BLOCK_N, BLOCK_DV])
+        else:  # the pointer path reads neither
+            k_desc = k_base
+            v_desc = v_base
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
@@ -473,23 +508,27 @@ def _attn_fwd_kernel(
         # Interior key blocks first, with no mask at all; then the boundary and diagonal ones, masked.
         interior_end = tl.minimum(_unmasked_key_end(pid_m * BLOCK_M, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM,
                                                     BLOCK_N), hi)
-        acc, l_i, m_i = _fwd_key_blocks(acc, l_i, m_i, q, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
-                                        k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
-                                        mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
-                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                                        UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
+        if MASK_KIND == 0 and not HAS_KPM:  # a mask leaves no block unmasked: the loop is not even compiled
+            acc, l_i, m_i = _fwd_key_blocks(acc, l_i, m_i, q, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
+                                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                                            k_desc, v_desc, mask_base, stride_mm, stride_mn, kpm_base,
+                                            stride_kpn, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL,
+                                            MASK_KIND, HAS_KPM, UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, False)
         acc, l_i, m_i = _fwd_key_blocks(acc, l_i, m_i, q, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
                                         k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
-                                        mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
-                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                                        UPCAST_BF16, DOT_PRECISION, BLOCK_N, True)
+                                        k_desc, v_desc, mask_base, stride_mm, stride_mn, kpm_base,
+                                        stride_kpn, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL,
+                                        MASK_KIND, HAS_KPM, UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, True)
 
         empty = l_i == 0.0  # fully masked rows: zeros and lse = -inf
         l_safe = tl.where(empty, 1.0, l_i)
         out = acc / l_safe[:, None]
         lse2 = tl.where(empty, float("-inf"), m_i + tl.math.log2(l_safe))  # base 2: lse * log2(e)
-        tl.store(o_base + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od, out.to(O_ptr.dtype.element_ty),
-                 mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+        o_tile = o_offset + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od
+        o_ok = row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V)
+        tl.store(O_ptr + o_tile, out.to(O_ptr.dtype.element_ty), mask=o_ok)  # O once, in its dtype
+        if STORE_O32:  # training in 16 bits: the backward's delta reads O before its rounding (_FlashAttention)
+            tl.store(O32_ptr + o_tile, out, mask=o_ok)
         tl.store(l_base + offs_m * stride_lm, lse2, mask=row_ok)
 
 
@@ -616,16 +655,18 @@ def _attn_bwd_dkdv_kernel(
             # and the last partial block [last, n_q) (one loop, not two: the code, and its registers, once).
             n_diagonal = (first - lo + BLOCK_M - 1) // BLOCK_M
             n_tail = (n_q - last + BLOCK_M - 1) // BLOCK_M
-            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, first, (last - first) // BLOCK_M, last, (last - first) // BLOCK_M, n_q, n_k, qk_scale,
-                                        sm_scale, q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
-                                        d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
-                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                                        UPCAST_BF16, DOT_PRECISION, BLOCK_M, False)
-            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, lo, n_diagonal, last, n_diagonal + n_tail, n_q, n_k, qk_scale,
-                                        sm_scale, q_head, stride_qm, stride_qd, do_head, stride_dom, stride_dod, l_head,
-                                        d_head, stride_lm, mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
-                                        HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                                        UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
+            if MASK_KIND == 0 and not HAS_KPM:  # as in the forward
+                n_interior = (last - first) // BLOCK_M
+                dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, first, n_interior, last, n_interior, n_q, n_k,
+                                            qk_scale, sm_scale, q_head, stride_qm, stride_qd, do_head, stride_dom,
+                                            stride_dod, l_head, d_head, stride_lm, mask_base, stride_mm, stride_mn,
+                                            kpm_base, stride_kpn, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL,
+                                            MASK_KIND, HAS_KPM, UPCAST_BF16, DOT_PRECISION, BLOCK_M, False)
+            dk, dv = _dkdv_query_blocks(dk, dv, k_t, v_t, offs_n, lo, n_diagonal, last, n_diagonal + n_tail, n_q,
+                                        n_k, qk_scale, sm_scale, q_head, stride_qm, stride_qd, do_head, stride_dom,
+                                        stride_dod, l_head, d_head, stride_lm, mask_base, stride_mm, stride_mn,
+                                        kpm_base, stride_kpn, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL,
+                                        MASK_KIND, HAS_KPM, UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
         dk = dk * sm_scale
         tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
                  mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
@@ -711,11 +752,12 @@ def _attn_bwd_dq_kernel(
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
         interior_end = tl.minimum(_unmasked_key_end(pid_m * BLOCK_M, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM,
                                                     BLOCK_N), hi)
-        dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
-                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
-                            mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
-                            HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                            UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
+        if MASK_KIND == 0 and not HAS_KPM:  # as in the forward
+            dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
+                                k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                                mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
+                                HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
+                                UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
         dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
                             k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
                             mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
@@ -752,16 +794,20 @@ _DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memor
 _SHIPPED_CAPABILITIES = (80, 90, 100, 120)  # what `fusebench inspect` compiles for
 _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 _INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
+# The constexprs a call decides (``_meta`` and the forward's O copy): a report row takes them from the launch
+# it stands for, so a causal and a plain launch of one configuration are two rows.
+_LAUNCH_FLAGS = ("IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN", "STORE_O32")
 
 
 def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_warps: int, num_stages: int,
-                  label: str, launch_keys: tuple[str, ...]) -> CompileSpec:
-    """One configuration of ``fn`` in ``dtype``; the launches it serves (same dtype and head dimensions)
-    decide which arguments compile as divisible by 16 or as the constant 1 (``CompileSpec.for_launch``)."""
+                  label: str, launch_keys: tuple[str, ...], targets: tuple[int, ...] | None = None) -> CompileSpec:
+    """One configuration of ``fn`` in ``dtype``; the launches it serves (``launch_keys``: same dtype, head
+    dimensions and, for the forward, path) decide which arguments compile as divisible by 16 or as the constant
+    1, and the call's flags (:data:`_LAUNCH_FLAGS`), see ``CompileSpec.for_launch``."""
     element = _TRITON_DTYPE[dtype]
-    # The delta pre-pass reads the float32 O the forward keeps for the backward (see _FlashAttention).
-    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*i32"}
-    if kernel == "attention.bwd_delta":
+    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*i32",
+               "O32_ptr": "*fp32"}
+    if kernel == "attention.bwd_delta":  # it reads the float32 O the forward keeps for the backward
         pointer["O_ptr"] = "*fp32"
     signature = {}
     for name in fn.arg_names:
@@ -776,34 +822,47 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
         else:
             raise AssertionError(f"{kernel}: no compile type for argument {name}")
     return CompileSpec(kernel, fn, signature, dict(constexprs), num_warps=num_warps, num_stages=num_stages,
-                       config=label, launch_keys=launch_keys, expects_tensor_cores=kernel != "attention.bwd_delta")
+                       config=label, launch_keys=launch_keys,
+                       launch_constexprs=tuple(flag for flag in _LAUNCH_FLAGS if flag in constexprs),
+                       expects_tensor_cores=kernel != "attention.bwd_delta", targets=targets,
+                       expects_tma=bool(constexprs.get("USE_TMA")))
 
 
 def compile_specs() -> list[CompileSpec]:
-    """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256, float16 and
-    bfloat16, plain (no mask, not causal), causal, and causal with a key-padding mask; the interpreter shim is off
-    (``UPCAST_BF16=False``): these are what a GPU runs."""
+    """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256 in float16 and
+    bfloat16, the interpreter shim off (``UPCAST_BF16=False``): these are what a GPU runs. The call's flags
+    (causal, masks, varlen, the float32 O copy) are the launches' (:data:`_LAUNCH_FLAGS`): a configuration is
+    compiled once per combination of them, and of argument alignment, that the catalog launches."""
     specs = []
     kernels = (("forward", _attn_fwd_kernel, FWD_CONFIGS), ("dkdv", _attn_bwd_dkdv_kernel, DKDV_CONFIGS),
                ("dq", _attn_bwd_dq_kernel, DQ_CONFIGS))
-    # (dtype, head dim, causal, key padding); bf16 D64/D128 with and without causal are the cost table's rows
-    cases = ((torch.float16, 64, False, False), (torch.bfloat16, 64, False, False), (torch.bfloat16, 64, True, False),
-             (torch.float16, 128, True, True), (torch.bfloat16, 128, False, False), (torch.bfloat16, 128, True, False),
-             (torch.bfloat16, 256, True, True))
-    for dtype, head_dim, causal, padding in cases:
-        flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=causal,
-                     MASK_KIND=0, HAS_KPM=padding, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
+    cases = ((torch.float16, 64), (torch.bfloat16, 64), (torch.float16, 128), (torch.bfloat16, 128),
+             (torch.bfloat16, 256))
+    for dtype, head_dim in cases:
+        # the flags' values here only stand in until a launch gives its own (CompileSpec.for_launch)
+        flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=False,
+                     MASK_KIND=0, HAS_KPM=False, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
         for name, fn, configs in kernels:
             for config in configs:
                 targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c))
-                if not targets:
+                with_tma = name == "forward" and _fits(config, head_dim, name, 90, tma=True)
+                if not targets and not with_tma:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-                flag_text = " causal" * causal + "+padding" * padding
-                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{flag_text} "
-                         f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
-                spec = _compile_spec(f"attention.{name}", fn, dtype, flags | config.kwargs, config.num_warps,
-                                     config.num_stages, label, ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V"))
+                label = f"{_TRITON_DTYPE[dtype]} D{head_dim} M{bm} N{bn} w{config.num_warps} s{config.num_stages}"
+                kernel_flags = flags | config.kwargs
+                keys = ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V")  # the launches of this dtype and head dimension
+                if name == "forward":  # the pointer path (every target) and, on sm_90, the TMA path
+                    kernel_flags |= dict(USE_TMA=False, STORE_O32=False)
+                    keys += ("USE_TMA",)
+                    if with_tma:
+                        specs.append(_compile_spec(f"attention.{name}", fn, dtype, kernel_flags | dict(USE_TMA=True),
+                                                   config.num_warps, config.num_stages, f"{label} tma", keys,
+                                                   targets=(90,)))
+                if not targets:  # the TMA path alone fits
+                    continue
+                spec = _compile_spec(f"attention.{name}", fn, dtype, kernel_flags, config.num_warps,
+                                     config.num_stages, label, keys)
                 specs.append(spec if targets == _SHIPPED_CAPABILITIES else dataclasses.replace(spec, targets=targets))
         specs.append(_compile_spec("attention.bwd_delta", _attn_bwd_delta_kernel, dtype,
                                    dict(HEAD_DIM_V=head_dim, BLOCK_DV=head_dim, IS_VARLEN=False, BLOCK_M=64),
@@ -960,8 +1019,28 @@ def _meta(q4, v4, problem: _Problem, mask_kind: int, has_kpm: bool) -> dict:
     )
 
 
-def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem, *, out=None, lse=None):
-    """Launch the forward kernel: returns (out (B, Hq, Nq, Dv) in q's layout, lse2 (B, Hq, Nq) float32).
+def _tma_available(device: torch.device) -> bool:
+    """Whether the forward may read K and V by TMA here: compiled for a Hopper GPU (sm_90). Other GPUs, and
+    the interpreter, take the pointer path (tests force this to True to interpret the TMA path's logic)."""
+    return not _INTERPRETING and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
+
+
+def _kv_by_tma(k4, v4) -> bool:
+    """Whether the forward reads K and V by TMA: on sm_90, 16-bit elements, a 16-byte aligned base and
+    strides (the last one 1), as tensor descriptors require; everything else takes the pointer path."""
+    return (_tma_available(k4.device) and k4.dtype in (torch.float16, torch.bfloat16)
+            and all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+                    and all(stride * t.element_size() % 16 == 0 for stride in t.stride()[:-1]) for t in (k4, v4)))
+
+
+def _tma_scratch(size: int, alignment: int, stream):
+    """Global memory where the TMA path's programs write their tensor descriptors (triton asks at launch)."""
+    return torch.empty(size, dtype=torch.int8, device=torch.device("cuda", torch.cuda.current_device()))
+
+
+def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem, *, out=None, lse=None, out32=None):
+    """Launch the forward kernel: returns (out (B, Hq, Nq, Dv) in q's layout, lse2 (B, Hq, Nq) float32); with
+    ``out32`` (float32, ``out``'s strides) the same kernel also writes O there unrounded, for the backward.
 
     ``lse2`` is the log-sum-exp in base 2 (``lse * log2(e)``), what the backward kernels read: converting
     to natural units and back would round a value of magnitude ~|scores| twice.
@@ -970,6 +1049,8 @@ def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem, *, out=
     hq, hkv = q4.shape[1], k4.shape[1]
     out = _empty_like_layout(q4, v4.shape[-1], q4.dtype) if out is None else out
     lse = torch.empty(q4.shape[:3], dtype=torch.float32, device=q4.device) if lse is None else lse
+    if out32 is not None and (out32.shape, out32.stride()) != (out.shape, out.stride()):
+        raise ValueError("out32 must have the shape and strides of out (the kernel writes both with out's strides)")
     if out.numel() == 0 and lse.numel() == 0:
         return out, lse
     mask, mask_strides, kind, kpm, kpm_strides = _mask_views(q4, attn_mask, key_padding_mask, problem.batch,
@@ -977,15 +1058,24 @@ def _forward(q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem, *, out=
     cu_q = problem.cu_q if problem.cu_q is not None else lse
     cu_k = problem.cu_k if problem.cu_k is not None else lse
 
+    use_tma = _kv_by_tma(k4, v4)
+
     def grid(meta):
         return (triton.cdiv(problem.n_q, meta["BLOCK_M"]), problem.batch * hq)
 
-    _attn_fwd[grid](
-        q4, k4, v4, out, lse, mask, kpm, cu_q, cu_k,
-        *q4.stride(), *k4.stride(), *v4.stride(), *out.stride(), *lse.stride(), *mask_strides, *kpm_strides,
-        hq, hq // hkv, problem.n_q, problem.n_k, problem.scale,
-        **_meta(q4, v4, problem, kind, key_padding_mask is not None),
-    )
+    # The TMA path's descriptors need scratch memory: an allocator for this launch only, the caller's kept.
+    token = _triton_allocation._allocator.set(_tma_scratch) if use_tma else None
+    try:
+        _attn_fwd[grid](
+            q4, k4, v4, out, out if out32 is None else out32, lse, mask, kpm, cu_q, cu_k,
+            *q4.stride(), *k4.stride(), *v4.stride(), *out.stride(), *lse.stride(), *mask_strides, *kpm_strides,
+            hq, hq // hkv, problem.n_q, problem.n_k, problem.scale,
+            **_meta(q4, v4, problem, kind, key_padding_mask is not None), USE_TMA=use_tma,
+            STORE_O32=out32 is not None,
+        )
+    finally:
+        if token is not None:
+            _triton_allocation._allocator.reset(token)
     return out, lse
 
 
@@ -1034,24 +1124,22 @@ def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _
 
 
 class _FlashAttention(torch.autograd.Function):
-    """Forward saves (q, k, v, out, lse), out in float32 when gradients are needed; backward recomputes the
+    """Forward saves (q, k, v, O, lse), O in float32 when gradients are needed; backward recomputes the
     probabilities from lse."""
 
     @staticmethod
     def forward(ctx, q4, k4, v4, attn_mask, key_padding_mask, problem: _Problem):
+        out = _empty_like_layout(q4, v4.shape[-1], q4.dtype)
+        out32 = None
         if any(ctx.needs_input_grad[:3]) and q4.dtype != torch.float32:
             # The backward's delta = rowsum(dO * O) must see O before it is rounded to float16/bfloat16: with a
-            # peaked softmax (scores ~1e3) the true gradient nearly cancels (dP_j - delta ~ 0 for the winning
-            # key) and O's rounding, ~|O| * 2^-8 in bfloat16, would survive as an error far above the gradient
-            # itself (measured: 262x the eager bfloat16 reference's error). The forward therefore writes float32
-            # and the caller gets it rounded once: the same values as a direct low-precision store.
-            out32, lse = _forward(q4, k4, v4, attn_mask, key_padding_mask, problem,
-                                  out=_empty_like_layout(q4, v4.shape[-1], torch.float32))
-            out = out32.to(q4.dtype)
-        else:
-            out, lse = _forward(q4, k4, v4, attn_mask, key_padding_mask, problem)
-            out32 = out
-        ctx.save_for_backward(q4, k4, v4, out32, lse, attn_mask, key_padding_mask)
+            # peaked softmax (scores ~1e3) the true gradient nearly cancels (dP_j - delta ~ 0 for the winning key)
+            # and O's rounding, ~|O| * 2^-8 in bfloat16, survives as an error far above the gradient itself
+            # (test_large_logits_do_not_overflow fails on about one seed in six with a rounded O). The forward
+            # kernel writes O in its dtype for the caller and, in the same epilogue, unrounded for the backward.
+            out32 = torch.empty_strided(out.shape, out.stride(), dtype=torch.float32, device=out.device)
+        out, lse = _forward(q4, k4, v4, attn_mask, key_padding_mask, problem, out=out, out32=out32)
+        ctx.save_for_backward(q4, k4, v4, out if out32 is None else out32, lse, attn_mask, key_padding_mask)
         ctx.problem = problem
         ctx.mark_non_differentiable(lse)
         return out, lse
@@ -1172,5 +1260,3 @@ def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, r
                      key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse,
                      causal_alignment=causal_alignment)
 
-
-_reference_attention.register_attention_backend("triton", _triton_backend)

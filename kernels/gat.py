@@ -21,12 +21,12 @@ Backward (no atomics, deterministic): probabilities are recomputed as ``a_e = ex
 * ``ds_e = a_e (<dOut[i, h], x[j, h]> - delta[i, h])`` with ``delta = rowsum(dOut * out)``, then through
   the LeakyReLU (slope where the pre-activation is <= 0, as ``torch.nn.functional.leaky_relu``); one
   per-edge kernel writes ``dz (E, H)`` (each edge once), and ``d alpha_dst`` / ``d alpha_src`` are its
-  per-row sums over the CSR / CSC layouts, taken by the segment kernel of ``kernels/spmm.py``.
+  per-row sums over the CSR / CSC layouts, taken by the segment kernel of the CSR core ``kernels/_csr.py``.
 
-Row scheduling (power-law graphs): as in ``kernels/spmm.py``, a program owns a segment of at most
-``edges_per_program`` (default 256) edges of one row. A split row's segments write their partial
-``(m, l, acc)`` in float32, and a second launch merges them in segment order with the same rescaling
-(the split-softmax combine of flash-decoding), so a hub does not serialize the launch.
+Row scheduling (power-law graphs): the CSR core's (``kernels/_csr.py``, shared with ``kernels/spmm.py``):
+a program owns a segment of at most ``edges_per_program`` (default 256) edges of one row. A split row's
+segments write their partial ``(m, l, acc)`` in float32, and a second launch merges them in segment order
+with the same rescaling (the split-softmax combine of flash-decoding), so a hub does not serialize the launch.
 
 Supported: float32, float16, bfloat16 (scores, softmax and sums in float32; output in ``x``'s dtype),
 any number of heads and channels, int32 and int64 indices (the int32 path raises before launch when
@@ -43,7 +43,7 @@ survive in the score gradients); the forward then keeps an ``(N, H, C)`` float32
 score gradients are needed in float16/bfloat16.
 
 Validation before launch: x ``(N, H, C)``, alpha_src/alpha_dst ``(N, H)`` in x's dtype and on x's
-device; the layouts as in ``kernels/spmm.py`` (rowptr monotonic from 0 to ``E``, indices in range).
+device; the layouts as in ``kernels/_csr.py`` (rowptr monotonic from 0 to ``E``, indices in range).
 Every load and store is masked to those ranges: no input that passes makes a kernel access memory out
 of bounds.
 
@@ -65,31 +65,62 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._common import INT32_LIMIT, TRITON_DTYPE, check_device
 from kernels._compile import CompileSpec
-from kernels._versions import TRITON
-from kernels.spmm import (
-    _SUM,
+from kernels._csr import (
+    BLOCK_S,
     DEFAULT_EDGES_PER_PROGRAM,
+    FEATURE_TILES,
     INDEX_DTYPES,
+    NUM_WARPS,
+    SUM,
     SUPPORTED_DTYPES,
+    TILE_ELEMENTS,
     Layout,
-    _check_device,
-    _combine_kernel,
-    _derive_csc,
-    _Schedule,
-    _schedule,
-    _segment_reduce,
-    _validate_layout,
+    Schedule,
+    block_range,
+    check_edges_per_program,
+    check_operand,
+    combine_kernel,
+    derive_csc,
+    edge_block,
+    feature_tile,
+    segment_bounds,
+    segment_reduce,
+    segment_schedule,
+    validate_layouts,
 )
+from kernels._versions import TRITON
 
-__all__ = ["gat_aggregate"]
-
-_INT32_LIMIT = 2**31 - 1
+__all__ = ["gat_aggregate", "compile_specs"]
 
 
 # --------------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _head_segment(rowptr_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr, alpha_row_ptr, num_channels, stride_an,
+                  stride_ah, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr):
+    """The prologue of a (segment, head, channel tile) program: ``(head, row, start, end, part, offs_c, mask_c,
+    alpha_row)``, with ``part`` -1 when the program owns the whole row and ``alpha_row`` the row's own score term."""
+    pid_s = tl.program_id(0)
+    head = tl.program_id(1)
+    row, start, end = segment_bounds(pid_s, rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK)
+    part = tl.load(seg_part_ptr + pid_s)
+    offs_c, mask_c = block_range(tl.program_id(2) * BLOCK_C, num_channels, BLOCK_C)
+    alpha_row = tl.load(alpha_row_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+    return head, row, start, end, part, offs_c, mask_c, alpha_row
+
+
+@triton.jit
+def _scores(alpha_ptr, nodes, mask_e, alpha_row, head, stride_an, stride_ah, negative_slope):
+    """``(z, s)`` of a block of edges: the pre-activation ``z = alpha[nodes] + alpha_row`` (the other end's term
+    plus this row's) and the score ``s = LeakyReLU(z)``, in float32."""
+    z = tl.load(alpha_ptr + nodes * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + alpha_row
+    s = tl.where(z > 0, z, z * negative_slope)  # LeakyReLU
+    return z, s
 
 
 @triton.jit
@@ -104,26 +135,16 @@ def _gat_fwd_kernel(
     num_heads, num_channels, stride_xn, stride_xh, stride_an, stride_ah, negative_slope,
     BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
 ):
-    pid_s = tl.program_id(0)
-    head = tl.program_id(1)
-    pid_c = tl.program_id(2)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    part = tl.load(seg_part_ptr + pid_s)
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < num_channels
-    a_dst = tl.load(adst_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+    head, row, start, end, part, offs_c, mask_c, a_dst = _head_segment(
+        rowptr_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr, adst_ptr, num_channels, stride_an, stride_ah, BLOCK_C,
+        CHUNK)
 
     m = tl.full([], float("-inf"), tl.float32)
     l = tl.zeros([], tl.float32)
     acc = tl.zeros([BLOCK_C], tl.float32)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
-        z = tl.load(asrc_ptr + src * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_dst
-        s = tl.where(z > 0, z, z * negative_slope)  # LeakyReLU
+        offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
+        _, s = _scores(asrc_ptr, src, mask_e, a_dst, head, stride_an, stride_ah, negative_slope)
         s = tl.where(mask_e, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=0))  # finite: the block holds at least one edge
         p = tl.exp(s - m_new)  # (BLOCK_E,), 0 on masked lanes
@@ -139,11 +160,11 @@ def _gat_fwd_kernel(
         out = tl.where(nonempty, acc / tl.where(nonempty, l, 1.0), 0.0)  # an empty row is 0
         tl.store(out_ptr + (row * num_heads + head) * num_channels + offs_c, out.to(out_ptr.dtype.element_ty),
                  mask=mask_c)
-        if pid_c == 0:
+        if tl.program_id(2) == 0:
             tl.store(lse_ptr + row * num_heads + head, tl.where(nonempty, m + tl.log(tl.where(nonempty, l, 1.0)), 0.0))
     else:
         tl.store(part_acc_ptr + (part * num_heads + head) * num_channels + offs_c, acc, mask=mask_c)
-        if pid_c == 0:
+        if tl.program_id(2) == 0:
             tl.store(part_m_ptr + part * num_heads + head, m)
             tl.store(part_l_ptr + part * num_heads + head, l)
 
@@ -162,14 +183,12 @@ def _gat_combine_kernel(
     row = tl.load(split_row_ptr + pid_r)
     first = tl.load(split_first_ptr + pid_r)
     count = tl.load(split_count_ptr + pid_r)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < num_channels
+    offs_c, mask_c = block_range(pid_c * BLOCK_C, num_channels, BLOCK_C)
     m = tl.full([], float("-inf"), tl.float32)
     l = tl.zeros([], tl.float32)
     acc = tl.zeros([BLOCK_C], tl.float32)
     for s0 in range(0, count, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        mask_s = offs_s < count
+        offs_s, mask_s = block_range(s0, count, BLOCK_S)
         parts = first + offs_s
         m_s = tl.load(part_m_ptr + parts * num_heads + head, mask=mask_s, other=float("-inf"))
         l_s = tl.load(part_l_ptr + parts * num_heads + head, mask=mask_s, other=0.0)
@@ -197,23 +216,13 @@ def _gat_bwd_dx_kernel(
     BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
 ):
     """dX[j, h] = sum over edges e = (j -> i) of a_e dOut[i, h], a_e = exp(s_e - lse[i, h])."""
-    pid_s = tl.program_id(0)
-    head = tl.program_id(1)
-    pid_c = tl.program_id(2)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    part = tl.load(seg_part_ptr + pid_s)
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < num_channels
-    a_src = tl.load(asrc_ptr + row * stride_an + head * stride_ah).to(tl.float32)
+    head, row, start, end, part, offs_c, mask_c, a_src = _head_segment(
+        rowptr_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr, asrc_ptr, num_channels, stride_an, stride_ah, BLOCK_C,
+        CHUNK)
     acc = tl.zeros([BLOCK_C], tl.float32)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        dst = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
-        z = tl.load(adst_ptr + dst * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_src
-        s = tl.where(z > 0, z, z * negative_slope)
+        offs_e, mask_e, dst = edge_block(col_ptr, k0, end, BLOCK_E)
+        _, s = _scores(adst_ptr, dst, mask_e, a_src, head, stride_an, stride_ah, negative_slope)
         lse = tl.load(lse_ptr + dst * num_heads + head, mask=mask_e, other=float("inf"))  # masked: exp(-inf) = 0
         p = tl.where(mask_e, tl.exp(s - lse), 0.0)
         gv = tl.load(g_ptr + (dst[:, None] * num_heads + head) * num_channels + offs_c[None, :],
@@ -236,29 +245,22 @@ def _gat_bwd_score_kernel(
     BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
 ):
     """Per edge and head: dz_e = a_e (<dOut[i], x[j]> - delta[i]) * LeakyReLU'(z_e), stored at the edge id."""
-    pid_s = tl.program_id(0)
     head = tl.program_id(1)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
+    row, start, end = segment_bounds(tl.program_id(0), rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK)
     a_dst = tl.load(adst_ptr + row * stride_an + head * stride_ah).to(tl.float32)
     lse = tl.load(lse_ptr + row * num_heads + head)
     delta = tl.load(delta_ptr + row * num_heads + head)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+        offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
         dot = tl.zeros([BLOCK_E], tl.float32)
         for c0 in range(0, num_channels, BLOCK_C):
-            offs_c = c0 + tl.arange(0, BLOCK_C)
-            mask_c = offs_c < num_channels
+            offs_c, mask_c = block_range(c0, num_channels, BLOCK_C)
             xv = tl.load(x_ptr + src[:, None] * stride_xn + head * stride_xh + offs_c[None, :],
                          mask=mask_e[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
             gv = tl.load(g_ptr + (row * num_heads + head) * num_channels + offs_c, mask=mask_c, other=0.0)
             dot += tl.sum(xv * gv.to(tl.float32)[None, :], axis=1)
-        z = tl.load(asrc_ptr + src * stride_an + head * stride_ah, mask=mask_e, other=0.0).to(tl.float32) + a_dst
-        s = tl.where(z > 0, z, z * negative_slope)
+        z, s = _scores(asrc_ptr, src, mask_e, a_dst, head, stride_an, stride_ah, negative_slope)
         p = tl.exp(s - lse)
         dz = p * (dot - delta) * tl.where(z > 0, 1.0, negative_slope)
         tl.store(dz_ptr + eid * num_heads + head, dz, mask=mask_e)
@@ -268,14 +270,8 @@ def _gat_bwd_score_kernel(
 # Shipped configurations (a fixed rule from the channel width)
 # --------------------------------------------------------------------------------------------------
 
-_CHANNEL_TILES = (16, 64, 128)
-_TILE_ELEMENTS = 2048
-_NUM_WARPS = 4
-_BLOCK_S = 16
-
-
-def _channel_tile(num_channels: int) -> int:
-    return next((t for t in _CHANNEL_TILES if num_channels <= t), _CHANNEL_TILES[-1])
+# The channel tile is the core's feature tile (kernels/_csr.py); the edge tile has its own exception.
+_CHANNEL_TILES, _NUM_WARPS, _BLOCK_S = FEATURE_TILES, NUM_WARPS, BLOCK_S  # the names compile_specs() reads
 
 
 def _edge_tile(block_c: int) -> int:
@@ -283,7 +279,7 @@ def _edge_tile(block_c: int) -> int:
     # int32 indices, a ragged channel count); half those tiles spill under neither.
     if TRITON < (3, 9) and block_c in (16, 64):
         return {16: 32, 64: 16}[block_c]
-    return min(64, _TILE_ELEMENTS // block_c)
+    return min(64, TILE_ELEMENTS // block_c)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,13 +290,13 @@ def _edge_tile(block_c: int) -> int:
 def _check_int32(index_dtype, num_rows: int, heads: int, channels: int, num_edges: int) -> None:
     if index_dtype != torch.int32:
         return
-    if num_rows * heads * max(channels, 1) > _INT32_LIMIT or num_edges * heads > _INT32_LIMIT:
+    if num_rows * heads * max(channels, 1) > INT32_LIMIT or num_edges * heads > INT32_LIMIT:
         raise ValueError(f"x: num_nodes x heads x channels = {num_rows} x {heads} x {channels} (or edges x heads = "
                          f"{num_edges} x {heads}) overflows the int32 index path (offsets beyond 2^31 - 1); "
                          "use int64 indices")
 
 
-def _forward(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
+def _forward(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, negative_slope: float, *, out=None,
              lse=None):
     """``(out (N, H, C), lse (N, H) float32)``; ``out``/``lse`` may be given contiguous (tests guard them)."""
     num_nodes, heads, channels = x.shape
@@ -315,60 +311,60 @@ def _forward(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, negative
     part_m = torch.empty((partials, heads), dtype=torch.float32, device=x.device)
     part_l = torch.empty((partials, heads), dtype=torch.float32, device=x.device)
     part_acc = torch.empty((partials, heads, channels), dtype=torch.float32, device=x.device)
-    block_c = _channel_tile(channels)
+    block_c = feature_tile(channels)
     block_e = min(_edge_tile(block_c), schedule.chunk)
     grid = (schedule.seg_row.numel(), heads, triton.cdiv(channels, block_c))
     _gat_fwd_kernel[grid](
         csr.rowptr, csr.col, schedule.seg_row, schedule.seg_start, schedule.seg_part,
         x, alpha_src, alpha_dst, out, lse, part_m, part_l, part_acc,
         heads, channels, x.stride(0), x.stride(1), alpha_src.stride(0), alpha_src.stride(1), negative_slope,
-        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=NUM_WARPS,
     )
     if schedule.split_row.numel():
         grid = (schedule.split_row.numel(), heads, triton.cdiv(channels, block_c))
         _gat_combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part_m, part_l,
-                                  part_acc, out, lse, heads, channels, BLOCK_S=_BLOCK_S, BLOCK_C=block_c,
-                                  num_warps=_NUM_WARPS)
+                                  part_acc, out, lse, heads, channels, BLOCK_S=BLOCK_S, BLOCK_C=block_c,
+                                  num_warps=NUM_WARPS)
     return out, lse
 
 
-def _grad_x(csc: Layout, schedule: _Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
+def _grad_x(csc: Layout, schedule: Schedule, alpha_src, alpha_dst, lse, grad_out, negative_slope, x_dtype):
     num_nodes, heads, channels = grad_out.shape
     dx = torch.empty((num_nodes, heads, channels), dtype=x_dtype, device=grad_out.device)
     if num_nodes == 0 or heads == 0 or channels == 0:
         return dx
     part = torch.empty((max(schedule.num_partials, 1), heads, channels), dtype=torch.float32, device=dx.device)
-    block_c = _channel_tile(channels)
+    block_c = feature_tile(channels)
     block_e = min(_edge_tile(block_c), schedule.chunk)
     grid = (schedule.seg_row.numel(), heads, triton.cdiv(channels, block_c))
     _gat_bwd_dx_kernel[grid](
         csc.rowptr, csc.col, schedule.seg_row, schedule.seg_start, schedule.seg_part,
         alpha_src, alpha_dst, lse, grad_out, dx, part,
         heads, channels, alpha_src.stride(0), alpha_src.stride(1), negative_slope,
-        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=NUM_WARPS,
     )
-    if schedule.split_row.numel():  # split rows: the partials are plain sums, spmm's combine adds them in order
+    if schedule.split_row.numel():  # split rows: the partials are plain sums, the core's combine adds them in order
         features = heads * channels
-        block_f = 128 if features > 64 else (64 if features > 16 else 16)
+        block_f = feature_tile(features)
         grid = (schedule.split_row.numel(), triton.cdiv(features, block_f))
-        _combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part, part, dx, part,
-                              features, csc.num_edges, IS_MAX=False, BLOCK_S=_BLOCK_S, BLOCK_F=block_f,
-                              num_warps=_NUM_WARPS)
+        combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part, part, dx, part,
+                              features, csc.num_edges, IS_MAX=False, BLOCK_S=BLOCK_S, BLOCK_F=block_f,
+                              num_warps=NUM_WARPS)
     return dx
 
 
-def _grad_scores(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
+def _grad_scores(csr: Layout, schedule: Schedule, x, alpha_src, alpha_dst, lse, delta, grad_out, negative_slope):
     num_nodes, heads, channels = x.shape
     dz = torch.zeros((csr.num_edges, heads), dtype=torch.float32, device=x.device)  # (E, H)
     if csr.num_edges == 0 or heads == 0:
         return dz
-    block_c = _channel_tile(channels)
+    block_c = feature_tile(channels)
     block_e = min(_edge_tile(block_c), schedule.chunk)
     _gat_bwd_score_kernel[(schedule.seg_row.numel(), heads)](
         csr.rowptr, csr.col, csr.perm, schedule.seg_row, schedule.seg_start,
         x, alpha_src, alpha_dst, lse, delta, grad_out, dz,
         heads, channels, x.stride(0), x.stride(1), alpha_src.stride(0), alpha_src.stride(1), negative_slope,
-        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+        BLOCK_E=block_e, BLOCK_C=block_c, CHUNK=schedule.chunk, num_warps=NUM_WARPS,
     )
     return dz
 
@@ -376,7 +372,7 @@ def _grad_scores(csr: Layout, schedule: _Schedule, x, alpha_src, alpha_dst, lse,
 def _edge_sums(layout: Layout, chunk: int, values: torch.Tensor, num_rows: int) -> torch.Tensor:
     """``out[r] = sum over positions k of row r of values[perm[k]]`` (values indexed by edge id)."""
     by_edge = Layout(layout.rowptr, layout.perm, layout.perm)  # gather rows of `values` by edge id
-    out, _ = _segment_reduce(by_edge, _schedule(layout.rowptr, chunk), values, num_out_rows=num_rows, reduce=_SUM)
+    out, _ = segment_reduce(by_edge, segment_schedule(layout.rowptr, chunk), values, num_out_rows=num_rows, reduce=SUM)
     return out
 
 
@@ -393,13 +389,13 @@ class _Problem:
     negative_slope: float
 
     def transposed(self) -> Layout:
-        return self.csc if self.csc is not None else _derive_csc(self.csr)
+        return self.csc if self.csc is not None else derive_csc(self.csr)
 
 
 class _GatAggregate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha_src, alpha_dst, problem: _Problem):
-        schedule = _schedule(problem.csr.rowptr, problem.chunk)
+        schedule = segment_schedule(problem.csr.rowptr, problem.chunk)
         if any(ctx.needs_input_grad[1:3]) and x.dtype != torch.float32:
             # The score gradients' delta = rowsum(dOut * out) must see out before it is rounded to float16/bfloat16:
             # a row's ds_e = a_e (<dOut, x_j> - delta) sum to <dOut, out> - delta, a near-total cancellation, so
@@ -427,11 +423,11 @@ class _GatAggregate(torch.autograd.Function):
         grad_x = grad_src = grad_dst = None
         csc = problem.transposed() if (need_x or need_src) else None
         if need_x:
-            grad_x = _grad_x(csc, _schedule(csc.rowptr, problem.chunk), alpha_src, alpha_dst, lse, grad_out,
+            grad_x = _grad_x(csc, segment_schedule(csc.rowptr, problem.chunk), alpha_src, alpha_dst, lse, grad_out,
                              problem.negative_slope, x.dtype)
         if need_src or need_dst:
             delta = (grad_out.float() * out.float()).sum(-1)  # (N, H)
-            dz = _grad_scores(problem.csr, _schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
+            dz = _grad_scores(problem.csr, segment_schedule(problem.csr.rowptr, problem.chunk), x, alpha_src, alpha_dst,
                               lse, delta, grad_out, problem.negative_slope)  # (E, H)
             if need_dst:
                 grad_dst = _edge_sums(problem.csr, problem.chunk, dz, num_nodes).to(alpha_dst.dtype)
@@ -443,16 +439,6 @@ class _GatAggregate(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------------
 # Public function
 # --------------------------------------------------------------------------------------------------
-
-
-def _check_operand(name: str, t, rank: int, shape_text: str) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16 or float32 (the kernel accumulates in float32), "
-                        f"got {t.dtype}")
-    if t.dim() != rank:
-        raise ValueError(f"{name} must have shape {shape_text}, got {tuple(t.shape)}")
 
 
 def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Tensor, csr: Layout,
@@ -475,11 +461,11 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
     if not isinstance(csr, Layout):
         raise TypeError(f"csr must be a kernels.spmm.Layout (rowptr, col, perm), got {type(csr).__name__}")
     num_nodes = csr.num_rows
-    _check_operand("x", x, 3, "(N, H, C)")
+    check_operand("x", x, 3, "(N, H, C)")
     if x.shape[0] != num_nodes:
         raise ValueError(f"x must have num_nodes={num_nodes} rows (the layout's rows), got {x.shape[0]}")
     for name, alpha in (("alpha_src", alpha_src), ("alpha_dst", alpha_dst)):
-        _check_operand(name, alpha, 2, "(N, H)")
+        check_operand(name, alpha, 2, "(N, H)")
         if tuple(alpha.shape) != tuple(x.shape[:2]):
             raise ValueError(f"{name} must have shape (N, H) = {tuple(x.shape[:2])}, got {tuple(alpha.shape)}")
         if alpha.dtype != x.dtype:
@@ -487,20 +473,13 @@ def gat_aggregate(x: torch.Tensor, alpha_src: torch.Tensor, alpha_dst: torch.Ten
         if alpha.device != x.device:
             raise ValueError(f"{name} must be on x's device {x.device}, got {alpha.device}")
     _check_int32(csr.rowptr.dtype, num_nodes, x.shape[1], x.shape[2], csr.num_edges)
-    _validate_layout("csr", csr, num_nodes, check_values=check_indices)
-    if csc is not None:
-        _validate_layout("csc", csc, num_nodes, check_values=check_indices)
-        if csc.num_edges != csr.num_edges or csc.rowptr.dtype != csr.rowptr.dtype:
-            raise ValueError(f"csc must describe the same {csr.num_edges} edges with {csr.rowptr.dtype} indices, got "
-                             f"{csc.num_edges} edges of {csc.rowptr.dtype}")
+    validate_layouts(csr, csc, num_nodes, num_nodes, check_values=check_indices)
     if x.device != csr.rowptr.device:
         raise ValueError(f"x must be on the layout's device {csr.rowptr.device}, got {x.device}")
-    _check_device("x", x)
+    check_device("x", x)
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)) or negative_slope < 0:
         raise ValueError(f"negative_slope must be a non-negative number, got {negative_slope!r}")
-    chunk = DEFAULT_EDGES_PER_PROGRAM if edges_per_program is None else edges_per_program
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1 or chunk & (chunk - 1):
-        raise ValueError(f"edges_per_program must be a positive power of two, got {edges_per_program!r}")
+    chunk = check_edges_per_program(edges_per_program)
     x = x if x.stride(2) == 1 else x.contiguous()
     alpha_src, alpha_dst = alpha_src.contiguous(), alpha_dst.contiguous()  # one (N, H) stride pair for both
     problem = _Problem(csr, csc, chunk, float(negative_slope))
@@ -516,21 +495,12 @@ def _triton_attention_aggregate(graph, x, alpha_src, alpha_dst, *, negative_slop
                          Layout(csc.rowptr, csc.col, csc.perm), negative_slope=negative_slope, check_indices=False)
 
 
-def _register() -> None:
-    from reference.gnn import register_attention_aggregation_backend
-
-    register_attention_aggregation_backend("triton", _triton_attention_aggregate)
-
-
-_register()
-
 
 # --------------------------------------------------------------------------------------------------
 # What `fusebench inspect` compiles
 # --------------------------------------------------------------------------------------------------
 
-_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
-                 torch.int32: "i32", torch.int64: "i64"}
+_TRITON_DTYPE = TRITON_DTYPE  # the name compile_specs() reads
 
 
 def compile_specs() -> list[CompileSpec]:

@@ -20,7 +20,9 @@ so a hub with a million in-edges is spread over ~4k programs instead of serializ
 that fits in one segment is finished and written by its program. A split row's segments write float32
 partials (and, for max, the arg-max edge) to a scratch buffer, and a second, small launch combines
 each split row's partials in segment order. The schedule (segment -> row, start) is built from
-``rowptr`` with a few torch ops and cached per ``rowptr`` tensor.
+``rowptr`` with a few torch ops and cached per ``rowptr`` tensor. The segment and combine kernels, the
+schedule, the layout checks and the tile rules live in the CSR core ``kernels/_csr.py``, which
+``kernels/gat.py`` shares; this module adds the per-edge gradient kernel, the autograd and the API.
 
 Determinism. No atomics anywhere: every output element is written by exactly one program, and every
 sum is taken in a fixed order (edge blocks in CSR order, then segments in order). The backward for
@@ -77,142 +79,64 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels):
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.interpreter import InterpretedFunction
 
+from kernels._common import TRITON_DTYPE, check_device
 from kernels._compile import CompileSpec
+from kernels._csr import (
+    BLOCK_S,
+    DEFAULT_EDGES_PER_PROGRAM,
+    FEATURE_TILES,
+    INDEX_DTYPES,
+    MASKED_SUM,
+    MAX,
+    NUM_WARPS,
+    SUM,
+    SUPPORTED_DTYPES,
+    Layout,
+    Schedule,
+    block_range,
+    check_edges_per_program,
+    check_int32_sizes,
+    check_operand,
+    combine_kernel,
+    derive_csc,
+    edge_block,
+    edge_tile,
+    feature_tile,
+    segment_bounds,
+    segment_kernel,
+    segment_reduce,
+    segment_schedule,
+    validate_layouts,
+)
 
-__all__ = ["csr_aggregate", "Layout", "REDUCTIONS", "SUPPORTED_DTYPES", "DEFAULT_EDGES_PER_PROGRAM"]
+__all__ = ["csr_aggregate", "Layout", "REDUCTIONS", "SUPPORTED_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "compile_specs"]
 
 REDUCTIONS = ("sum", "mean", "max")
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-INDEX_DTYPES = (torch.int32, torch.int64)
-DEFAULT_EDGES_PER_PROGRAM = 256
-_INT32_LIMIT = 2**31 - 1
 
-# Reduction codes (constexpr REDUCE)
-_SUM, _MAX, _MASKED_SUM = 0, 1, 2  # _MASKED_SUM: the backward of max (sum only where the arg-max matches)
+# The names compile_specs() reads: the segment and combine kernels and their tile rules live in kernels/_csr.py
+_segment_kernel, _combine_kernel, _SUM, _MAX, _MASKED_SUM = segment_kernel, combine_kernel, SUM, MAX, MASKED_SUM
+_FEATURE_TILES, _edge_tile, _NUM_WARPS, _BLOCK_S = FEATURE_TILES, edge_tile, NUM_WARPS, BLOCK_S
+_TRITON_DTYPE = TRITON_DTYPE
+# The per-edge gradient's edges per step: it holds x, dOut, the argmax and a product per element, and spilled
+# at 16 x F128 in fp16/bf16 with int32 indices (sm_90), so it takes half the gather's tile there.
+_GRAD_EDGE_TILES = {16: 32, 64: 16, 128: 8}
+
+
+def _grad_edge_tile(block_f: int, *, int64: bool) -> int:
+    """The per-edge gradient's edges per step. With int64 indices it keeps 16 edges at F128: 8 spilled in
+    fp16/bf16 on sm_90 under triton 3.6 (the lent GPU's), 16 spills under neither 3.6 nor 3.9."""
+    return 16 if int64 and block_f == 128 else _GRAD_EDGE_TILES[block_f]
 
 
 # --------------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _segment_kernel(
-    # layout: CSR (or CSC for the backward) and the segment schedule
-    rowptr_ptr, col_ptr, perm_ptr, seg_row_ptr, seg_start_ptr, seg_part_ptr,
-    # operands
-    x_ptr, w_ptr, rscale_ptr, cscale_ptr, arg_in_ptr,
-    # outputs: the final rows, or float32 partials of split rows
-    out_ptr, arg_out_ptr, part_ptr, part_arg_ptr,
-    # sizes and strides
-    num_features, num_edges, stride_xn,
-    # meta-parameters
-    REDUCE: tl.constexpr, HAS_W: tl.constexpr, HAS_RSCALE: tl.constexpr, HAS_CSCALE: tl.constexpr,
-    BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr, CHUNK: tl.constexpr,
-):
-    """One segment (<= CHUNK edges of one row) times one feature tile."""
-    pid_s = tl.program_id(0)
-    pid_f = tl.program_id(1)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    part = tl.load(seg_part_ptr + pid_s)  # -1: this program owns the whole row
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
-    offs_f = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask_f = offs_f < num_features
-    row_scale = 1.0
-    if HAS_RSCALE:
-        row_scale = tl.load(rscale_ptr + row).to(tl.float32)
-
-    if REDUCE == 1:
-        acc = tl.full([BLOCK_F], float("-inf"), tl.float32)
-        arg = tl.full([BLOCK_F], -1, perm_ptr.dtype.element_ty)
-    else:
-        acc = tl.zeros([BLOCK_F], tl.float32)
-    for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        mask = mask_e[:, None] & mask_f[None, :]
-        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)  # (BLOCK_E,) rows of x
-        eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)  # (BLOCK_E,) edge ids
-        coef = tl.zeros([BLOCK_E], tl.float32) + row_scale
-        if HAS_W:
-            coef = coef * tl.load(w_ptr + eid, mask=mask_e, other=0.0).to(tl.float32)
-        if HAS_CSCALE:
-            coef = coef * tl.load(cscale_ptr + src, mask=mask_e, other=0.0).to(tl.float32)
-        vals = tl.load(x_ptr + src[:, None] * stride_xn + offs_f[None, :], mask=mask, other=0.0).to(tl.float32)
-        vals = vals * coef[:, None]  # (BLOCK_E, BLOCK_F)
-        if REDUCE == 1:
-            vals = tl.where(mask, vals, float("-inf"))
-            block_max = tl.max(vals, axis=0)
-            # tie rule: the smallest edge id among the maxima (edge ids increase along a CSR row)
-            hit = mask & (vals == block_max[None, :])
-            block_arg = tl.min(tl.where(hit, eid[:, None], num_edges), axis=0)
-            take = block_max > acc  # strict: an earlier block keeps its (smaller) edge id on a tie
-            acc = tl.where(take, block_max, acc)
-            arg = tl.where(take, block_arg.to(arg.dtype), arg)
-        elif REDUCE == 2:
-            chosen = tl.load(arg_in_ptr + src[:, None] * num_features + offs_f[None, :], mask=mask, other=-1)
-            acc += tl.sum(tl.where(mask & (chosen == eid[:, None]), vals, 0.0), axis=0)
-        else:
-            acc += tl.sum(vals, axis=0)
-
-    if part < 0:
-        if REDUCE == 1:
-            acc = tl.where(end > start, acc, 0.0)  # an empty row is 0, not -inf
-            tl.store(arg_out_ptr + row * num_features + offs_f, arg, mask=mask_f)
-        tl.store(out_ptr + row * num_features + offs_f, acc.to(out_ptr.dtype.element_ty), mask=mask_f)
-    else:
-        tl.store(part_ptr + part * num_features + offs_f, acc, mask=mask_f)
-        if REDUCE == 1:
-            tl.store(part_arg_ptr + part * num_features + offs_f, arg, mask=mask_f)
-
-
-@triton.jit
-def _combine_kernel(
-    split_row_ptr, split_first_ptr, split_count_ptr,  # the rows that were split over several segments
-    part_ptr, part_arg_ptr, out_ptr, arg_out_ptr,
-    num_features, num_edges,
-    IS_MAX: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_F: tl.constexpr,
-):
-    """Second pass: reduce a split row's partials in segment order and write the row."""
-    pid_r = tl.program_id(0)
-    pid_f = tl.program_id(1)
-    row = tl.load(split_row_ptr + pid_r)
-    first = tl.load(split_first_ptr + pid_r)
-    count = tl.load(split_count_ptr + pid_r)
-    offs_f = pid_f * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask_f = offs_f < num_features
-    if IS_MAX:
-        acc = tl.full([BLOCK_F], float("-inf"), tl.float32)
-        arg = tl.full([BLOCK_F], -1, split_first_ptr.dtype.element_ty)
-    else:
-        acc = tl.zeros([BLOCK_F], tl.float32)
-    for s0 in range(0, count, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        mask = (offs_s < count)[:, None] & mask_f[None, :]
-        offs = (first + offs_s)[:, None] * num_features + offs_f[None, :]
-        if IS_MAX:
-            vals = tl.load(part_ptr + offs, mask=mask, other=float("-inf"))
-            block_max = tl.max(vals, axis=0)
-            args = tl.load(part_arg_ptr + offs, mask=mask, other=-1)
-            hit = mask & (vals == block_max[None, :]) & (args >= 0)
-            block_arg = tl.min(tl.where(hit, args, num_edges), axis=0)
-            take = block_max > acc
-            acc = tl.where(take, block_max, acc)
-            arg = tl.where(take, block_arg.to(arg.dtype), arg)
-        else:
-            acc += tl.sum(tl.load(part_ptr + offs, mask=mask, other=0.0), axis=0)
-    tl.store(out_ptr + row * num_features + offs_f, acc.to(out_ptr.dtype.element_ty), mask=mask_f)
-    if IS_MAX:
-        tl.store(arg_out_ptr + row * num_features + offs_f, arg, mask=mask_f)
 
 
 @triton.jit
@@ -230,22 +154,16 @@ def _edge_grad_kernel(
 ):
     """Per edge e = (j -> i): t_e = sum_f [arg[i, f] == e] x[j, f] dOut[i, f] (an SDDMM);
     writes dW[e] = r[i] c[j] t_e and u[e] = w_e t_e (for the scale vectors' gradients)."""
-    pid_s = tl.program_id(0)
-    row = tl.load(seg_row_ptr + pid_s)
-    start = tl.load(seg_start_ptr + pid_s)
-    end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))
+    row, start, end = segment_bounds(tl.program_id(0), rowptr_ptr, seg_row_ptr, seg_start_ptr, CHUNK)
     row_scale = 1.0
     if HAS_RSCALE:
         row_scale = tl.load(rscale_ptr + row).to(tl.float32)
     for k0 in range(start, end, BLOCK_E):
-        offs_e = k0 + tl.arange(0, BLOCK_E)
-        mask_e = offs_e < end
-        src = tl.load(col_ptr + offs_e, mask=mask_e, other=0)
+        offs_e, mask_e, src = edge_block(col_ptr, k0, end, BLOCK_E)
         eid = tl.load(perm_ptr + offs_e, mask=mask_e, other=0)
         t = tl.zeros([BLOCK_E], tl.float32)
         for f0 in range(0, num_features, BLOCK_F):
-            offs_f = f0 + tl.arange(0, BLOCK_F)
-            mask_f = offs_f < num_features
+            offs_f, mask_f = block_range(f0, num_features, BLOCK_F)
             mask = mask_e[:, None] & mask_f[None, :]
             xv = tl.load(x_ptr + src[:, None] * stride_xn + offs_f[None, :], mask=mask, other=0.0).to(tl.float32)
             gv = tl.load(g_ptr + row * num_features + offs_f, mask=mask_f, other=0.0).to(tl.float32)
@@ -266,175 +184,15 @@ def _edge_grad_kernel(
             tl.store(u_ptr + eid, u, mask=mask_e)
 
 
-# The interpreter decision, taken by triton when it decorated the kernels above (TRITON_INTERPRET at import).
-_INTERPRETING = isinstance(_segment_kernel, InterpretedFunction)
-
 # --------------------------------------------------------------------------------------------------
-# Shipped configurations: chosen by a fixed rule from the feature width (no timing, so a given input
-# always runs the same configuration and gives the same bits)
+# Validation
 # --------------------------------------------------------------------------------------------------
-
-_FEATURE_TILES = (16, 64, 128)
-# Edges per step for each feature tile, measured with `fusebench inspect --check` on every launched
-# specialization: 64 edges at F16 spilled with int64 indices (sm_90), 32 at F64 with int64 indices in
-# fp16/bf16 (sm_80), and the per-edge gradient (x, dOut, the argmax and a product per element) spilled at
-# 16 x F128 in fp16/bf16 with int32 indices (sm_90), so it takes half the gather's tile there.
-_EDGE_TILES = {16: 32, 64: 32, 128: 16}
-_GRAD_EDGE_TILES = {16: 32, 64: 16, 128: 8}
-_NUM_WARPS = 4
-_BLOCK_S = 16  # partials combined per step in the second pass
-
-
-def _feature_tile(num_features: int) -> int:
-    return next(t for t in _FEATURE_TILES if num_features <= t) if num_features <= _FEATURE_TILES[-1] else 128
-
-
-def _edge_tile(block_f: int, *, half_int64: bool = False) -> int:
-    """The gather's edges per step. ``half_int64``: a 16-bit feature dtype with int64 indices, whose F64 tile
-    spilled at 32 edges on sm_80 (at 16 edges the float32 max backward spilled instead, so only these halve)."""
-    return _EDGE_TILES[block_f] // 2 if half_int64 and block_f == 64 else _EDGE_TILES[block_f]
-
-
-def _grad_edge_tile(block_f: int, *, int64: bool) -> int:
-    """The per-edge gradient's edges per step. With int64 indices it keeps 16 edges at F128: 8 spilled in
-    fp16/bf16 on sm_90 under triton 3.6 (the lent GPU's), 16 spills under neither 3.6 nor 3.9."""
-    return 16 if int64 and block_f == 128 else _GRAD_EDGE_TILES[block_f]
-
-
-# --------------------------------------------------------------------------------------------------
-# Layout, schedule and validation
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A compressed layout as the kernels read it: ``rowptr (R+1,)``, ``col (E,)``, ``perm (E,)``."""
-
-    rowptr: torch.Tensor
-    col: torch.Tensor
-    perm: torch.Tensor
-
-    @property
-    def num_rows(self) -> int:
-        return self.rowptr.numel() - 1
-
-    @property
-    def num_edges(self) -> int:
-        return self.col.numel()
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    seg_row: torch.Tensor  # (S,) the row of each segment
-    seg_start: torch.Tensor  # (S,) its first CSR position
-    seg_part: torch.Tensor  # (S,) its partial row, or -1 when the segment is the whole row
-    split_row: torch.Tensor  # (R,) the rows that span several segments
-    split_first: torch.Tensor  # (R,) their first partial row
-    split_count: torch.Tensor  # (R,) and their number of segments
-    num_partials: int
-    chunk: int
-
-
-_SCHEDULES: dict[tuple, tuple[weakref.ref, _Schedule]] = {}
-
-
-def _schedule(rowptr: torch.Tensor, chunk: int) -> _Schedule:
-    """Split rows into segments of at most ``chunk`` positions (cached per rowptr tensor and version)."""
-    key = (id(rowptr), rowptr._version, chunk)
-    hit = _SCHEDULES.get(key)
-    if hit is not None and hit[0]() is rowptr:
-        return hit[1]
-    dtype, device = rowptr.dtype, rowptr.device
-    num_rows = rowptr.numel() - 1
-    degree = (rowptr[1:] - rowptr[:-1]).long()  # (N,)
-    segments = ((degree + chunk - 1) // chunk).clamp_min(1)  # (N,) an empty row still gets one
-    segptr = torch.zeros(num_rows + 1, dtype=torch.int64, device=device)
-    segptr[1:] = torch.cumsum(segments, 0)
-    total = int(segptr[-1])
-    seg_row = torch.repeat_interleave(torch.arange(num_rows, device=device), segments, output_size=total)  # (S,)
-    seg_start = rowptr[seg_row].long() + (torch.arange(total, device=device) - segptr[seg_row]) * chunk
-    split = segments > 1  # (N,)
-    split_seg = split[seg_row]  # (S,)
-    seg_part = torch.where(split_seg, torch.cumsum(split_seg, 0) - 1, -1)
-    split_row = split.nonzero().flatten()
-    schedule = _Schedule(seg_row.to(dtype), seg_start.to(dtype), seg_part.to(dtype), split_row.to(dtype),
-                         seg_part[segptr[split_row]].to(dtype), segments[split_row].to(dtype),
-                         int(split_seg.sum()), chunk)
-    if len(_SCHEDULES) > 64:
-        _SCHEDULES.clear()
-    _SCHEDULES[key] = (weakref.ref(rowptr), schedule)
-    return schedule
-
-
-def _check_device(name: str, t: torch.Tensor) -> None:
-    if not _INTERPRETING and t.device.type != "cuda":
-        raise ValueError(f"{name} must be a CUDA tensor (the Triton kernel compiles for GPUs), got device "
-                         f"{t.device}; set TRITON_INTERPRET=1 before importing kernels.spmm to emulate it on the CPU")
-
-
-def _validate_layout(name: str, layout: Layout, num_nodes: int, *, check_values: bool,
-                     num_cols: int | None = None) -> None:
-    """Types and shapes always; values (monotonic rowptr, index ranges) when ``check_values``.
-
-    ``num_nodes`` rows; ``col`` indexes ``num_cols`` columns (default: square, ``num_nodes``)."""
-    num_cols = num_nodes if num_cols is None else num_cols
-    if not isinstance(layout, Layout):
-        raise TypeError(f"{name} must be a kernels.spmm.Layout (rowptr, col, perm), got {type(layout).__name__}")
-    parts = (("rowptr", layout.rowptr), ("col", layout.col), ("perm", layout.perm))
-    for part, t in parts:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}.{part} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in INDEX_DTYPES:
-            raise TypeError(f"{name}.{part} must be int32 or int64, got {t.dtype}")
-        if t.dim() != 1:
-            raise ValueError(f"{name}.{part} must be 1-D, got shape {tuple(t.shape)}")
-        if t.dtype != layout.rowptr.dtype:
-            raise TypeError(f"{name}.{part} must have {name}.rowptr's dtype {layout.rowptr.dtype}, got {t.dtype}")
-        if t.device != layout.rowptr.device:
-            raise ValueError(f"{name}.{part} must be on {name}.rowptr's device {layout.rowptr.device}, got {t.device}")
-    num_edges = layout.col.numel()
-    if layout.rowptr.numel() != num_nodes + 1:
-        raise ValueError(f"{name}.rowptr must have num_nodes + 1 = {num_nodes + 1} entries, "
-                         f"got {layout.rowptr.numel()}")
-    if layout.perm.numel() != num_edges:
-        raise ValueError(f"{name}.perm must have one entry per edge ({num_edges}), got {layout.perm.numel()}")
-    if layout.rowptr.dtype == torch.int32 and num_edges > _INT32_LIMIT - DEFAULT_EDGES_PER_PROGRAM:
-        raise ValueError(f"{name}: {num_edges} edges overflow the int32 index path; use int64 indices")
-    if not check_values:
-        return
-    rowptr = layout.rowptr
-    if int(rowptr[0]) != 0:
-        raise ValueError(f"{name}.rowptr must start at 0, got {int(rowptr[0])}")
-    decreasing = rowptr[1:] < rowptr[:-1]
-    if decreasing.any():
-        first = int(decreasing.nonzero()[0])
-        raise ValueError(f"{name}.rowptr must be non-decreasing (monotonic), but entry {first + 1} < entry {first}")
-    if int(rowptr[-1]) != num_edges:
-        raise ValueError(f"{name}.rowptr must end at the edge count E={num_edges}, got {int(rowptr[-1])}")
-    if num_edges:
-        for part, t, high in (("col", layout.col, num_cols), ("perm", layout.perm, num_edges)):
-            low, top = int(t.min()), int(t.max())
-            if low < 0 or top >= high:
-                bad = low if low < 0 else top
-                raise ValueError(f"{name}.{part} must hold indices in [0, {high}), found {bad}")
 
 
 def _check_features(name: str, x, num_rows: int) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16 or float32 (the kernel accumulates in float32), "
-                        f"got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (num_nodes, features), got shape {tuple(x.shape)}")
+    check_operand(name, x, 2, "(num_nodes, features)")
     if x.shape[0] != num_rows:
         raise ValueError(f"{name} must have num_nodes={num_rows} rows (the layout's columns), got {x.shape[0]}")
-
-
-def _check_int32_sizes(index_dtype: torch.dtype, num_nodes: int, num_features: int) -> None:
-    if index_dtype == torch.int32 and num_nodes * max(num_features, 1) > _INT32_LIMIT:
-        raise ValueError(f"x: num_nodes x features = {num_nodes} x {num_features} = {num_nodes * num_features} "
-                         "overflows the int32 index path (offsets beyond 2^31 - 1); use int64 indices")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -442,51 +200,7 @@ def _check_int32_sizes(index_dtype: torch.dtype, num_nodes: int, num_features: i
 # --------------------------------------------------------------------------------------------------
 
 
-def _segment_reduce(layout: Layout, schedule: _Schedule, x: torch.Tensor, *, num_out_rows: int, reduce: int,
-                    weight=None, row_scale=None, col_scale=None, arg_in=None, out_dtype=None, out=None, arg=None):
-    """``out (R, F)`` (and the arg-max edge ids for ``_MAX``) of one segment-kernel launch (+ combine).
-
-    ``out`` and ``arg`` may be given (contiguous, ``(R, F)``): the tests place them in guard zones.
-    """
-    num_features = x.shape[1]
-    index_dtype = layout.rowptr.dtype
-    if out is None:
-        out = torch.empty((num_out_rows, num_features), dtype=out_dtype or x.dtype, device=x.device)
-    is_max = reduce == _MAX
-    if arg is None:
-        arg = torch.empty((num_out_rows, num_features) if is_max else (1,), dtype=index_dtype, device=x.device)
-    if num_out_rows == 0 or num_features == 0:
-        return out, arg
-    if x.stride(1) != 1:
-        x = x.contiguous()
-    _check_int32_sizes(index_dtype, max(schedule.num_partials, num_out_rows, x.shape[0]), num_features)
-    part = torch.empty((max(schedule.num_partials, 1), num_features), dtype=torch.float32, device=x.device)
-    part_arg = torch.empty((max(schedule.num_partials, 1), num_features) if is_max else (1,), dtype=index_dtype,
-                           device=x.device)
-    block_f = _feature_tile(num_features)
-    half_int64 = x.element_size() == 2 and layout.rowptr.dtype == torch.int64
-    block_e = min(_edge_tile(block_f, half_int64=half_int64), schedule.chunk)
-    dummy = x
-    grid = (schedule.seg_row.numel(), triton.cdiv(num_features, block_f))
-    _segment_kernel[grid](
-        layout.rowptr, layout.col, layout.perm, schedule.seg_row, schedule.seg_start, schedule.seg_part,
-        x, dummy if weight is None else weight, dummy if row_scale is None else row_scale,
-        dummy if col_scale is None else col_scale, arg if arg_in is None else arg_in,
-        out, arg, part, part_arg,
-        num_features, layout.num_edges, x.stride(0),
-        REDUCE=reduce, HAS_W=weight is not None, HAS_RSCALE=row_scale is not None,
-        HAS_CSCALE=col_scale is not None, BLOCK_E=block_e, BLOCK_F=block_f, CHUNK=schedule.chunk,
-        num_warps=_NUM_WARPS,
-    )
-    if schedule.split_row.numel():
-        grid = (schedule.split_row.numel(), triton.cdiv(num_features, block_f))
-        _combine_kernel[grid](schedule.split_row, schedule.split_first, schedule.split_count, part, part_arg, out,
-                              arg, num_features, layout.num_edges, IS_MAX=is_max, BLOCK_S=_BLOCK_S, BLOCK_F=block_f,
-                              num_warps=_NUM_WARPS)
-    return out, arg
-
-
-def _edge_grad(layout: Layout, schedule: _Schedule, x, grad_out, arg, weight, row_scale, col_scale, *,
+def _edge_grad(layout: Layout, schedule: Schedule, x, grad_out, arg, weight, row_scale, col_scale, *,
                want_gw: bool, want_u: bool):
     """Per-edge gradient pieces ``(dW (E,) or None, u (E,) float32 or None)``."""
     num_edges, num_features = layout.num_edges, x.shape[1]
@@ -496,7 +210,7 @@ def _edge_grad(layout: Layout, schedule: _Schedule, x, grad_out, arg, weight, ro
         return gw, u
     if x.stride(1) != 1:
         x = x.contiguous()
-    block_f = _feature_tile(num_features)
+    block_f = feature_tile(num_features)
     block_e = min(_grad_edge_tile(block_f, int64=layout.rowptr.dtype == torch.int64), schedule.chunk)
     dummy = u if u is not None else gw
     _edge_grad_kernel[(schedule.seg_row.numel(),)](
@@ -506,7 +220,7 @@ def _edge_grad(layout: Layout, schedule: _Schedule, x, grad_out, arg, weight, ro
         num_features, x.stride(0),
         HAS_ARG=arg.dim() == 2, HAS_W=weight is not None, HAS_RSCALE=row_scale is not None,
         HAS_CSCALE=col_scale is not None, WRITE_GW=want_gw, WRITE_U=want_u,
-        BLOCK_E=block_e, BLOCK_F=block_f, CHUNK=schedule.chunk, num_warps=_NUM_WARPS,
+        BLOCK_E=block_e, BLOCK_F=block_f, CHUNK=schedule.chunk, num_warps=NUM_WARPS,
     )
     return gw, u
 
@@ -524,32 +238,19 @@ class _Problem:
     is_max: bool
     num_cols: int  # rows of x (== csr.num_rows for a graph; the number of nodes for a readout)
 
-    def csr_schedule(self) -> _Schedule:
-        return _schedule(self.csr.rowptr, self.chunk)
+    def csrsegment_schedule(self) -> Schedule:
+        return segment_schedule(self.csr.rowptr, self.chunk)
 
     def transposed(self) -> Layout:
-        return self.csc if self.csc is not None else _derive_csc(self.csr, self.num_cols)
-
-
-def _derive_csc(csr: Layout, num_cols: int | None = None) -> Layout:
-    """The transposed layout (rows = sources, ``num_cols`` of them) from a CSR one, by a stable sort."""
-    num_cols = csr.num_rows if num_cols is None else num_cols
-    rows = torch.repeat_interleave(torch.arange(csr.num_rows, device=csr.col.device),
-                                   (csr.rowptr[1:] - csr.rowptr[:-1]).long(), output_size=csr.num_edges)
-    order = torch.sort(csr.col.long(), stable=True).indices  # CSR positions grouped by source
-    counts = torch.bincount(csr.col.long(), minlength=num_cols)
-    rowptr = torch.zeros(num_cols + 1, dtype=torch.int64, device=csr.col.device)
-    rowptr[1:] = torch.cumsum(counts, 0)
-    dtype = csr.rowptr.dtype
-    return Layout(rowptr.to(dtype), rows[order].to(dtype), csr.perm[order])
+        return self.csc if self.csc is not None else derive_csc(self.csr, self.num_cols)
 
 
 class _CsrAggregate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, row_scale, col_scale, problem: _Problem):
-        schedule = problem.csr_schedule()
-        reduce = _MAX if problem.is_max else _SUM
-        out, arg = _segment_reduce(problem.csr, schedule, x, num_out_rows=problem.csr.num_rows, reduce=reduce,
+        schedule = problem.csrsegment_schedule()
+        reduce = MAX if problem.is_max else SUM
+        out, arg = segment_reduce(problem.csr, schedule, x, num_out_rows=problem.csr.num_rows, reduce=reduce,
                                    weight=weight, row_scale=row_scale, col_scale=col_scale)
         ctx.save_for_backward(x, weight, row_scale, col_scale, arg)
         ctx.problem = problem
@@ -566,25 +267,25 @@ class _CsrAggregate(torch.autograd.Function):
         if need_x:
             csc = problem.transposed()
             # dX = diag(c) A^T diag(r) dOut: the same kernel over the transposed layout, scales swapped
-            grad_x, _ = _segment_reduce(csc, _schedule(csc.rowptr, problem.chunk), grad_out,
-                                        num_out_rows=x.shape[0], reduce=_MASKED_SUM if problem.is_max else _SUM,
+            grad_x, _ = segment_reduce(csc, segment_schedule(csc.rowptr, problem.chunk), grad_out,
+                                        num_out_rows=x.shape[0], reduce=MASKED_SUM if problem.is_max else SUM,
                                         weight=weight, row_scale=col_scale, col_scale=row_scale,
                                         arg_in=arg if problem.is_max else None, out_dtype=x.dtype)
         if need_w or need_r or need_c:
-            schedule = problem.csr_schedule()
+            schedule = problem.csrsegment_schedule()
             grad_w, u = _edge_grad(problem.csr, schedule, x, grad_out, arg, weight, row_scale, col_scale,
                                    want_gw=need_w, want_u=need_r or need_c)
             if need_r:  # dr[i] = sum over edges into i of w_e c[j] t_e
                 ones = torch.ones((x.shape[0], 1), dtype=torch.float32, device=x.device)
-                grad_r, _ = _segment_reduce(problem.csr, schedule, col_scale[:, None] if col_scale is not None
-                                            else ones, num_out_rows=problem.csr.num_rows, reduce=_SUM, weight=u)
+                grad_r, _ = segment_reduce(problem.csr, schedule, col_scale[:, None] if col_scale is not None
+                                            else ones, num_out_rows=problem.csr.num_rows, reduce=SUM, weight=u)
                 grad_r = grad_r.flatten().to(row_scale.dtype)
             if need_c:  # dc[j] = sum over edges out of j of w_e r[i] t_e
                 csc = problem.transposed()
                 ones = torch.ones((problem.csr.num_rows, 1), dtype=torch.float32, device=x.device)
-                grad_c, _ = _segment_reduce(csc, _schedule(csc.rowptr, problem.chunk), row_scale[:, None]
+                grad_c, _ = segment_reduce(csc, segment_schedule(csc.rowptr, problem.chunk), row_scale[:, None]
                                             if row_scale is not None else ones, num_out_rows=x.shape[0],
-                                            reduce=_SUM, weight=u)
+                                            reduce=SUM, weight=u)
                 grad_c = grad_c.flatten().to(col_scale.dtype)
         return grad_x, grad_w, grad_r, grad_c, None
 
@@ -643,16 +344,11 @@ def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, ed
     if normalize == "gcn" and num_cols != num_nodes:
         raise ValueError(f"normalize='gcn' needs a square layout, got {num_nodes} rows over num_cols={num_cols}")
     _check_features("x", x, num_cols)
-    _check_int32_sizes(csr.rowptr.dtype, max(num_nodes, num_cols), x.shape[1])
-    _validate_layout("csr", csr, num_nodes, check_values=check_indices, num_cols=num_cols)
-    if csc is not None:
-        _validate_layout("csc", csc, num_cols, check_values=check_indices, num_cols=num_nodes)
-        if csc.num_edges != csr.num_edges or csc.rowptr.dtype != csr.rowptr.dtype:
-            raise ValueError(f"csc must describe the same {csr.num_edges} edges with {csr.rowptr.dtype} indices, got "
-                             f"{csc.num_edges} edges of {csc.rowptr.dtype}")
+    check_int32_sizes(csr.rowptr.dtype, max(num_nodes, num_cols), x.shape[1])
+    validate_layouts(csr, csc, num_nodes, num_cols, check_values=check_indices)
     if x.device != csr.rowptr.device:
         raise ValueError(f"x must be on the layout's device {csr.rowptr.device}, got {x.device}")
-    _check_device("x", x)
+    check_device("x", x)
     if edge_weight is not None:
         if not isinstance(edge_weight, torch.Tensor) or not edge_weight.is_floating_point():
             raise TypeError("edge_weight must be a floating-point tensor or None")
@@ -663,9 +359,7 @@ def csr_aggregate(x: torch.Tensor, csr: Layout, csc: Layout | None = None, *, ed
         if edge_weight.device != x.device:
             raise ValueError(f"edge_weight must be on x's device {x.device}, got {edge_weight.device}")
         edge_weight = edge_weight.contiguous()
-    chunk = DEFAULT_EDGES_PER_PROGRAM if edges_per_program is None else edges_per_program
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1 or chunk & (chunk - 1):
-        raise ValueError(f"edges_per_program must be a positive power of two, got {edges_per_program!r}")
+    chunk = check_edges_per_program(edges_per_program)
 
     problem = _Problem(csr, csc, chunk, is_max=reduce == "max", num_cols=num_cols)
     row_scale = col_scale = None
@@ -702,23 +396,10 @@ def _triton_readout(x, batch, *, num_graphs, reduce):
                          num_cols=x.shape[0], check_indices=False)
 
 
-def _register() -> None:
-    from reference.gnn import register_aggregation_backend, register_readout_backend
-
-    register_aggregation_backend("triton", _triton_aggregate)
-    register_readout_backend("triton", _triton_readout)
-
-
-_register()
-
 
 # --------------------------------------------------------------------------------------------------
 # What `fusebench inspect` compiles
 # --------------------------------------------------------------------------------------------------
-
-_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
-                 torch.int32: "i32", torch.int64: "i64"}
-
 
 def compile_specs() -> list[CompileSpec]:
     """Every configuration the launchers can pick, for each feature dtype and index dtype.

@@ -5,6 +5,24 @@ from __future__ import annotations
 import torch
 
 
+def check_divisible(name: str, value: int, by_name: str, by: int) -> None:
+    """``value`` (the setting ``name``) must split into ``by`` equal parts (the setting ``by_name``), e.g. heads."""
+    if value % by:
+        raise ValueError(f"{name} ({value}) must be divisible by {by_name} ({by})")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """``value`` (the setting ``name``) must be one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+
+
+def check_token_id(name: str, token_id: int, vocab_size: int) -> None:
+    """A single special token id (padding, mask, end of text) must lie in the vocabulary."""
+    if not 0 <= token_id < vocab_size:
+        raise ValueError(f"{name} must lie in [0, vocab_size={vocab_size}), got {token_id}")
+
+
 def check_token_ids(name: str, ids, high: int, *, shape: tuple[int, ...] | None = None, low: int = 0,
                     ignore: int | None = None, max_length: int | None = None, length_limit: str = "",
                     allow_empty: bool = False) -> None:
@@ -35,15 +53,20 @@ def check_token_ids(name: str, ids, high: int, *, shape: tuple[int, ...] | None 
         raise ValueError(f"{name} must lie in [{low}, {high}){also}, got {bad}")
 
 
+def check_float_tensor(name: str, t, shape: str) -> None:
+    """``t`` must be a floating-point tensor with as many dimensions as ``shape`` (e.g. ``"(B, H, N, D)"``) names."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
+    if t.dim() != shape.count(",") + 1:
+        raise ValueError(f"{name} must have shape {shape}, got shape {tuple(t.shape)}")
+
+
 def check_matrix_pair(name_a: str, a, name_b: str, b, *, columns: str, same_dtype: bool) -> None:
     """``a`` and ``b`` must be floating ``(B, columns)`` tensors of one shape (and one dtype if ``same_dtype``)."""
     for name, t in ((name_a, a), (name_b, b)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if t.dim() != 2:
-            raise ValueError(f"{name} must have shape (B, {columns}), got shape {tuple(t.shape)}")
+        check_float_tensor(name, t, f"(B, {columns})")
     if a.shape != b.shape:
         raise ValueError(f"{name_a} and {name_b} must have the same shape (B, {columns}), got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")

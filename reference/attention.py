@@ -32,20 +32,22 @@ Conventions (every backend follows them, and the kernels are checked against the
 
 The one seam: every module in ``reference/`` computes attention through
 :func:`scaled_dot_product_attention`, whose ``backend=`` picks the implementation. The default,
-``"reference"``, is the textbook code below. Other backends register themselves with
-:func:`register_attention_backend`; ``"triton"`` is loaded on first use from ``kernels.attention`` by
-name, so this package never imports ``kernels/``.
+``"reference"``, is the textbook code below. Other backends are registered with
+:func:`register_attention_backend`, or are declared as entry points and loaded on first use
+(``"triton"``, kernels/attention.py; see reference/backends.py), so this package never imports ``kernels/``.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from reference._validation import check_divisible, check_float_tensor
+from reference.backends import Backends
 
 __all__ = [
     "scaled_dot_product_attention",
@@ -55,6 +57,7 @@ __all__ = [
     "CAUSAL_ALIGNMENTS",
     "register_attention_backend",
     "attention_backends",
+    "ATTENTION_BACKENDS",
     "MultiHeadAttention",
     "SelfAttention",
 ]
@@ -64,10 +67,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 AttentionFn = Callable[..., "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
-_BACKENDS: dict[str, AttentionFn] = {}
-# Backends that live outside reference/: imported by module name on first use, and expected to call
-# register_attention_backend(name, fn) when imported.
-_PLUGINS = {"triton": "kernels.attention"}
+ATTENTION_BACKENDS = Backends("attention")  # "triton" is declared in pyproject.toml (reference/backends.py)
 
 
 def register_attention_backend(name: str, fn: AttentionFn) -> None:
@@ -77,27 +77,12 @@ def register_attention_backend(name: str, fn: AttentionFn) -> None:
     return_lse, causal_alignment)`` exactly as :func:`scaled_dot_product_attention` documents them, and raises
     ``NotImplementedError`` naming any feature it does not support.
     """
-    _BACKENDS[name] = fn
-
-
-def _backend(name: str) -> AttentionFn:
-    if name not in _BACKENDS and name in _PLUGINS:
-        importlib.import_module(_PLUGINS[name])
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"backend must be one of {attention_backends()}, got {name!r}") from None
+    ATTENTION_BACKENDS.register(name, fn)
 
 
 def attention_backends() -> list[str]:
-    """The backends that can run here (plugins whose module fails to import are left out)."""
-    for name, module in _PLUGINS.items():
-        if name not in _BACKENDS:
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                continue
-    return sorted(_BACKENDS)
+    """The backends known here: registered, or declared by an entry point (listing them imports none)."""
+    return ATTENTION_BACKENDS.names()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,12 +130,7 @@ def _broadcasts_to(shape, target) -> bool:
 
 def _validate(q, k, v, attn_mask, key_padding_mask, scale, causal_alignment="padded") -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
-        if t.dim() != 4:
-            raise ValueError(f"{name} must have shape (B, H, N, D), got rank {t.dim()} shape {tuple(t.shape)}")
+        check_float_tensor(name, t, "(B, H, N, D)")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
@@ -229,7 +209,7 @@ def scaled_dot_product_attention(
         ``(B, Hq, Nq, Dv)``, and the log-sum-exp when ``return_lse``.
     """
     _validate(q, k, v, attn_mask, key_padding_mask, scale, causal_alignment)
-    return _backend(backend)(
+    return ATTENTION_BACKENDS.get(backend)(
         q, k, v, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=is_causal,
         scale=scale, return_lse=return_lse, causal_alignment=causal_alignment,
     )
@@ -379,8 +359,7 @@ class MultiHeadAttention(nn.Module):
                  bias: bool = True, backend: str = "reference"):
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if embed_dim % num_heads != 0:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        check_divisible("embed_dim", embed_dim, "num_heads", num_heads)
         if num_heads % num_kv_heads != 0:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads

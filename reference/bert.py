@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference._validation import check_token_ids
+from reference._validation import check_choice, check_divisible, check_token_id, check_token_ids
 from reference.transformer import ACTIVATIONS, TransformerEncoder, TransformerEncoderLayer
 
 __all__ = ["BertConfig", "BertEmbeddings", "BertPooler", "BertModel", "MaskedLMHead", "BertPreTrainingOutput",
@@ -64,13 +64,9 @@ class BertConfig:
     backend: str = "reference"  # the attention seam's backend, passed down to every attention layer
 
     def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                             f"({self.num_attention_heads})")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {self.hidden_act!r}")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id must lie in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
+        check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
+        check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
+        check_token_id("pad_token_id", self.pad_token_id, self.vocab_size)
 
     @classmethod
     def from_transformers(cls, config, backend: str = "reference") -> BertConfig:
@@ -353,8 +349,7 @@ def mask_tokens(input_ids: torch.Tensor, *, special_token_ids, mask_token_id: in
     check_token_ids("input_ids", input_ids, vocab_size)
     if not 0.0 < mlm_probability <= 1.0:
         raise ValueError(f"mlm_probability must lie in (0, 1], got {mlm_probability}")
-    if not 0 <= mask_token_id < vocab_size:
-        raise ValueError(f"mask_token_id must lie in [0, vocab_size={vocab_size}), got {mask_token_id}")
+    check_token_id("mask_token_id", mask_token_id, vocab_size)
     special = torch.tensor(sorted({*map(int, special_token_ids), mask_token_id}), dtype=input_ids.dtype)
     replacements = torch.arange(vocab_size)[~torch.isin(torch.arange(vocab_size), special)]  # (V - S,)
     if replacements.numel() == 0:

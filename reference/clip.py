@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from reference._validation import check_token_ids
+from reference._validation import check_choice, check_divisible, check_token_id, check_token_ids
 from reference.contrastive import CLIP_INIT_TEMPERATURE, CLIP_MAX_LOGIT_SCALE, clip_logits, clip_loss
 from reference.transformer import ACTIVATIONS, TransformerEncoder, TransformerEncoderLayer
 from reference.vit import PatchEmbedding, ViTConfig
@@ -60,8 +60,7 @@ class ClipTextConfig:
 
     def __post_init__(self):
         _check_tower(self)
-        if not 0 <= self.eos_token_id < self.vocab_size:
-            raise ValueError(f"eos_token_id must lie in [0, vocab_size={self.vocab_size}), got {self.eos_token_id}")
+        check_token_id("eos_token_id", self.eos_token_id, self.vocab_size)
 
 
 @dataclass
@@ -101,11 +100,8 @@ class ClipConfig:
 
 
 def _check_tower(config) -> None:
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(f"hidden_size ({config.hidden_size}) must be divisible by num_attention_heads "
-                         f"({config.num_attention_heads})")
-    if config.hidden_act not in ACTIVATIONS:
-        raise ValueError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {config.hidden_act!r}")
+    check_divisible("hidden_size", config.hidden_size, "num_attention_heads", config.num_attention_heads)
+    check_choice("hidden_act", config.hidden_act, ACTIVATIONS)
 
 
 def _pre_norm_encoder(config, backend: str) -> TransformerEncoder:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference._validation import check_token_ids
+from reference._validation import check_divisible, check_token_ids
 from reference.attention import MultiHeadAttention
 from reference.transformer import TransformerEncoder, TransformerEncoderLayer
 from reference.vit import VisionTransformer, ViTConfig
@@ -64,8 +64,7 @@ class FusionConfig:
 
     def __post_init__(self):
         for name in ("text_dim", "image_dim"):
-            if getattr(self, name) % self.num_heads:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be divisible by num_heads ({self.num_heads})")
+            check_divisible(name, getattr(self, name), "num_heads", self.num_heads)
 
 
 def _encoder_layer(config: FusionConfig, dim: int) -> TransformerEncoderLayer:

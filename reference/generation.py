@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference._validation import check_token_ids
+from reference._validation import check_divisible, check_token_ids
 from reference.transformer import TransformerEncoderLayer
 
 __all__ = ["DecoderLMConfig", "KVCache", "DecoderLM", "top_k_filter", "top_p_filter", "next_token"]
@@ -56,8 +56,7 @@ class DecoderLMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.d_model % self.num_heads != 0:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        check_divisible("d_model", self.d_model, "num_heads", self.num_heads)
         if self.dim_feedforward is None:
             self.dim_feedforward = 4 * self.d_model
 

@@ -9,7 +9,7 @@ row 0 = source ``j`` and row 1 = destination ``i``; messages flow ``j -> i`` and
 its incoming edges. Duplicate edges are separate messages; a self-loop is an ordinary edge.
 
 The seam: two functions hold the hot core of every layer in this file, and a ``backend=`` argument
-picks their implementation (the same registry pattern as ``reference.attention``):
+picks their implementation (one registry per seam, reference/backends.py, as for ``reference.attention``):
 
 * :func:`aggregate`: ``out[i] = reduce over edges e = (j -> i) of w_e * x[j]`` with ``reduce`` in
   ``sum``/``mean``/``max``, optionally GCN-normalized. Matrix form for ``sum``: ``out = A @ X`` with
@@ -18,10 +18,9 @@ picks their implementation (the same registry pattern as ``reference.attention``
 
 The default backend, ``"reference"``, is the textbook code in this file: ``index_add`` and
 ``scatter_reduce`` over the edge list, O(E + N) memory, never a dense ``N x N`` matrix, differentiable
-by autograd. Other backends register with :func:`register_aggregation_backend` /
-:func:`register_attention_aggregation_backend`; ``"triton"`` is loaded on first use from the modules
-named in ``_PLUGINS`` (``kernels.spmm``, ``kernels.gat``) by name, so this package never imports
-``kernels/``.
+by autograd. Other backends are registered with :func:`register_aggregation_backend` /
+:func:`register_attention_aggregation_backend`, or are declared as entry points and loaded on first use
+(``"triton"``: kernels/spmm.py, kernels/gat.py), so this package never imports ``kernels/``.
 
 Empty neighbourhoods: a node with no incoming edge gets **0** from every reduction (sum, mean, max)
 and from :func:`attention_aggregate`; this matches PyG's ``scatter`` (whose max fills empty rows
@@ -30,13 +29,13 @@ with 0).
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from reference.backends import Backends
 from reference.graph import (
     Graph,
     add_remaining_self_loops,
@@ -53,9 +52,9 @@ __all__ = [
     "edge_softmax",
     "register_aggregation_backend",
     "register_attention_aggregation_backend",
-    "register_readout_backend",
-    "readout_backend",
     "aggregation_backends",
+    "AGGREGATE_BACKENDS",
+    "ATTENTION_AGGREGATE_BACKENDS",
     "REDUCTIONS",
     "MessagePassing",
     "GCNConv",
@@ -69,12 +68,10 @@ REDUCTIONS = ("sum", "mean", "max")
 # --------------------------------------------------------------------------------------------------
 
 AggregateFn = Callable[..., torch.Tensor]
-_AGGREGATE: dict[str, AggregateFn] = {}
-_ATTENTION: dict[str, AggregateFn] = {}
-_READOUT: dict[str, AggregateFn] = {}
-# Backends that live outside reference/: each module is imported by name on first use and is expected
-# to call register_aggregation_backend and/or register_attention_aggregation_backend when imported.
-_PLUGINS: dict[str, tuple[str, ...]] = {"triton": ("kernels.spmm", "kernels.gat")}
+# The two seams' backends; "triton" is declared for both in pyproject.toml (see reference/backends.py).
+AGGREGATE_BACKENDS = Backends("aggregate")
+ATTENTION_AGGREGATE_BACKENDS = Backends("attention_aggregate")
+_SEAMS = {"aggregate": AGGREGATE_BACKENDS, "attention_aggregate": ATTENTION_AGGREGATE_BACKENDS}
 
 
 def register_aggregation_backend(name: str, fn: AggregateFn) -> None:
@@ -86,7 +83,7 @@ def register_aggregation_backend(name: str, fn: AggregateFn) -> None:
     ``(N, F)`` and raises ``NotImplementedError`` naming any option it does not support. ``graph.csr()``
     and ``graph.csc()`` give the compressed layouts (cached on the graph).
     """
-    _AGGREGATE[name] = fn
+    AGGREGATE_BACKENDS.register(name, fn)
 
 
 def register_attention_aggregation_backend(name: str, fn: AggregateFn) -> None:
@@ -95,65 +92,17 @@ def register_attention_aggregation_backend(name: str, fn: AggregateFn) -> None:
     ``fn(graph, x, alpha_src, alpha_dst, *, negative_slope)`` receives validated arguments (see
     :func:`attention_aggregate`) and returns ``(N, H, C)``.
     """
-    _ATTENTION[name] = fn
-
-
-def register_readout_backend(name: str, fn: AggregateFn) -> None:
-    """Make ``fn`` available as ``reference.graph_embedding.readout(..., backend=name)``.
-
-    ``fn(x, batch, *, num_graphs, reduce)`` receives validated arguments: ``x`` ``(N, F)``, ``batch`` ``(N,)``
-    graph ids in ``[0, num_graphs)``; it returns ``(num_graphs, F)`` (a graph without nodes gets 0).
-    """
-    _READOUT[name] = fn
-
-
-def readout_backend(name: str) -> AggregateFn:
-    """The readout function registered as ``name`` (loading its plugin on first use)."""
-    return _lookup(_READOUT, name, "readout")
-
-
-def _load_plugin(name: str, *, quiet: bool) -> None:
-    """Import the modules of plugin ``name``. A module that does not exist yet is skipped; any other
-    import error propagates unless ``quiet`` (used when only listing what loads)."""
-    for module in _PLUGINS.get(name, ()):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            missing_itself = error.name is not None and (module == error.name or module.startswith(error.name + "."))
-            if quiet or missing_itself:  # not written yet (or no kernels/ package): the backend is absent
-                continue
-            raise  # the module exists but one of its own imports failed: say so
-        except ImportError:
-            if not quiet:
-                raise
-
-
-def _lookup(table: dict[str, AggregateFn], name: str, seam: str) -> AggregateFn:
-    if name not in table and name in _PLUGINS:
-        _load_plugin(name, quiet=False)
-    try:
-        return table[name]
-    except KeyError:
-        available = sorted(table)
-        raise ValueError(f"backend must be one of {available} for {seam}, got {name!r}") from None
+    ATTENTION_AGGREGATE_BACKENDS.register(name, fn)
 
 
 def aggregation_backends(seam: str | None = None) -> list[str]:
-    """The backends that load here: for ``seam="aggregate"``, ``"attention_aggregate"``, or either (None).
-
-    Plugins whose modules fail to import are left out.
-    """
-    for name in _PLUGINS:
-        _load_plugin(name, quiet=True)
-    if seam == "aggregate":
-        return sorted(_AGGREGATE)
-    if seam == "attention_aggregate":
-        return sorted(_ATTENTION)
-    if seam == "readout":
-        return sorted(_READOUT)
+    """The backends known for ``seam="aggregate"``, ``"attention_aggregate"``, or either (None): registered, or
+    declared by an entry point (listing them imports none)."""
     if seam is None:
-        return sorted(set(_AGGREGATE) | set(_ATTENTION) | set(_READOUT))
-    raise ValueError(f"seam must be 'aggregate', 'attention_aggregate', 'readout' or None, got {seam!r}")
+        return sorted(set(AGGREGATE_BACKENDS.names()) | set(ATTENTION_AGGREGATE_BACKENDS.names()))
+    if seam not in _SEAMS:
+        raise ValueError(f"seam must be 'aggregate', 'attention_aggregate' or None, got {seam!r}")
+    return _SEAMS[seam].names()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,8 +180,7 @@ def aggregate(graph: Graph, x: torch.Tensor, *, reduce: str = "sum", edge_weight
         if tuple(weight.shape) != (graph.num_edges,):
             raise ValueError(f"edge_weight must have shape (E,) = ({graph.num_edges},), got {tuple(weight.shape)}")
         weight = weight.to(x.dtype)
-    return _lookup(_AGGREGATE, backend, "aggregate")(graph, x, reduce=reduce, edge_weight=weight,
-                                                     normalize=normalize)
+    return AGGREGATE_BACKENDS.get(backend)(graph, x, reduce=reduce, edge_weight=weight, normalize=normalize)
 
 
 def _reference_aggregate(graph: Graph, x: torch.Tensor, *, reduce: str, edge_weight: torch.Tensor | None,
@@ -295,8 +243,8 @@ def attention_aggregate(graph: Graph, x: torch.Tensor, alpha_src: torch.Tensor, 
         raise ValueError(f"x, alpha_src and alpha_dst must be on the graph's device {graph.device}")
     if not isinstance(negative_slope, (int, float)) or negative_slope < 0:
         raise ValueError(f"negative_slope must be a non-negative number, got {negative_slope!r}")
-    return _lookup(_ATTENTION, backend, "attention_aggregate")(graph, x, alpha_src, alpha_dst,
-                                                               negative_slope=float(negative_slope))
+    return ATTENTION_AGGREGATE_BACKENDS.get(backend)(graph, x, alpha_src, alpha_dst,
+                                                     negative_slope=float(negative_slope))
 
 
 def edge_softmax(scores: torch.Tensor, index: torch.Tensor, num_nodes: int) -> torch.Tensor:

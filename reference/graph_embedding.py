@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference.gnn import REDUCTIONS, readout_backend, segment_reduce
+from reference.backends import Backends
+from reference.gnn import REDUCTIONS, segment_reduce
 from reference.graph import Graph
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "Node2VecConfig",
     "Node2Vec",
     "readout",
+    "register_readout_backend",
+    "READOUT_BACKENDS",
 ]
 
 
@@ -240,6 +243,18 @@ class Node2Vec(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
+READOUT_BACKENDS = Backends("readout")  # "triton" is declared in pyproject.toml (see reference/backends.py)
+
+
+def register_readout_backend(name: str, fn) -> None:
+    """Make ``fn`` available as ``readout(..., backend=name)``.
+
+    ``fn(x, batch, *, num_graphs, reduce)`` receives validated arguments: ``x`` ``(N, F)``, ``batch`` ``(N,)``
+    graph ids in ``[0, num_graphs)``; it returns ``(num_graphs, F)`` (a graph without nodes gets 0).
+    """
+    READOUT_BACKENDS.register(name, fn)
+
+
 def readout(x: torch.Tensor, batch: torch.Tensor | None = None, *, reduce: str = "sum",
             num_graphs: int | None = None, backend: str = "reference") -> torch.Tensor:
     """Pool node features into graph vectors: ``h_G = REDUCE over nodes i with batch[i] = G of x_i``.
@@ -272,6 +287,11 @@ def readout(x: torch.Tensor, batch: torch.Tensor | None = None, *, reduce: str =
         num_graphs = int(batch.max()) + 1 if batch.numel() else 0
     if batch.numel() and (int(batch.min()) < 0 or int(batch.max()) >= num_graphs):
         raise ValueError(f"batch must hold graph ids in [0, num_graphs={num_graphs})")
-    if backend != "reference":
-        return readout_backend(backend)(x, batch, num_graphs=num_graphs, reduce=reduce)  # (G, F)
+    return READOUT_BACKENDS.get(backend)(x, batch, num_graphs=num_graphs, reduce=reduce)  # (G, F)
+
+
+def _reference_readout(x: torch.Tensor, batch: torch.Tensor, *, num_graphs: int, reduce: str) -> torch.Tensor:
     return segment_reduce(x, batch, num_graphs, reduce)  # (G, F)
+
+
+register_readout_backend("reference", _reference_readout)

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reference._validation import check_token_ids
+from reference._validation import check_choice, check_divisible, check_token_ids
 from reference.attention import MultiHeadAttention
 from reference.transformer import ACTIVATIONS, FeedForward
 from reference.vit import VisionTransformer, ViTConfig
@@ -157,11 +157,8 @@ class FusionTextConfig:
     pad_token_id: int = 0
 
     def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                             f"({self.num_attention_heads})")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act must be one of {sorted(ACTIVATIONS)}, got {self.hidden_act!r}")
+        check_divisible("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
+        check_choice("hidden_act", self.hidden_act, ACTIVATIONS)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from reference._validation import check_divisible
 from reference.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = ["ViTConfig", "PatchEmbedding", "VisionTransformer", "VisionTransformerOutput"]
@@ -57,8 +58,7 @@ class ViTConfig:
             raise ValueError(f"image_size and patch_size must be positive, got {self.image_size}, {self.patch_size}")
         if h % ph or w % pw:
             raise ValueError(f"image_size {(h, w)} must be divisible by patch_size {(ph, pw)}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        check_divisible("hidden_size", self.hidden_size, "num_heads", self.num_heads)
 
     @property
     def grid(self) -> tuple[int, int]:

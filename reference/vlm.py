@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from reference._validation import check_token_ids
+from reference._validation import check_divisible, check_token_id, check_token_ids
 from reference.bert import IGNORE_INDEX, MaskedLMHead, masked_lm_loss, next_sentence_loss
 from reference.transformer import TransformerEncoder, TransformerEncoderLayer
 
@@ -62,10 +62,8 @@ class VisualBertConfig:
     backend: str = "reference"
 
     def __post_init__(self):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id must lie in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
+        check_divisible("hidden_size", self.hidden_size, "num_heads", self.num_heads)
+        check_token_id("pad_token_id", self.pad_token_id, self.vocab_size)
 
 
 class VisualBertEmbeddings(nn.Module):

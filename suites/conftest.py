@@ -15,8 +15,7 @@
 * `pytest -m gpu -n <GPUs>`: each pytest-xdist worker gets its own GPU (CUDA_VISIBLE_DEVICES set from the
   worker id, round-robin over the visible GPUs), unless the variable already names a single GPU.
 * torch uses one CPU thread: the tests run many tiny ops, for which thread hand-offs cost more than
-  they save (measured: tiny-model tests ran up to 30x slower on 2 threads on a busy 2-core machine).
-  Set FUSEBENCH_TEST_THREADS to change it.
+  they save, and on a busy machine spinning threads slow every small op. Set FUSEBENCH_TEST_THREADS to change it.
 """
 
 import os

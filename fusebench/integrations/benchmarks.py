@@ -1,135 +1,55 @@
-"""Model-level benchmark cases: whole transformers and PyG models on each provider.
+"""Whole models on each provider: the ``models`` suite of the case catalog (:class:`fusebench.cases.ModelCase`).
 
-The op-level catalog (:mod:`fusebench.cases`) times one attention call or one aggregation; these cases
-time what a user runs: a model's forward pass and greedy ``generate()``, with the attention (or the
-graph convolutions) on each provider, and store the rows in the same results table (suite ``models``).
+The op-level suites time one attention call or one aggregation; these cases time what a user runs: a model's
+forward pass and greedy ``generate()``, with the attention (or the graph convolutions) on each provider.
+`fusebench run --suite models` checks and times them with the one runner (:mod:`fusebench.runner`), which
+stores their rows beside the op-level ones; this module builds the models and judges their outputs.
 
-Cases (each with its real size, benchmarked on GPUs, and a CPU-sized variant of the same structure):
+Providers (:data:`fusebench.providers.MODEL_PROVIDER_NAMES`): transformers cases run on ``eager``, ``sdpa``,
+``flash_attention_2`` (when flash-attn is installed and on CUDA) and ``fusebench`` (the Triton attention,
+:mod:`fusebench.integrations.transformers`); graph cases on ``pyg`` and ``fusebench``
+(:func:`fusebench.integrations.pyg.swap_convs`, Triton kernels).
 
-* ``bert-base-512``: BERT-base encoder (12 layers, 12 heads of 64), batch 8 x 512 tokens, one padded row.
-* ``vit-b16-224``: ViT-B/16 at 224 px (197 tokens), batch 32.
-* ``llama-gqa-2k``: a Llama-style decoder (16 query heads over 4 key/value heads, d 128), 2,048 tokens.
-* ``llama-gqa-generate``: the same decoder, greedy ``generate()`` of 64 tokens after a left-padded batch
-  of 4 prompts of up to 512 tokens (prefill plus KV-cache decoding).
-* ``gcn-2layer/cora-like``, ``gat-2layer/arxiv-like``: ``torch_geometric.nn.models.GCN`` / ``GAT``
-  (two layers) on the graph catalog's generators.
-
-Providers: transformers cases run on ``eager``, ``sdpa``, ``flash_attention_2`` (when flash-attn is
-installed and on CUDA) and ``fusebench`` (the Triton attention, :mod:`fusebench.integrations.transformers`);
-graph cases on ``pyg`` and ``fusebench`` (:func:`fusebench.integrations.pyg.swap_convs`, Triton kernels).
-
-Metrics per (case, provider): latency quantiles (``time``), peak memory (``memory``), and ``agreement``:
-the provider's output (the last hidden state on real tokens; for ``generate``, the logits of every
+Agreement: the provider's output (the last hidden state on real tokens; for ``generate``, the logits of every
 generated step against the float64 model run on the same tokens) judged by :mod:`fusebench.agreement`
 against the float64 eager model (gold), with the same-dtype ``sdpa`` (graphs: ``pyg``) run as baseline.
-A Triton provider under ``TRITON_INTERPRET=1`` is checked, never timed.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
-import math
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
+from fusebench import cases as catalog
 from fusebench.agreement import Verdict, check, check_baseline
-from fusebench.inputs import random_tensor, seed_for
+from fusebench.cases import ModelCase
+from fusebench.inputs import random_tensor
+from fusebench.providers import MODEL_PROVIDER_NAMES
 
-__all__ = ["ModelCase", "MODEL_CATALOG", "model_case_names", "get_model_case", "model_providers", "PreparedModel",
-           "prepare_model", "run_models", "TRANSFORMERS_PROVIDERS", "GRAPH_PROVIDERS"]
+__all__ = ["model_case_names", "get_model_case", "model_providers", "PreparedModel", "prepare_model",
+           "GOLD_DESCRIPTION"]
 
-TRANSFORMERS_PROVIDERS = ["eager", "sdpa", "flash_attention_2", "fusebench"]
-GRAPH_PROVIDERS = ["pyg", "fusebench"]
-_CASE_SEED_BASE = 20240602
-INTERPRETER_NOTE = "Triton interpreter (TRITON_INTERPRET=1): agreement only; an emulation time is not a kernel time"
-
-
-@dataclass(frozen=True)
-class ModelCase:
-    """One model workload. ``model`` names the builder; ``dims`` its sizes; ``task`` what is timed."""
-
-    name: str
-    family: str
-    framework: str  # "transformers" or "pyg"
-    task: str  # "forward" or "generate"
-    model: str  # "bert", "vit", "llama", "gcn", "gat"
-    dims: dict = field(hash=False)  # hidden, layers, heads, kv_heads, ffn, image, patch, features, ...
-    batch: int = 1
-    tokens: int = 0  # sequence length (text), or nodes (graphs)
-    new_tokens: int = 0  # generate only
-    graph: str = ""  # reference.graph_generators name (graphs)
-    size: str = "gpu"
-    suite: str = "models"
-
-    @property
-    def x(self) -> int:
-        return self.tokens
-
-    @property
-    def seed(self) -> int:
-        return seed_for("model-case", self.name, base=_CASE_SEED_BASE)
-
-    def shape_text(self) -> str:
-        d = self.dims
-        if self.framework == "pyg":
-            return f"{self.graph} N{self.tokens} F{d['features']} hidden {d['hidden']} x{d['layers']}"
-        grouped = d.get("kv_heads", d["heads"]) != d["heads"]
-        heads = f"Hq{d['heads']}/Hkv{d['kv_heads']}" if grouped else f"H{d['heads']}"
-        text = f"B{self.batch} N{self.tokens} {d['layers']}x{d['hidden']} {heads}"
-        return text + (f" +{self.new_tokens} tokens" if self.task == "generate" else "")
-
-
-def _pair(real: ModelCase, **cpu_overrides) -> tuple[ModelCase, ModelCase]:
-    return real, replace(real, size="cpu", **cpu_overrides)
-
-
-_TINY_TEXT = dict(hidden=64, layers=2, heads=4, kv_heads=4, ffn=128, vocab=1000)
-_TINY_GQA = dict(_TINY_TEXT, kv_heads=2)
-_PAIRS = [
-    _pair(ModelCase("bert-base-512", "bert-base", "transformers", "forward", "bert",
-                    dict(hidden=768, layers=12, heads=12, kv_heads=12, ffn=3072, vocab=30522), batch=8, tokens=512),
-          dims=_TINY_TEXT, batch=2, tokens=48),
-    _pair(ModelCase("vit-b16-224", "vit-b16", "transformers", "forward", "vit",
-                    dict(hidden=768, layers=12, heads=12, kv_heads=12, ffn=3072, image=224, patch=16), batch=32,
-                    tokens=197),
-          dims=dict(_TINY_TEXT, image=32, patch=8), batch=2, tokens=17),
-    _pair(ModelCase("llama-gqa-2k", "llama-gqa", "transformers", "forward", "llama",
-                    dict(hidden=2048, layers=8, heads=16, kv_heads=4, ffn=5632, vocab=32000), batch=1, tokens=2048),
-          dims=_TINY_GQA, batch=1, tokens=64),
-    _pair(ModelCase("llama-gqa-generate", "llama-gqa", "transformers", "generate", "llama",
-                    dict(hidden=2048, layers=8, heads=16, kv_heads=4, ffn=5632, vocab=32000), batch=4, tokens=512,
-                    new_tokens=64),
-          dims=_TINY_GQA, batch=2, tokens=16, new_tokens=4),
-    _pair(ModelCase("gcn-2layer/cora-like", "cora-like", "pyg", "forward", "gcn",
-                    dict(features=1433, hidden=64, layers=2, out=7), tokens=2708, graph="power_law"),
-          dims=dict(features=64, hidden=32, layers=2, out=7), tokens=512),
-    _pair(ModelCase("gat-2layer/arxiv-like", "arxiv-like", "pyg", "forward", "gat",
-                    dict(features=128, hidden=256, layers=2, out=40, heads=8), tokens=169_343, graph="power_law"),
-          dims=dict(features=32, hidden=32, layers=2, out=8, heads=4), tokens=512),
-]
-MODEL_CATALOG: dict[str, dict[str, ModelCase]] = {real.name: {"gpu": real, "cpu": cpu} for real, cpu in _PAIRS}
+GOLD_DESCRIPTION = "float64 eager model"
 
 
 def model_case_names(framework: str | None = None) -> list[str]:
     """Every model case, or those of one framework (``"transformers"`` or ``"pyg"``)."""
-    if framework not in (None, "transformers", "pyg"):
+    if framework not in (None, *MODEL_PROVIDER_NAMES):
         raise ValueError(f"framework must be 'transformers', 'pyg' or None, got {framework!r}")
-    return [n for n, sizes in MODEL_CATALOG.items() if framework is None or sizes["gpu"].framework == framework]
+    return [n for n in catalog.names("models") if framework is None or catalog.get(n).framework == framework]
 
 
 def get_model_case(name: str, size: str = "gpu") -> ModelCase:
-    if name not in MODEL_CATALOG:
-        raise ValueError(f"unknown model case {name!r}; known: {', '.join(MODEL_CATALOG)}")
-    if size not in ("gpu", "cpu"):
-        raise ValueError(f"size must be 'gpu' or 'cpu', got {size!r}")
-    return MODEL_CATALOG[name][size]
+    if name not in catalog.names("models"):
+        raise ValueError(f"unknown model case {name!r}; known: {', '.join(catalog.names('models'))}")
+    return catalog.get(name, size)
 
 
 def model_providers(case: ModelCase) -> list[str]:
-    return TRANSFORMERS_PROVIDERS if case.framework == "transformers" else GRAPH_PROVIDERS
+    return list(MODEL_PROVIDER_NAMES[case.framework])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,16 +218,17 @@ def prepare_model(case_name: str, provider: str, *, device: str | None = None, d
                   size: str | None = None) -> PreparedModel:
     """Build ``case_name`` (real size on CUDA, CPU-sized otherwise) on ``provider``; NotImplementedError if it
     cannot run here (asv reads that as a skip)."""
+    from fusebench.device import default_dtype
+    from fusebench.measure import triton_gate
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     case = get_model_case(case_name, size or ("gpu" if device.startswith("cuda") else "cpu"))
-    dtype = getattr(torch, dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
+    dtype = getattr(torch, dtype or default_dtype(device))
     if case.framework == "pyg" and importlib.util.find_spec("torch_geometric") is None:
         raise NotImplementedError("torch_geometric is not installed")
-    from fusebench.device import interpreting_triton
-
-    interpreted = provider == "fusebench" and interpreting_triton()  # as Triton reads it, on any device
-    if provider == "fusebench" and not device.startswith("cuda") and not interpreted:
-        raise NotImplementedError("Triton kernels need CUDA, or TRITON_INTERPRET=1 to emulate")
+    interpreted, why_not = triton_gate(case, device) if provider == "fusebench" else (False, "")
+    if why_not:
+        raise NotImplementedError(why_not)
     build = _graph_model if case.framework == "pyg" else _transformers_model
     inputs = (_graph_inputs if case.framework == "pyg" else _transformers_inputs)(case)
     model = build(case).double().to(device).eval()
@@ -320,68 +241,3 @@ def prepare_model(case_name: str, provider: str, *, device: str | None = None, d
     except (NotImplementedError, ValueError, ImportError) as error:
         raise NotImplementedError(f"{provider} cannot run {case_name}: {error}") from None
     return prepared
-
-
-# --------------------------------------------------------------------------------------------------
-# Running and storing
-# --------------------------------------------------------------------------------------------------
-
-
-def _row(base: dict, metric: str, unit: str, quantiles, samples: int, **extra) -> dict:
-    return {**base, "metric": metric, "unit": unit, "p20": quantiles.p20, "p50": quantiles.p50, "p80": quantiles.p80,
-            "samples": samples, **extra}
-
-
-def run_models(*, case_names=None, provider_names=None, device: str | None = None, dtype: str | None = None,
-               ident=None, store=None) -> list[dict]:
-    """Check and time every (model case, provider) that runs here; append the rows to ``store`` (when given)
-    and return them. Providers that cannot run a case are left out (their reason is not a measurement).
-
-    The same gate as :func:`fusebench.runner.run`: a result that disagrees with the gold stores its agreement
-    row and no time, memory or throughput; an interpreted Triton provider is checked, never timed."""
-    from fusebench.device import identity
-    from fusebench.metrics import Quantiles, peak_memory, timing
-    from fusebench.store import new_run_id
-
-    ident = ident or identity(device)
-    device = ident.kind
-    run_id, timestamp = new_run_id(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    identity_columns = ident.as_dict()
-    identity_columns["device_kind"], identity_columns["device"] = identity_columns.pop("kind"), identity_columns.pop(
-        "name")
-    rows = []
-    for name in case_names or model_case_names():
-        for provider in provider_names or model_providers(get_model_case(name)):
-            try:
-                prepared = prepare_model(name, provider, device=device, dtype=dtype)
-            except NotImplementedError:
-                continue
-            verdict, note = prepared.agreement()
-            case = prepared.case
-            base = {"run_id": run_id, "timestamp": timestamp, "suite": case.suite, "case": case.name,
-                    "size": case.size, "shape": case.shape_text(), "x": case.x, "provider": provider,
-                    "mode": case.task, "dtype": str(prepared.dtype).removeprefix("torch."),
-                    "agreement": verdict.ratio, "agrees": verdict.passed, "gold": "float64 eager model",
-                    **identity_columns}
-            if prepared.interpreted:
-                note = "; ".join(filter(None, [note, INTERPRETER_NOTE]))
-            if not verdict.passed:
-                note = "; ".join(filter(None, [note, verdict.describe()]))
-            rows.append(_row(base, "agreement", "error/allowed", Quantiles.constant(verdict.ratio), 1, note=note))
-            if prepared.interpreted or not verdict.passed:
-                continue
-            measured = timing(prepared.call, device)
-            time_ms, samples = measured.quantiles, measured.count
-            base = {**base, "threads": measured.threads, "load_before": measured.load_before,
-                    "load_after": measured.load_after, "flags": "oversubscribed" if measured.oversubscribed else ""}
-            rows.append(_row(base, "time", "ms", time_ms, samples, note=note))
-            memory, how = peak_memory(prepared.call, device)
-            rows.append(_row(base, "memory", "bytes", Quantiles.constant(float(memory)), 1, note=how))
-            if case.task == "generate":
-                tokens = case.batch * case.new_tokens
-                rate = Quantiles(*(tokens / (ms * 1e-3) if ms > 0 else math.inf
-                                   for ms in (time_ms.p80, time_ms.p50, time_ms.p20)))
-                rows.append(_row(base, "tokens_per_s", "tokens/s", rate, samples, note=note))
-    if store is not None and rows:
-        store.append(rows)
-    return rows

@@ -29,12 +29,15 @@ What transformers passes, and what the kernel makes of it:
 * ``scaling`` is the softmax scale (``None``: ``1 / sqrt(D)``). Gradients flow through the kernel's
   backward, so training without attention dropout works.
 
+``output_attentions=True`` behaves as with transformers' own fused implementations (``"sdpa"``,
+``"flash_attention_2"``): the kernel still computes every output, a one-time ``UserWarning`` says that the
+attention probabilities are never formed, and the returned attentions are ``None``.
+
 What the kernel does not support raises ``NotImplementedError`` naming the feature (never a silent
 fallback: a model timed or checked as "fusebench" must be running the fused kernel): attention dropout
-in training mode (``model.eval()``, or set the attention dropout to 0), ``output_attentions=True``
-(the kernel never forms the probabilities), logit soft-capping (``softcap``), attention sinks
-(``s_aux``/``sinks``), a learned position bias (``position_bias``, T5-style), float64 and other dtypes
-than float16/bfloat16/float32, head dimensions above 256, non-tensor masks (flex attention's
+in training mode (``model.eval()``, or set the attention dropout to 0), logit soft-capping (``softcap``),
+attention sinks (``s_aux``/``sinks``), a learned position bias (``position_bias``, T5-style), float64 and
+other dtypes than float16/bfloat16/float32, head dimensions above 256, non-tensor masks (flex attention's
 ``BlockMask``), and a sliding window with no mask to carry it. Use ``attn_implementation="sdpa"`` or
 ``"eager"`` for those models or calls.
 
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import math
 import types
+import warnings
 
 import torch
 from transformers import AttentionInterface
@@ -57,6 +61,7 @@ from kernels.attention import MAX_HEAD_DIM, SUPPORTED_DTYPES, attention
 __all__ = ["register", "fusebench_attention_forward", "patch_legacy_attention", "DEFAULT_NAME"]
 
 DEFAULT_NAME = "fusebench"
+_WARNED_NO_ATTENTION_WEIGHTS: list = []  # output_attentions=True: warned once per process
 
 
 def register(name: str = DEFAULT_NAME) -> str:
@@ -75,8 +80,6 @@ def register(name: str = DEFAULT_NAME) -> str:
 
 def _unsupported_feature(query, key, value, attention_mask, dropout, kwargs) -> str | None:
     """The first thing in this call that the kernel cannot compute, described for an error; None if all is fine."""
-    if kwargs.get("output_attentions"):
-        return "output_attentions=True (the fused kernel never forms the attention probabilities)"
     if dropout:
         return (f"attention dropout (dropout={dropout} in training mode; call model.eval() or set the model's "
                 "attention dropout to 0)")
@@ -119,6 +122,11 @@ def fusebench_attention_forward(
     if feature is not None:
         raise NotImplementedError(f"attn_implementation 'fusebench' does not support {feature}; "
                                   "use attn_implementation='sdpa' or 'eager' for this model or call")
+    if kwargs.get("output_attentions") and not _WARNED_NO_ATTENTION_WEIGHTS:
+        _WARNED_NO_ATTENTION_WEIGHTS.append(True)
+        warnings.warn("attn_implementation 'fusebench' never forms the attention probabilities: with "
+                      "output_attentions=True the attentions are None (as with 'sdpa'); use 'eager' to get them",
+                      UserWarning, stacklevel=2)
     n_q = query.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = bool(causal) and attention_mask is None and n_q > 1
@@ -146,7 +154,8 @@ def _legacy_self_attention_forward(self, hidden_states, attention_mask=None, out
         self, query, key, value, attention_mask, dropout=self.dropout.p if self.training else 0.0,
         scaling=1.0 / math.sqrt(self.attention_head_size), is_causal=False, output_attentions=output_attentions,
     )  # (B, N, H, Dh)
-    return (out.reshape(*hidden_states.shape[:-1], self.all_head_size),)  # (B, N, E)
+    context = out.reshape(*hidden_states.shape[:-1], self.all_head_size)  # (B, N, E)
+    return (context, None) if output_attentions else (context,)  # the layer reads [1] when attentions are asked
 
 
 def _legacy_self_attention_classes() -> tuple[type, ...]:

@@ -1,13 +1,17 @@
 """What the asv benchmark classes share: the provider lists they are parametrized over, and the gate.
 
 asv needs ``params`` fixed when it discovers benchmarks, so each class lists every provider fusebench
-knows by name; ``setup`` raises ``NotImplementedError`` (asv: skipped) where one cannot run here, and a
-speed class's ``setup`` also where the provider's result disagrees with the gold: a wrong result gets no
-figure in the dashboard, and the skip says why.
+knows by name (:data:`fusebench.providers.PROVIDER_NAMES`, the one list); ``setup`` raises
+``NotImplementedError`` (asv: skipped) where one cannot run here, and a speed class's ``setup`` also where
+the provider's result disagrees with the gold: a wrong result gets no figure in the dashboard, and the skip
+says why.
 """
 
-ATTENTION_PROVIDERS = ["reference", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "triton", "flash-attn"]
-GRAPH_PROVIDERS = ["reference", "torch-sparse", "pyg", "triton"]
+from fusebench.providers import PROVIDER_NAMES
+
+ATTENTION_PROVIDERS = list(PROVIDER_NAMES["attention"])
+GRAPH_PROVIDERS = list(PROVIDER_NAMES["graph"])
+MODEL_PROVIDERS = list(PROVIDER_NAMES["models"])
 
 
 def prepare(case: str, provider: str, mode: str, *, timed: bool):

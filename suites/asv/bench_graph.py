@@ -1,4 +1,4 @@
-"""asv: graph aggregation providers on the catalog's graphs (skipped until reference.gnn exists)."""
+"""asv: graph aggregation providers on the catalog's graphs."""
 
 from fusebench.cases import MODES, names
 

@@ -1,15 +1,16 @@
 """asv: whole models on each provider (real sizes on a GPU, CPU-sized variants otherwise)."""
 
-from fusebench.integrations.benchmarks import GRAPH_PROVIDERS, TRANSFORMERS_PROVIDERS, model_case_names
+from fusebench.cases import names
 
-PROVIDERS = TRANSFORMERS_PROVIDERS + [p for p in GRAPH_PROVIDERS if p not in TRANSFORMERS_PROVIDERS]
+from ._common import MODEL_PROVIDERS as PROVIDERS
 
 
 def _prepare(case: str, provider: str, *, timed: bool):
     from fusebench.device import emulate_triton_without_gpu
 
     emulate_triton_without_gpu()
-    from fusebench.integrations.benchmarks import INTERPRETER_NOTE, prepare_model
+    from fusebench.integrations.benchmarks import prepare_model
+    from fusebench.measure import INTERPRETER_NOTE
 
     prepared = prepare_model(case, provider)  # NotImplementedError: asv skips
     if timed and prepared.interpreted:
@@ -24,7 +25,7 @@ def _prepare(case: str, provider: str, *, timed: bool):
 class ModelSpeed:
     """track_time (device time: CUDA events via do_bench on a GPU) and track_peak_memory of the case's task."""
 
-    params = [model_case_names(), PROVIDERS]
+    params = [names("models"), PROVIDERS]
     param_names = ["case", "provider"]
     timeout = 1200
 
@@ -49,7 +50,7 @@ class ModelSpeed:
 class ModelAgreement:
     """track_agreement: error / allowed error (<= 1 agrees) against the float64 eager model."""
 
-    params = [model_case_names(), PROVIDERS]
+    params = [names("models"), PROVIDERS]
     param_names = ["case", "provider"]
     timeout = 1200
 

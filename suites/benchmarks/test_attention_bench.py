@@ -2,7 +2,9 @@
 
 import pytest
 
-PROVIDERS = ["reference", "sdpa-math", "sdpa-flash", "sdpa-efficient", "triton", "flash-attn"]
+from fusebench.providers import PROVIDER_NAMES
+
+PROVIDERS = PROVIDER_NAMES["attention"]
 
 
 @pytest.mark.parametrize("mode", ["forward", "backward"])

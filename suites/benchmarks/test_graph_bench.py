@@ -1,8 +1,10 @@
-"""pytest-benchmark: graph aggregation providers on catalog graphs (skipped until reference.gnn lands)."""
+"""pytest-benchmark: graph aggregation providers on catalog graphs."""
 
 import pytest
 
-PROVIDERS = ["reference", "torch-sparse", "pyg", "triton"]
+from fusebench.providers import PROVIDER_NAMES
+
+PROVIDERS = PROVIDER_NAMES["graph"]
 
 
 @pytest.mark.parametrize("mode", ["forward", "backward"])

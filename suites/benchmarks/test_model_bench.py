@@ -6,9 +6,11 @@ TRITON_INTERPRET=1 is checked and not timed. CPU-sized variants without CUDA, re
 
 import pytest
 
-from fusebench.integrations.benchmarks import INTERPRETER_NOTE, get_model_case, model_case_names, model_providers
+from fusebench.cases import get, names
+from fusebench.integrations.benchmarks import model_providers
+from fusebench.measure import INTERPRETER_NOTE
 
-PAIRS = [(case, provider) for case in model_case_names() for provider in model_providers(get_model_case(case))]
+PAIRS = [(case, provider) for case in names("models") for provider in model_providers(get(case))]
 
 
 @pytest.mark.parametrize(("case", "provider"), PAIRS, ids=[f"{c}-{p}" for c, p in PAIRS])

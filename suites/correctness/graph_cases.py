@@ -1,8 +1,6 @@
 """Shared inputs for the graph-kernel correctness tests (test_spmm.py, test_gat.py).
 
-* :func:`pairwise` builds a small covering array: every pair of values of any two factors appears in
-  at least one case (the all-pairs strategy), instead of the full product, so the interpreter tier
-  stays fast while each factor still meets every other one.
+* :func:`case_id` names a row of a pairwise case table (``fusebench.pairwise``).
 * :func:`layouts` turns a :class:`reference.graph.Graph` into the kernels' ``Layout`` pair.
 * :func:`random_graph` draws a small arbitrary edge list (empty rows, duplicates, self-loops) for
   the hypothesis tests.
@@ -10,40 +8,10 @@
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 
 from kernels.spmm import Layout
 from reference.graph import Graph
-
-
-def pairwise(factors: dict[str, list]) -> list[dict]:
-    """A deterministic all-pairs covering array of ``factors`` (in-parameter-order greedy growth).
-
-    Rows start as the product of the first two factors; each further factor is added column by column,
-    giving each row the value that covers the most still-missing pairs, and rows are appended for pairs
-    left over (the other entries of such a row take each factor's first value).
-    """
-    names = list(factors)
-    rows = [list(pair) for pair in itertools.product(factors[names[0]], factors[names[1]])]
-    for k in range(2, len(names)):
-        values = factors[names[k]]
-        missing = {(i, a, b) for i in range(k) for a in range(len(factors[names[i]])) for b in range(len(values))}
-        index = [{v: n for n, v in enumerate(factors[name])} for name in names[:k]]
-
-        def covered(row, b, index=index, k=k):
-            return {(i, index[i][row[i]], b) for i in range(k)}
-
-        for row in rows:
-            best = max(range(len(values)), key=lambda b, row=row: (len(covered(row, b) & missing), -b))
-            row.append(values[best])
-            missing -= covered(row, best)
-        for i, a, b in sorted(missing):
-            row = [factors[name][0] for name in names[:k]] + [values[b]]
-            row[i] = factors[names[i]][a]
-            rows.append(row)
-    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def case_id(case: dict) -> str:
@@ -66,56 +34,6 @@ def random_graph(num_nodes: int, num_edges: int, seed: int, index_dtype: torch.d
     generator = torch.Generator().manual_seed(seed)
     edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=generator)
     return Graph(edge_index.to(index_dtype), num_nodes)
-
-
-# --------------------------------------------------------------------------------------------------
-# Module level: reference layers with weights copied from their PyG oracle
-# --------------------------------------------------------------------------------------------------
-
-
-def gcn_pair(seed: int, in_channels: int, out_channels: int, **options):
-    """``(ours, theirs)``: reference.gnn.GCNConv and torch_geometric's GCNConv, float64, same parameters."""
-    import torch_geometric.nn as pyg_nn
-
-    from fusebench.inputs import random_tensor
-    from reference.gnn import GCNConv
-
-    torch.manual_seed(seed % 2**32)
-    theirs = pyg_nn.GCNConv(in_channels, out_channels, **options).double()
-    ours = GCNConv(in_channels, out_channels, **options).double()
-    with torch.no_grad():
-        theirs.bias.copy_(random_tensor((out_channels,), seed=seed + 3, dtype=torch.float64))  # PyG starts at 0
-        ours.lin.weight.copy_(theirs.lin.weight)
-        ours.bias.copy_(theirs.bias)
-    return ours, theirs
-
-
-def gat_pair(seed: int, in_channels: int, out_channels: int, heads: int, **options):
-    """``(ours, theirs)``: reference.gnn.GATConv and torch_geometric's GATConv (dropout 0), float64."""
-    import torch_geometric.nn as pyg_nn
-
-    from fusebench.inputs import random_tensor
-    from reference.gnn import GATConv
-
-    torch.manual_seed(seed % 2**32)
-    theirs = pyg_nn.GATConv(in_channels, out_channels, heads, dropout=0.0, **options).double()
-    ours = GATConv(in_channels, out_channels, heads, **options).double()
-    with torch.no_grad():
-        theirs.bias.copy_(random_tensor(theirs.bias.shape, seed=seed + 3, dtype=torch.float64))  # PyG starts at 0
-        ours.lin.weight.copy_(theirs.lin.weight)
-        ours.att_src.copy_(theirs.att_src[0])  # (1, H, C) -> (H, C)
-        ours.att_dst.copy_(theirs.att_dst[0])
-        ours.bias.copy_(theirs.bias)
-    return ours, theirs
-
-
-def layer_in(layer, dtype: torch.dtype, backend: str):
-    """A copy of ``layer`` in ``dtype`` using aggregation ``backend`` (the original is left untouched)."""
-    import copy
-
-    clone = copy.deepcopy(layer).to(dtype)
-    clone.backend = backend
-    return clone
 
 
 def tie_free_columns(x: torch.Tensor) -> torch.Tensor:

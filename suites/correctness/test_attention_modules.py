@@ -18,10 +18,12 @@ import copy
 import pytest
 import torch
 import transformers
+from oracle_pairs import gpt2_pair
 from torch import nn
 
+from correctness.twins import with_backend
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from reference.attention import MultiHeadAttention, SelfAttention, causal_mask
 from reference.bert import BertConfig, BertForPreTraining, copy_from_transformers
 from reference.captioning import PrefixCaptioner, PrefixCaptionerConfig
@@ -39,29 +41,9 @@ from reference.vlm import VisualBertConfig, VisualBertEncoder
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU their spinning slows every small op;
-    run single-threaded (as suites/reference/test_generation.py does) and restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _baseline(module_fn, dtype):
     """The reference in the dtype under test: required by the k-rule for bfloat16, unused for float32."""
     return module_fn() if dtype == torch.bfloat16 else None
-
-
-def _triton_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """A copy of ``module`` whose every attention layer uses backend="triton", cast to ``dtype``."""
-    twin = copy.deepcopy(module)
-    layers = [m for m in twin.modules() if isinstance(m, MultiHeadAttention)]
-    assert layers, "the module has no attention layer to switch"
-    for layer in layers:
-        layer.backend = "triton"
-    return twin.to(dtype)
 
 
 def _padding(batch: int, length: int, seed: int) -> torch.Tensor:
@@ -85,7 +67,7 @@ def test_multihead_attention_with_triton_matches_torch(seed, dtype):
     assert_agrees(theirs(query, memory, memory, key_padding_mask=padding)[0], gold, name="oracle")
     cast = (query.to(dtype), memory.to(dtype))
     baseline = _baseline(lambda: copy.deepcopy(reference).to(dtype)(*cast, key_padding_mask=padding), dtype)
-    candidate = _triton_copy(reference, dtype)(*cast, key_padding_mask=padding)
+    candidate = with_backend(reference, "triton", dtype)(*cast, key_padding_mask=padding)
     assert_agrees(candidate, gold, baseline, name="MultiHeadAttention backend=triton")
 
 
@@ -106,7 +88,7 @@ def test_self_attention_with_triton_matches_torch_with_causal_mask_and_gradients
         return out, torch.autograd.grad(out.float().square().sum(), x)[0]
 
     baseline = _baseline(lambda: run(copy.deepcopy(reference).to(dtype)), dtype) or (None, None)
-    candidate = run(_triton_copy(reference, dtype))
+    candidate = run(with_backend(reference, "triton", dtype))
     assert_agrees(candidate[0], gold, baseline[0], name="SelfAttention backend=triton")
     assert_agrees(candidate[1], grad_gold, baseline[1], gradient=True, name="dx")
 
@@ -116,7 +98,7 @@ def test_grouped_query_kv_cache_decoding_with_triton(seed):
     reference = SelfAttention(32, 4, num_kv_heads=2).double()
     x = random_tensor((2, 7, 32), seed=seed, dtype=torch.float64)
     gold = reference(x, is_causal=True)
-    triton_attention, x32 = _triton_copy(reference, torch.float32), x.float()
+    triton_attention, x32 = with_backend(reference, "triton", torch.float32), x.float()
     cache: dict = {}
     steps = [triton_attention(x32[:, :4], is_causal=True, kv_cache=cache)]  # prefill, then one token at a time
     steps += [triton_attention(x32[:, i : i + 1], is_causal=True, kv_cache=cache) for i in range(4, 7)]
@@ -140,7 +122,7 @@ def test_encoder_layer_with_triton_matches_torch(seed, dtype):
     keep = ~padding[..., None]  # torch's fast path may leave padded positions unspecified: compare real tokens
     assert_agrees(theirs(x, src_key_padding_mask=padding) * keep, gold * keep, name="oracle")
     baseline = _baseline(lambda: copy.deepcopy(reference).to(dtype)(x.to(dtype), key_padding_mask=padding), dtype)
-    candidate = _triton_copy(reference, dtype)(x.to(dtype), key_padding_mask=padding)
+    candidate = with_backend(reference, "triton", dtype)(x.to(dtype), key_padding_mask=padding)
     assert_agrees(candidate, gold, baseline, name="TransformerEncoderLayer backend=triton")
 
 
@@ -159,7 +141,7 @@ def test_decoder_layer_with_triton_matches_torch(seed, dtype):
     cast = (target.to(dtype), memory.to(dtype))
     baseline = _baseline(lambda: copy.deepcopy(reference).to(dtype)(*cast, memory_key_padding_mask=memory_padding),
                          dtype)
-    candidate = _triton_copy(reference, dtype)(*cast, memory_key_padding_mask=memory_padding)
+    candidate = with_backend(reference, "triton", dtype)(*cast, memory_key_padding_mask=memory_padding)
     assert_agrees(candidate, gold, baseline, name="TransformerDecoderLayer backend=triton")
 
 
@@ -174,7 +156,8 @@ def test_encoder_decoder_stack_with_triton_and_gradients(seed):
     weights = random_tensor((2, 7, D_MODEL), seed=seed + 2, dtype=torch.float64)
     gold = decoder(target, encoder(source))
     (grad_gold,) = torch.autograd.grad((gold * weights).sum(), source)
-    triton_encoder, triton_decoder = _triton_copy(encoder, torch.float32), _triton_copy(decoder, torch.float32)
+    triton_encoder = with_backend(encoder, "triton", torch.float32)
+    triton_decoder = with_backend(decoder, "triton", torch.float32)
     source32 = source.detach().float().requires_grad_()
     candidate = triton_decoder(target.float(), triton_encoder(source32))
     (grad_candidate,) = torch.autograd.grad((candidate * weights.float()).sum(), source32)
@@ -192,11 +175,8 @@ def _bert_models(seed: int):
     """(ours in float64, transformers' in float64) with the same random weights."""
     config = transformers.BertConfig(**TINY_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                                      attn_implementation="eager")
-    theirs = transformers.BertForPreTraining(config).double().eval()
-    with torch.no_grad():
-        for i, (name, p) in enumerate(sorted(theirs.named_parameters())):
-            scale = p.shape[1] ** -0.5 if p.dim() == 2 and "embeddings" not in name else 1.0  # O(1) activations
-            p.copy_(random_tensor(p.shape, seed=seed + 17 * i, dtype=torch.float64, scale=scale))
+    theirs = randomize_parameters(transformers.BertForPreTraining(config).double().eval(), seed,
+                                  unit_scale=("embeddings",))
     ours = BertForPreTraining(BertConfig.from_transformers(config)).double()
     return copy_from_transformers(ours, theirs), theirs
 
@@ -231,7 +211,7 @@ def test_bert_pretraining_with_triton_matches_transformers(seed, dtype):
     assert_agrees(theirs(**inputs).prediction_logits, gold.prediction_logits, name="oracle")
     baseline, grad_baseline = _baseline(lambda: _loss_gradient(copy.deepcopy(reference).to(dtype), inputs, parameter),
                                         dtype) or (None, None)
-    candidate, grad_candidate = _loss_gradient(_triton_copy(reference, dtype), inputs, parameter)
+    candidate, grad_candidate = _loss_gradient(with_backend(reference, "triton", dtype), inputs, parameter)
     for field in ("hidden_states", "prediction_logits", "seq_relationship_logits", "loss"):
         assert_agrees(getattr(candidate, field), getattr(gold, field),
                       None if baseline is None else getattr(baseline, field), name=f"BERT {field} backend=triton")
@@ -245,14 +225,7 @@ VOCAB, CONTEXT = 97, 40
 
 def _gpt2_models(seed: int):
     """(ours in float64, transformers' GPT-2 in float64) with the same N(0, 0.5) weights, LayerNorms included."""
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=4,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
-                                     bos_token_id=0, eos_token_id=None, pad_token_id=0)
-    theirs = transformers.GPT2LMHeadModel(config).double().eval()
-    with torch.no_grad():
-        for i, param in enumerate(theirs.parameters()):
-            param.copy_(random_tensor(param.shape, seed=seed + i, dtype=torch.float64, scale=0.5))
-    ours = DecoderLM(DecoderLMConfig.from_gpt2(theirs.config)).double().copy_from_gpt2(theirs)
+    theirs, ours = gpt2_pair(seed, vocab_size=VOCAB, context=CONTEXT, width=32, weight_scale=0.5)
     return ours, theirs
 
 
@@ -274,7 +247,7 @@ def test_decoder_lm_logits_with_triton_match_gpt2(seed, dtype):
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # GPT-2 counts positions over real tokens only if told
     assert_agrees(theirs(ids, attention_mask=mask, position_ids=positions).logits * real, gold * real, name="oracle")
     baseline = _baseline(lambda: copy.deepcopy(reference).to(dtype)(ids, attention_mask=mask), dtype)
-    candidate = _triton_copy(reference, dtype)(ids, attention_mask=mask)
+    candidate = with_backend(reference, "triton", dtype)(ids, attention_mask=mask)
     assert_agrees(candidate * real, gold * real, None if baseline is None else baseline * real,
                   name="DecoderLM logits backend=triton")
 
@@ -286,7 +259,7 @@ def test_greedy_tokens_with_triton_equal_gpt2_generate(seed):
     ids, mask = _left_padded_prompts(3, 9, seed)
     new = 12
     expected = theirs.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False)
-    tokens = _triton_copy(reference, torch.float32).generate(ids, new, attention_mask=mask)
+    tokens = with_backend(reference, "triton", torch.float32).generate(ids, new, attention_mask=mask)
     if not torch.equal(tokens, expected):
         # A float32 argmax may legitimately flip where float64's two best logits differ by less than float32's
         # rounding of them (~1e-6 relative); anything wider is a disagreement about the function.
@@ -317,7 +290,7 @@ def test_prefix_captioner_loss_and_gradients_with_triton(seed):
         return loss, torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
 
     gold_loss, gold_grads = loss_and_gradients(reference, torch.float64)
-    loss, grads = loss_and_gradients(_triton_copy(reference, torch.float32), torch.float32)
+    loss, grads = loss_and_gradients(with_backend(reference, "triton", torch.float32), torch.float32)
     assert_agrees(loss, gold_loss, name="caption loss backend=triton")
     names = [n for n, p in reference.named_parameters() if p.requires_grad]
     for name, cand, gold in zip(names, grads, gold_grads, strict=True):
@@ -336,11 +309,7 @@ def _vit_models(seed: int):
     config = transformers.ViTConfig(image_size=20, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
                                     num_attention_heads=4, intermediate_size=48, hidden_dropout_prob=0.0,
                                     attention_probs_dropout_prob=0.0, attn_implementation="sdpa")
-    theirs = transformers.ViTModel(config).double().eval()
-    with torch.no_grad():  # random everything, LayerNorms and [CLS] included
-        for i, parameter in enumerate(theirs.parameters()):
-            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
-            parameter.copy_(random_tensor(parameter.shape, seed=seed + 10 + i, dtype=torch.float64, scale=scale))
+    theirs = randomize_parameters(transformers.ViTModel(config).double().eval(), seed)
     ours = VisionTransformer(ViTConfig(image_size=20, patch_size=4, num_channels=3, hidden_size=32, num_layers=2,
                                        num_heads=4, intermediate_size=48)).double()
     return ours.copy_from_transformers(theirs), theirs
@@ -362,7 +331,7 @@ def test_vit_with_triton_matches_transformers(seed, dtype):
     with torch.no_grad():
         assert_agrees(theirs(pixel_values=pixels).last_hidden_state, gold.last_hidden_state, name="oracle")
     baseline, grad_baseline = _baseline(lambda: run(copy.deepcopy(reference).to(dtype), dtype), dtype) or (None, None)
-    candidate, grad_candidate = run(_triton_copy(reference, dtype), dtype)
+    candidate, grad_candidate = run(with_backend(reference, "triton", dtype), dtype)
     for field in ("last_hidden_state", "pooler_output"):
         assert_agrees(getattr(candidate, field), getattr(gold, field),
                       None if baseline is None else getattr(baseline, field), name=f"ViT {field} backend=triton")
@@ -378,11 +347,7 @@ def _visual_bert_models(seed: int):
                                            intermediate_size=48, visual_embedding_dim=20, max_position_embeddings=64,
                                            type_vocab_size=2, hidden_dropout_prob=0.0,
                                            attention_probs_dropout_prob=0.0, attn_implementation="eager")
-    theirs = transformers.VisualBertModel(config).double().eval()
-    with torch.no_grad():
-        for i, parameter in enumerate(theirs.parameters()):
-            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
-            parameter.copy_(random_tensor(parameter.shape, seed=seed + 10 + i, dtype=torch.float64, scale=scale))
+    theirs = randomize_parameters(transformers.VisualBertModel(config).double().eval(), seed)
     ours = VisualBertEncoder(VisualBertConfig(vocab_size=61, hidden_size=32, num_layers=2, num_heads=4,
                                               intermediate_size=48, max_position_embeddings=64, type_vocab_size=2,
                                               visual_embedding_dim=20)).double()
@@ -417,7 +382,7 @@ def test_visual_bert_with_triton_matches_transformers(seed, dtype):
     with torch.no_grad():
         assert_agrees(theirs(**inputs, visual_embeds=visual).last_hidden_state, gold.last_hidden_state, name="oracle")
     baseline, grad_baseline = _baseline(lambda: run(copy.deepcopy(reference).to(dtype), dtype), dtype) or (None, None)
-    candidate, grad_candidate = run(_triton_copy(reference, dtype), dtype)
+    candidate, grad_candidate = run(with_backend(reference, "triton", dtype), dtype)
     for field in ("last_hidden_state", "pooler_output"):
         assert_agrees(getattr(candidate, field), getattr(gold, field),
                       None if baseline is None else getattr(baseline, field),
@@ -437,11 +402,7 @@ def test_co_attention_with_triton_matches_the_reference(seed, dtype):
                           num_text_layers=1, num_image_layers=1, num_fusion_layers=2, image_feature_dim=12,
                           num_outputs=3, use_position_embeddings=False)
     torch.manual_seed(seed)
-    reference = CoAttentionTransformer(config).double()
-    with torch.no_grad():  # every parameter random, LayerNorms included
-        for i, parameter in enumerate(reference.parameters()):
-            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
-            parameter.copy_(random_tensor(parameter.shape, seed=seed + 100 + i, dtype=torch.float64, scale=scale))
+    reference = randomize_parameters(CoAttentionTransformer(config).double(), seed)
     text = random_tensor((3, 11, 16), seed=seed, dtype=torch.float64)
     image = random_tensor((3, 7, 24), seed=seed + 1, dtype=torch.float64)
     text_pad, image_pad = _padding(3, 11, seed + 2), _padding(3, 7, seed + 3)
@@ -456,7 +417,7 @@ def test_co_attention_with_triton_matches_the_reference(seed, dtype):
 
     gold = run(reference, torch.float64)
     baseline = _baseline(lambda: run(copy.deepcopy(reference).to(dtype), dtype), dtype) or ((None, None), (None, None))
-    candidate = run(_triton_copy(reference, dtype), dtype)
+    candidate = run(with_backend(reference, "triton", dtype), dtype)
     for i, name in enumerate(("text", "image")):
         assert_agrees(candidate[0][i], gold[0][i], baseline[0][i], name=f"co-attention {name} stream backend=triton")
         assert_agrees(candidate[1][i], gold[1][i], baseline[1][i], gradient=True, name=f"d {name}")

@@ -20,9 +20,9 @@ import pytest
 import torch
 from torch import nn
 
+from correctness.twins import with_backend
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
-from reference.attention import MultiHeadAttention
+from fusebench.inputs import random_tensor, randomize_parameters
 from reference.clip import ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig
 from reference.fusion import FusionConfig, ImageTextClassifier, MultimodalFusionModel
 from reference.matching import FusionTextConfig, ImageTextMatchingConfig, ImageTextMatchingModel
@@ -40,26 +40,6 @@ def _config(**overrides) -> FusionConfig:
                                   image_feature_dim=12, num_outputs=3), **overrides})
 
 
-def _randomized(module: nn.Module, seed: int) -> nn.Module:
-    """``module`` in float64 with every parameter redrawn (LayerNorms included, so none is a no-op)."""
-    module = module.double()
-    with torch.no_grad():
-        for i, parameter in enumerate(module.parameters()):
-            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
-            parameter.copy_(random_tensor(parameter.shape, seed=seed + 100 + i, dtype=torch.float64, scale=scale))
-    return module
-
-
-def _triton_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """A copy of ``module`` whose every attention layer uses backend="triton", cast to ``dtype``."""
-    twin = copy.deepcopy(module)
-    layers = [m for m in twin.modules() if isinstance(m, MultiHeadAttention)]
-    assert layers, "the module has no attention layer to switch"
-    for layer in layers:
-        layer.backend = "triton"
-    return twin.to(dtype)
-
-
 def _padding(batch: int, length: int, seed: int) -> torch.Tensor:
     """(B, N) bool, True = padding: each row keeps a random prefix of at least one token; row 0 keeps all."""
     lengths = torch.randint(1, length + 1, (batch,), generator=torch.Generator().manual_seed(seed))
@@ -71,16 +51,21 @@ def _compare(reference: nn.Module, run, dtype: torch.dtype, what: str) -> None:
     """run(model, dtype) -> (output, gradients...); gold, baseline and the triton candidate through the policy."""
     gold = run(reference, torch.float64)
     baseline = run(copy.deepcopy(reference).to(dtype), dtype)
-    candidate = run(_triton_copy(reference, dtype), dtype)
+    candidate = run(with_backend(reference, "triton", dtype), dtype)
     names = ("logits", *(f"d {name}" for name in what))
     for i, name in enumerate(names):
         assert_agrees(candidate[i], gold[i], baseline[i], gradient=i > 0, name=f"{name} backend=triton")
 
 
+def _with_gradients(logits, weights, *inputs):
+    """``(logits, d loss / d input for each input)`` with the loss ``sum(logits * weights)``."""
+    return (logits, *torch.autograd.grad((logits * weights.to(logits.dtype)).sum(), inputs))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_multimodal_fusion_model_with_triton_matches_the_reference(seed, dtype):
     """Section 14: 11 text tokens and 7 regions (neither a multiple of the block), padding in both streams."""
-    reference = _randomized(MultimodalFusionModel(_config()), seed)
+    reference = randomize_parameters(MultimodalFusionModel(_config()).double(), seed)
     input_ids = torch.randint(0, VOCAB, (3, 11), generator=torch.Generator().manual_seed(seed))
     features = random_tensor((3, 7, 12), seed=seed + 1, dtype=torch.float64)
     text_pad, image_pad = _padding(3, 11, seed + 2), _padding(3, 7, seed + 3)
@@ -89,9 +74,7 @@ def test_multimodal_fusion_model_with_triton_matches_the_reference(seed, dtype):
     def run(model, cast):
         regions = features.to(cast).requires_grad_()
         logits = model(input_ids, regions, text_padding_mask=text_pad, image_padding_mask=image_pad)  # (B, 3)
-        query = model.text_encoder.encoder.layers[0].self_attn.q_proj.weight
-        grads = torch.autograd.grad((logits * weights.to(cast)).sum(), (regions, query))
-        return (logits, *grads)
+        return _with_gradients(logits, weights, regions, model.text_encoder.encoder.layers[0].self_attn.q_proj.weight)
 
     _compare(reference, run, dtype, what=("image_features", "text query weight"))
 
@@ -101,7 +84,7 @@ def test_image_text_classifier_with_triton_matches_the_reference(seed, dtype):
     """Section 24: a 12x8 image in 4x4 patches (6 patches + [CLS] = 7 tokens) and 9 text tokens with padding."""
     vision = ViTConfig(image_size=(12, 8), patch_size=4, num_channels=3, hidden_size=16, num_layers=1, num_heads=4,
                        intermediate_size=24, layer_norm_eps=1e-6)
-    reference = _randomized(ImageTextClassifier(_config(), vision), seed)
+    reference = randomize_parameters(ImageTextClassifier(_config(), vision).double(), seed)
     pixels = random_tensor((3, 3, 12, 8), seed=seed + 1, dtype=torch.float64)
     input_ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(seed))
     text_pad = _padding(3, 9, seed + 2)
@@ -110,9 +93,7 @@ def test_image_text_classifier_with_triton_matches_the_reference(seed, dtype):
     def run(model, cast):
         image = pixels.to(cast).requires_grad_()
         logits = model(image, input_ids, text_padding_mask=text_pad)  # (B, num_classes)
-        query = model.vision.encoder.layers[0].self_attn.q_proj.weight
-        grads = torch.autograd.grad((logits * weights.to(cast)).sum(), (image, query))
-        return (logits, *grads)
+        return _with_gradients(logits, weights, image, model.vision.encoder.layers[0].self_attn.q_proj.weight)
 
     _compare(reference, run, dtype, what=("pixel_values", "ViT query weight"))
 
@@ -126,7 +107,7 @@ def test_clip_model_with_triton_matches_the_reference(seed, dtype):
                         ClipVisionConfig(image_size=12, patch_size=4, hidden_size=24, num_hidden_layers=1,
                                          num_attention_heads=4, intermediate_size=36),
                         projection_dim=12)
-    reference = _randomized(ClipModel(config), seed)
+    reference = randomize_parameters(ClipModel(config).double(), seed)
     with torch.no_grad():
         reference.logit_scale.fill_(2.0)  # a scale of e^2 = 7.4: logits of a few units, softmax far from one-hot
     input_ids = torch.randint(0, eos, (3, 7), generator=torch.Generator().manual_seed(seed))
@@ -155,7 +136,7 @@ def test_image_text_matching_model_with_triton_matches_the_reference(seed, dtype
                                      ViTConfig(image_size=12, patch_size=4, hidden_size=24, num_layers=1,
                                                num_heads=4, intermediate_size=36, layer_norm_eps=1e-5),
                                      embed_dim=12)
-    reference = _randomized(ImageTextMatchingModel(config), seed)
+    reference = randomize_parameters(ImageTextMatchingModel(config).double(), seed)
     input_ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(seed))
     attention_mask = (~_padding(3, 9, seed + 2)).long()
     pixels = random_tensor((3, 3, 12, 12), seed=seed + 1, dtype=torch.float64)
@@ -164,9 +145,7 @@ def test_image_text_matching_model_with_triton_matches_the_reference(seed, dtype
     def run(model, cast):
         image = pixels.to(cast).requires_grad_()
         logits = model.itm_logits(image, input_ids, attention_mask)  # (B, 2)
-        key = model.text_encoder.layers[0].cross_attn.k_proj.weight
-        grads = torch.autograd.grad((logits * weights.to(cast)).sum(), (image, key))
-        return (logits, *grads)
+        return _with_gradients(logits, weights, image, model.text_encoder.layers[0].cross_attn.k_proj.weight)
 
     _compare(reference, run, dtype, what=("pixel_values", "cross-attention key weight"))
 
@@ -176,7 +155,7 @@ def test_visualbert_pretraining_with_triton_matches_the_reference(seed, dtype):
     """Section 6: 9 text tokens (padded) and 5 regions in one stream; MLM over the text and sentence-image logits."""
     config = VisualBertConfig(vocab_size=VOCAB, hidden_size=16, num_layers=1, num_heads=4, intermediate_size=24,
                               max_position_embeddings=16, visual_embedding_dim=10)
-    reference = _randomized(VisualBertForPreTraining(config), seed)
+    reference = randomize_parameters(VisualBertForPreTraining(config).double(), seed)
     input_ids = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(seed))
     attention_mask = (~_padding(3, 9, seed + 2)).long()  # 1 = a real token
     regions = random_tensor((3, 5, 10), seed=seed + 1, dtype=torch.float64)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from fusebench.agreement import BaselineIsCandidate, assert_agrees, check, check_baseline
+from fusebench.agreement import BaselineIsCandidate, Cancellation, assert_agrees, check, check_baseline
 from fusebench.inputs import GuardedTensor, poisoned, random_tensor
 from reference.attention import causal_mask, scaled_dot_product_attention
 
@@ -156,6 +156,43 @@ def test_float32_falls_back_to_the_k_rule_only_where_the_float32_reference_misse
     assert check((gold + 1.5 * noise).float(), gold, baseline).passed  # within 2x the reference's error
     verdict = check((gold + 5 * noise).float(), gold, baseline)
     assert not verdict.passed and verdict.rule == "k-rule"
+
+
+def _cancelling_sums(seed, terms=64):
+    """Rows of ``terms`` float32 values near 1 whose exact sum is ~1e-6: the float32 sum keeps the rounding of the
+    terms (about u per term), far above the result's own scale."""
+    values = random_tensor((8, terms), seed=seed, dtype=torch.float64, distribution="uniform") * 0.5 + 1
+    values[:, terms // 2:] = -values[:, :terms // 2]  # exactly cancelling halves...
+    values[:, 0] += random_tensor((8,), seed=seed + 1, dtype=torch.float64) * 1e-6  # ...up to a small remainder
+    return values.sum(-1), values.float().sum(-1), Cancellation(terms=terms, term_bound=1.5)
+
+
+def test_the_cancellation_floor_passes_the_rounding_of_the_terms_and_nothing_more(seed):
+    gold, float32_sum, cancels = _cancelling_sums(seed)
+    assert not check(float32_sum, gold).passed  # atol = 1e-5 of max|gold| ~ 1e-11: below any float32 sum
+    verdict = check(float32_sum, gold, cancels=cancels, name="cancelling sum")
+    assert verdict.passed and verdict.rule == "cancellation floor"
+    off_by_a_term = float32_sum + 1e-3  # a term's worth of error (a dropped or doubled term) is still caught
+    assert not check(off_by_a_term, gold, cancels=cancels).passed
+    assert math.isclose(cancels.floor(torch.float32), 64 * 2**-24 * 1.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_cancellation_floor_in_low_precision_is_float32s(seed, dtype):
+    # A kernel accumulates in float32; where the low-precision baseline cancels to exactly the gold (a row with one
+    # key: the score gradient is exactly 0), the k-rule allows nothing and the float32 rounding of the terms is all
+    # that is left of the candidate.
+    gold = torch.zeros(8, dtype=torch.float64)
+    baseline = gold.to(dtype)  # cancelled exactly: its error, and the k-rule's allowance, are 0
+    # what float32 accumulation of 64 terms of up to 1.5 can leave: a few of their ulps
+    residue = gold + random_tensor((8,), seed=seed + 1, dtype=torch.float64).sign() * 3 * 2.0**-24 * 1.5
+    cancels = Cancellation(terms=64, term_bound=1.5)
+    assert not check(residue.to(dtype), gold, baseline).passed
+    verdict = check(residue.to(dtype), gold, baseline, cancels=cancels)
+    assert verdict.passed and verdict.rule == "cancellation floor"
+    assert math.isclose(cancels.floor(dtype), cancels.floor(torch.float32))
+    wrong = gold + 1e-4  # far below a low-precision ulp of the terms (~1e-3), far above float32's floor
+    assert not check(wrong.to(dtype), gold, baseline, cancels=cancels).passed
 
 
 def _deep(seed, dtype, layers=16):

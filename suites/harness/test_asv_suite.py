@@ -88,7 +88,8 @@ def test_a_speed_class_skips_a_disagreeing_provider_with_the_reason(monkeypatch)
     import reference.attention as attention
     from suites.asv.bench_attention import AttentionAgreement, AttentionSpeed
 
-    monkeypatch.setattr(attention, "_BACKENDS", dict(attention._BACKENDS))  # the registration ends with the test
+    # the registration ends with the test
+    monkeypatch.setattr(attention.ATTENTION_BACKENDS, "registered", dict(attention.ATTENTION_BACKENDS.registered))
     attention.register_attention_backend(
         "zeros", lambda q, k, v, **options: attention.scaled_dot_product_attention(q, k, v, **options) * 0)
     with pytest.raises(NotImplementedError, match="not timed: the result disagrees with the gold"):

@@ -4,22 +4,15 @@ asv is pointed at a throwaway git repository with two commits (this repository's
 touched) and at temporary results and html directories; the benchmarks are this checkout's suites/asv.
 """
 
-import functools
-import http.server
 import itertools
 import json
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import threading
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
+from headless_browser import binaries_or_skip, graph_series
+from scratch_git import repository_with_commits
 
 from fusebench import dashboard
 from fusebench.device import identity
@@ -30,24 +23,12 @@ PARAMS = ("'bert-base-128'", "'sdpa-math'", "'forward'")
 SELECT = r"AttentionSpeed.track_time\('bert-base-128', 'sdpa-math', 'forward'\)"
 
 
-def _git(repo, *args):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     """(html dir, config, the two commits) after recording both and publishing."""
     base = tmp_path_factory.mktemp("asv")
     repo = base / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    commits = []
-    for message in ("first", "second"):
-        _git(repo, "commit", "-q", "--allow-empty", "-m", message)
-        commits.append(_git(repo, "rev-parse", "HEAD"))
+    commits = repository_with_commits(repo, "first", "second")
     config = base / "asv.conf.json"
     conf = json.loads((ROOT / "asv.conf.json").read_text())
     conf.update(repo=str(repo), branches=["main"], benchmark_dir=str(ROOT / "suites" / "asv"),
@@ -110,101 +91,14 @@ def test_published_graph_has_a_point_for_each_commit(published):
     assert "https://" not in page.split("<body")[0]  # every script and style sheet is served locally
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _WebDriver:
-    """The W3C WebDriver protocol over HTTP to chromedriver: enough to load a page and run a script."""
-
-    def __init__(self, chromedriver: str, chromium: str, profile: str):
-        self.port = _free_port()
-        self.process = subprocess.Popen([chromedriver, f"--port={self.port}"], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self._call("GET", "/status")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]
-        capabilities = {"browserName": "chrome", "goog:chromeOptions": {"binary": chromium, "args": args}}
-        self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})["sessionId"]
-
-    def _call(self, method, path, body=None):
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                                         data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())["value"]
-
-    def open(self, url):
-        self._call("POST", f"/session/{self.session}/url", {"url": url})
-
-    def script(self, source):
-        return self._call("POST", f"/session/{self.session}/execute/sync", {"script": source, "args": []})
-
-    def close(self):
-        try:
-            self._call("DELETE", f"/session/{self.session}")
-        finally:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-# Reads the points flot drew: the series of the plot asv's graph page put into #main-graph.
-_POINTS = """
-var plot = window.jQuery && jQuery('#main-graph').data('plot');
-if (!plot) { return null; }
-return plot.getData().map(function (s) {
-    return [s.label, s.data.filter(function (p) { return p[1] !== null; }).length];
-});
-"""
-
-
 @pytest.fixture
 def browser_binaries():
-    """(chromium, chromedriver), or a skip with the reason, before any asv work is done."""
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
-    return chromium, chromedriver
+    return binaries_or_skip()
 
 
 @pytest.mark.browser
 def test_headless_chromium_shows_both_points_on_the_graph(browser_binaries, published):
-    chromium, chromedriver = browser_binaries
-    html = published[0]
-    handler = functools.partial(_QuietHandler, directory=str(html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    driver = None
-    try:
-        with tempfile.TemporaryDirectory() as profile:
-            driver = _WebDriver(chromedriver, chromium, profile)
-            query = "&".join(f"p-{name}={urllib.parse.quote(value)}"
-                             for name, value in zip(("case", "provider", "mode"), PARAMS, strict=True))
-            driver.open(f"http://127.0.0.1:{server.server_port}/#{BENCHMARK}?{query}")
-            series, deadline = None, time.monotonic() + 60
-            while not series and time.monotonic() < deadline:
-                series = driver.script(_POINTS)
-                time.sleep(0.2)
-            state = driver.script("return [document.title, location.href];")
-            driver.close()
-            driver = None
-    finally:
-        if driver is not None:
-            driver.close()
-        server.shutdown()
+    query = "&".join(f"p-{name}={urllib.parse.quote(value)}"
+                     for name, value in zip(("case", "provider", "mode"), PARAMS, strict=True))
+    series, state = graph_series(browser_binaries, published[0], f"{BENCHMARK}?{query}")
     assert series == [["case-bert-base-128; mode-forward; provider-sdpa-math", 2]], state

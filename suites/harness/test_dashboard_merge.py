@@ -6,11 +6,13 @@ only has to be recognisable); the `slow` one records two machines with asv, merg
 
 import json
 import os
-import subprocess
+import urllib.parse
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from headless_browser import binaries_or_skip, graph_series
+from scratch_git import repository_with_commits
 
 from fusebench import compare, dashboard
 from fusebench.device import identity
@@ -104,39 +106,53 @@ def test_a_directory_without_asv_results_is_refused_by_name(tmp_path):
         dashboard.merge([tmp_path / "empty"], _config(tmp_path / "here"))
 
 
-def _git(repo, *args):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
-
-
-@pytest.mark.slow
-def test_two_recorded_machines_publish_into_one_site(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def merged_site(tmp_path_factory):
+    """(html dir, merged config, the machines, the commit): two machines' asv results, recorded apart (the
+    machine name carries the host), merged into one tree and published as one site."""
+    tmp_path = tmp_path_factory.mktemp("fleet")
     repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
-    _git(repo, "commit", "-q", "--allow-empty", "-m", "first")
-    commit = _git(repo, "rev-parse", "HEAD")
+    (commit,) = repository_with_commits(repo, "first")
     here = identity()
     trees = []
-    for host in ("box-a", "box-b"):  # two machines: the machine name carries the host
-        base = tmp_path / host
-        config = _config(base)
-        conf = json.loads(config.read_text()) | {"repo": str(repo), "branches": ["main"],
-                                                  "benchmark_dir": str(ROOT / "suites" / "asv")}
-        config.write_text(json.dumps(conf))
-        monkeypatch.setattr(dashboard, "identity", lambda host=host: replace(here, host=host))
-        env = {**os.environ, "HOME": str(base / "home")}
-        dashboard.record(commit=commit, bench=SELECT, config=config, env=env, allow_dirty=True)
-        trees.append(base / "results")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for host in ("box-a", "box-b"):
+            base = tmp_path / host
+            config = _config(base)
+            conf = json.loads(config.read_text()) | {"repo": str(repo), "branches": ["main"],
+                                                      "benchmark_dir": str(ROOT / "suites" / "asv")}
+            config.write_text(json.dumps(conf))
+            monkeypatch.setattr(dashboard, "identity", lambda host=host: replace(here, host=host))
+            env = {**os.environ, "HOME": str(base / "home")}
+            dashboard.record(commit=commit, bench=SELECT, config=config, env=env, allow_dirty=True)
+            trees.append(base / "results")
     target = _config(tmp_path / "merged")
     conf = json.loads(target.read_text()) | {"repo": str(repo), "branches": ["main"]}
     target.write_text(json.dumps(conf))
     machines = dashboard.merge(trees, target)
+    return dashboard.publish(target), target, machines, commit
+
+
+@pytest.mark.slow
+def test_two_recorded_machines_publish_into_one_site(merged_site):
+    html, target, machines, commit = merged_site
     assert [m.split("-cpu")[0] for m in machines] == ["box_a", "box_b"]
-    html = dashboard.publish(target)
     index = json.loads((html / "index.json").read_text())
     assert sorted(index["params"]["machine"]) == sorted(machines)
     for machine in machines:
         assert (dashboard.results_dir(target).parent / "asv-devices" / machine / f"{commit}.json").is_file()
+
+
+@pytest.mark.browser
+def test_headless_chromium_draws_every_merged_machine_on_one_graph(merged_site):
+    binaries = binaries_or_skip()
+    html, _, machines, _ = merged_site
+    benchmark = "bench_attention.AttentionSpeed.track_time"
+    query = "&".join(f"p-{name}={urllib.parse.quote(value)}" for name, value in
+                     (("case", "'bert-base-128'"), ("provider", "'sdpa-math'"), ("mode", "'forward'")))
+    # asv's graph page selects every machine by default: one series per machine, one point (one commit) each
+    series, state = graph_series(binaries, html, f"{benchmark}?{query}", expected_series=len(machines))
+    assert series is not None and len(series) == len(machines), (series, state)
+    for machine in machines:
+        (drawn,) = [s for s in series if f"machine-{machine}" in s[0]]
+        assert drawn[1] == 1, (series, state)

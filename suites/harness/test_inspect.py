@@ -70,6 +70,14 @@ def test_a_missing_tensor_core_instruction_fails_the_gate_on_sm90_only():
     assert gate([KernelReport("attention.forward", "c", "sm_90", hgmma=4, **healthy)]) == []
 
 
+def test_a_descriptor_path_without_tma_loads_fails_the_gate_on_sm90_only():
+    healthy = dict(compiled=True, registers=64, num_warps=4, hgmma=4, expects_tma=True)
+    without = KernelReport("attention.forward", "c tma", "sm_90", **healthy)
+    assert "no TMA load" in gate([without])[0]
+    assert gate([KernelReport("attention.forward", "c tma", "sm_80", **healthy)]) == []
+    assert gate([KernelReport("attention.forward", "c tma", "sm_90", tma_loads=2, **healthy)]) == []
+
+
 def test_occupancy_follows_the_tightest_limit():
     limits = SM_LIMITS[90]
     assert occupancy(32, 0, 4, limits) == (16, 1.0)  # warp slots bind: 64 / 4

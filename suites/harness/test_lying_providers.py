@@ -12,9 +12,10 @@ import torch
 
 import reference.attention as attention
 import reference.gnn as gnn
-from fusebench import compare, metrics, report, runner
+from fusebench import compare, measure, metrics, report, runner
 from fusebench.cases import get
 from fusebench.device import identity
+from fusebench.gold import compute_gold
 from fusebench.providers import make_workload, providers
 from fusebench.store import ResultsStore
 
@@ -22,8 +23,8 @@ from fusebench.store import ResultsStore
 @pytest.fixture
 def seams(monkeypatch):
     """Registrations made by a test are undone after it: each seam's table is swapped for a copy."""
-    monkeypatch.setattr(attention, "_BACKENDS", dict(attention._BACKENDS))
-    monkeypatch.setattr(gnn, "_AGGREGATE", dict(gnn._AGGREGATE))
+    monkeypatch.setattr(attention.ATTENTION_BACKENDS, "registered", dict(attention.ATTENTION_BACKENDS.registered))
+    monkeypatch.setattr(gnn.AGGREGATE_BACKENDS, "registered", dict(gnn.AGGREGATE_BACKENDS.registered))
 
 
 def _honest(q, k, v, **options):
@@ -69,9 +70,9 @@ def _checked(case_name, provider_name, modes=("forward",)):
     wl = make_workload(case)
     known = providers(case.suite)
     reference = next(p for p in known if p.name == "reference")
-    gold = runner._gold(case, wl, reference, any(m != "forward" for m in modes))
+    gold = compute_gold(case, wl, reference, any(m != "forward" for m in modes))
     liar = next(p for p in known if p.name == provider_name)
-    return [r for r, _ in runner._check_provider(case, liar, wl, gold, modes, identity("cpu"))]
+    return [r for r, _ in measure.check_provider(case, liar, wl, gold, modes, identity("cpu"))]
 
 
 def test_zeros_and_a_causal_ignoring_provider_get_no_figure_and_are_listed_as_disagreeing(seams, tmp_path):
@@ -143,7 +144,7 @@ class _VirtualClock:
 
 def _two_providers(monkeypatch, tmp_path, seed, costs):
     clock = _VirtualClock(seed)
-    monkeypatch.setattr(runner, "timing", clock.timing)
+    monkeypatch.setattr(measure, "timing", clock.timing)
     for name, cost in costs.items():
         attention.register_attention_backend(name, clock.provider(cost))
     store = ResultsStore(tmp_path)
@@ -174,9 +175,9 @@ def test_a_figure_faster_than_physics_on_a_made_up_device_is_implausible_and_not
     case = get("bert-base-128", "cpu")
     wl = make_workload(case)
     reference = next(p for p in providers("attention") if p.name == "reference")
-    gold = runner._gold(case, wl, reference, False)
-    checked = runner._check_provider(case, reference, wl, gold, ("forward",), ident)
-    runner._measure(checked, wl, ident, {}, 1, None)
+    gold = compute_gold(case, wl, reference, False)
+    checked = measure.check_provider(case, reference, wl, gold, ("forward",), ident)
+    measure.measure(checked, ident, device=wl.device, workload=wl, repeats=1)
     ((result, _),) = checked
     assert "faster than 0.9x the" in result.implausible and "above the Made-up GPU peak" in result.implausible
     store = ResultsStore(tmp_path)

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from fusebench import cases, runner
+from fusebench import cases, measure, runner
 from fusebench.device import identity
+from fusebench.gold import compute_gold
 from fusebench.providers import Provider
 from fusebench.store import ResultsStore
 
@@ -56,8 +57,8 @@ def test_run_stores_rows_whose_times_carry_agreement(tmp_path):
 
 
 def test_an_interpreted_triton_provider_gets_agreement_and_never_a_time(monkeypatch, tmp_path):
-    # A stand-in "triton" provider built on the reference, so this test runs before kernels/ lands: what is
-    # checked is the runner's handling of any provider flagged triton on a CPU under TRITON_INTERPRET=1.
+    # A stand-in "triton" provider built on the reference: what is checked is the runner's handling of any
+    # provider flagged triton on a CPU under TRITON_INTERPRET=1, not the kernel (quick, whatever the kernel costs).
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     reference = runner.providers("attention")[0]
     fake = Provider("triton", "attention", "stand-in", reference.build, triton=True)
@@ -82,8 +83,8 @@ def test_a_provider_that_disagrees_fails_the_run():
 
     bad = Provider("broken", "attention", "scaled output", wrong)
     wl = runner.make_workload(cases.get("bert-base-128", "cpu"))
-    gold = runner._gold(wl.case, wl, reference, need_grads=False)
-    (result,) = runner._measure_provider(wl.case, bad, wl, gold, ("forward",), identity("cpu"), {})
+    gold = compute_gold(wl.case, wl, reference, need_grads=False)
+    (result,) = measure.measure_provider(wl.case, bad, wl, gold, ("forward",), identity("cpu"), {})
     assert result.agrees is False and result.agreement > 1 and "DISAGREES" in result.note
 
 
@@ -105,9 +106,9 @@ def test_an_interpreted_kernel_is_never_timed_on_a_gpu_host_either(monkeypatch):
     fake = Provider("triton", "attention", "stand-in", reference.build, triton=True)
     case = cases.get("clip-text-77", "cpu")
     wl = runner.make_workload(case)
-    gold = runner._gold(case, wl, reference, False)
+    gold = compute_gold(case, wl, reference, False)
     gpu_host = replace(identity("cpu"), kind="cuda", name="NVIDIA H200")
-    ((result, timed),) = runner._check_provider(case, fake, wl, gold, ("forward",), gpu_host)
+    ((result, timed),) = measure.check_provider(case, fake, wl, gold, ("forward",), gpu_host)
     assert result.status == "interpreted" and timed is None
 
 
@@ -140,7 +141,7 @@ def test_a_timing_on_an_oversubscribed_machine_is_marked_and_said_in_the_summary
     assert not timing(0.2, 1.2, 1).oversubscribed  # our one thread on an idle 2-core machine
     assert timing(2.0, 2.5, 1).oversubscribed  # two others runnable already, plus ours
     assert timing(0.0, 4.0, 2).oversubscribed  # the load rose past the cores while we ran
-    monkeypatch.setattr(runner, "timing", lambda fn, device, **options: timing(8.0, 9.0, 1))
+    monkeypatch.setattr(measure, "timing", lambda fn, device, **options: timing(8.0, 9.0, 1))
     report = runner.run(suites=("attention",), case_names=["clip-text-77"], provider_names=["reference"],
                         modes=("forward",), ident=identity("cpu"), store=None, repeats=1)
     (result,) = report.results

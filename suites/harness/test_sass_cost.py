@@ -7,8 +7,16 @@ slow path of an mbarrier wait placed after EXIT that branches back into the loop
 
 import pytest
 
-from fusebench.sass_cost import (ISSUE_PER_CLOCK, REFERENCE_TILE, TENSOR_FMA_PER_CLOCK, loop_cost, loops, main_loop,
-                                 tensor_fmas, tile_elements)
+from fusebench.sass_cost import (
+    ISSUE_PER_CLOCK,
+    REFERENCE_TILE,
+    TENSOR_FMA_PER_CLOCK,
+    loop_cost,
+    loops,
+    main_loop,
+    tensor_fmas,
+    tile_elements,
+)
 
 
 def _sass(*lines: str) -> str:

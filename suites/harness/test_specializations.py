@@ -73,7 +73,7 @@ def test_a_configuration_serves_only_launches_of_its_dtype_and_tiles():
 
 @pytest.mark.parametrize("width", [1, 602])
 def test_an_integer_equal_to_one_is_compiled_as_a_constant(width):
-    launch, = [x for x in _segment_sum_launches([width]) if x.function.endswith("_segment_kernel")]
+    launch, = [x for x in _segment_sum_launches([width]) if x.function.endswith(".segment_kernel")]
     rows, _ = specialized_specs(spmm.compile_specs(), [launch])
     row, = rows
     assert ("num_features" in row.ones) == (width == 1)
@@ -95,3 +95,36 @@ def test_the_recording_fills_inputs_with_ones_and_records_the_same_launches(name
         with _inputs_not_drawn():
             _run_case(case, dtype, filled, name)
     assert drawn and filled == drawn
+
+
+def _attention_launches(**flags):
+    from kernels.attention import attention
+
+    q, k, v = (torch.randn(1, 2, 40, 64, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    launches = []
+    with recording(launches, " ".join(sorted(name for name, on in flags.items() if on)) or "plain"):
+        attention(q, k, v, **flags).sum().backward()
+    return launches
+
+
+def test_attention_rows_take_the_launches_flags_and_the_tma_path_is_its_own_row():
+    """A causal and a plain launch of one configuration are two rows compiled with their own IS_CAUSAL; the
+    forward's TMA variant serves only launches that take the TMA path (as an sm_90 GPU decides)."""
+    from fusebench.specializations import _as_on_hopper
+    from kernels import attention as ka
+
+    pointer = _attention_launches(causal=False) + _attention_launches(causal=True)
+    with _as_on_hopper():
+        tma = [x for x in _attention_launches(causal=True) if x.constexprs.get("USE_TMA")]
+    assert tma and not any(x.constexprs.get("USE_TMA") for x in pointer)
+    rows, _ = specialized_specs(ka.compile_specs(), pointer + tma)
+    config = "bf16 D64 M64 N64 w4 s3"
+    forward = [r for r in rows if r.kernel == "attention.forward" and r.config.startswith(config)]
+    by_path = {(r.config.endswith(" tma"), r.constexprs["IS_CAUSAL"]): r for r in forward}
+    assert set(by_path) == {(False, False), (False, True), (True, True)}, sorted(by_path)
+    assert by_path[(True, True)].cases == "causal" and by_path[(False, False)].cases == "plain"
+    assert "IS_CAUSAL" in by_path[(False, True)].specialization
+    assert by_path[(True, True)].constexprs["USE_TMA"] and by_path[(True, True)].targets == (90,)
+    backward = {r.constexprs["IS_CAUSAL"] for r in rows
+                if r.kernel == "attention.dq" and r.config == "bf16 D64 M64 N64 w8 s2"}
+    assert backward == {False, True}

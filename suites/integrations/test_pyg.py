@@ -21,7 +21,7 @@ from torch_geometric.nn import models as pyg_models
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from fusebench.integrations import pyg as drop_in
 from fusebench.integrations.pyg import GATConv, GCNConv, swap_convs
 from reference import gnn
@@ -40,16 +40,6 @@ def backend(request):
         pytest.skip(f"backend {request.param!r} is not registered for both reference.gnn seams here "
                     "(kernels/spmm.py and kernels/gat.py not present)")
     return request.param
-
-
-def _randomized(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """float64, every parameter redrawn (PyG starts biases at 0, which would hide a dropped bias)."""
-    module = module.double()
-    with torch.no_grad():
-        for i, (_, p) in enumerate(sorted(module.named_parameters())):
-            fan_in = p.shape[-1] if p.dim() >= 2 else 1
-            p.copy_(random_tensor(p.shape, seed=seed + 13 * i, dtype=torch.float64, scale=fan_in**-0.5))
-    return module.eval()
 
 
 def _graph_inputs(name, seed):
@@ -95,7 +85,7 @@ def test_gcn_matches_pyg_on_every_generator(seed, name, dtype, backend):
         # bit for bit: PyG in bfloat16 is then no independent baseline (the policy refuses it). float32 checks it.
         pytest.skip("the reference backend's bfloat16 run is PyG's own computation; checked in float32")
     graph, weight, x = _graph_inputs(name, seed)
-    theirs = _randomized(pyg_nn.GCNConv(FEATURES, 7), seed)
+    theirs = randomize_parameters(pyg_nn.GCNConv(FEATURES, 7).double(), seed).eval()
     ours = swap_convs(theirs, backend=backend)
     assert isinstance(ours, GCNConv) and ours.backend == backend
     _agree(ours, theirs, dtype, x, graph.edge_index, weight, name=f"GCNConv on {name}")
@@ -105,7 +95,7 @@ def test_gcn_matches_pyg_on_every_generator(seed, name, dtype, backend):
                                      dict(bias=False)], ids=lambda o: next(iter(o)))
 def test_gcn_options_match_pyg(seed, options, backend):
     graph, weight, x = _graph_inputs("self_loops", seed)  # existing loops: remaining-loop rule and improved
-    theirs = _randomized(pyg_nn.GCNConv(FEATURES, 5, **options), seed)
+    theirs = randomize_parameters(pyg_nn.GCNConv(FEATURES, 5, **options).double(), seed).eval()
     ours = swap_convs(theirs, backend=backend)
     _agree(ours, theirs, torch.float32, x, graph.edge_index, weight, name=f"GCNConv {options}", grad=False)
     _agree(ours, theirs, torch.float32, x, graph.edge_index, name=f"GCNConv {options} unweighted", grad=False)
@@ -115,7 +105,7 @@ def test_gcn_options_match_pyg(seed, options, backend):
 @pytest.mark.parametrize("name", generator_names())
 def test_gat_matches_pyg_on_every_generator(seed, name, dtype, backend):
     graph, _, x = _graph_inputs(name, seed)
-    theirs = _randomized(pyg_nn.GATConv(FEATURES, 5, heads=3), seed)
+    theirs = randomize_parameters(pyg_nn.GATConv(FEATURES, 5, heads=3).double(), seed).eval()
     ours = swap_convs(theirs, backend=backend)
     assert isinstance(ours, GATConv) and ours.backend == backend
     _agree(ours, theirs, dtype, x, graph.edge_index, name=f"GATConv on {name}")
@@ -125,7 +115,7 @@ def test_gat_matches_pyg_on_every_generator(seed, name, dtype, backend):
                          ids=lambda o: next(iter(o)))
 def test_gat_options_match_pyg(seed, options, backend):
     graph, _, x = _graph_inputs("duplicate_edges", seed)
-    theirs = _randomized(pyg_nn.GATConv(FEATURES, 4, heads=2, **options), seed)
+    theirs = randomize_parameters(pyg_nn.GATConv(FEATURES, 4, heads=2, **options).double(), seed).eval()
     _agree(swap_convs(theirs, backend=backend), theirs, torch.float32, x, graph.edge_index, name=f"GATConv {options}",
            grad=False)
 
@@ -145,7 +135,7 @@ def test_two_layer_models_with_swapped_convs_match_pyg(seed, model_name, name, b
     else:
         theirs = pyg_models.GAT(FEATURES, 16, num_layers=2, out_channels=6, heads=2, dropout=0.5)  # eval: no dropout
         args = (graph.edge_index,)
-    theirs = _randomized(theirs, seed)
+    theirs = randomize_parameters(theirs.double(), seed).eval()
     ours = swap_convs(copy.deepcopy(theirs), backend=backend)
     kinds = {type(conv).__name__: conv.__module__ for conv in ours.convs}
     assert kinds == {model_name + "Conv": "fusebench.integrations.pyg"}
@@ -165,7 +155,7 @@ def test_sparse_adjacency_inputs_match_pyg(seed, layout, layer, backend):
     to_sparse = to_torch_csr_tensor if layout == "csr" else to_torch_coo_tensor
     adj_t = to_sparse(graph.edge_index.flip(0), weight, size=(NUM_NODES, NUM_NODES))  # rows are destinations
     pyg_layer = pyg_nn.GCNConv(FEATURES, 6) if layer == "GCNConv" else pyg_nn.GATConv(FEATURES, 3, heads=2)
-    theirs = _randomized(pyg_layer, seed)
+    theirs = randomize_parameters(pyg_layer.double(), seed).eval()
     ours = swap_convs(theirs, backend=backend)
     gold = theirs(x, adj_t)
     candidate = ours.float()(x.float(), adj_t.to(torch.float32))
@@ -177,7 +167,7 @@ def test_int32_edge_index_and_state_dicts_are_pyg_s(seed):
     graph, weight, x = _graph_inputs("erdos_renyi", seed)
     for theirs, ours in ((pyg_nn.GCNConv(FEATURES, 6), GCNConv(FEATURES, 6, backend="reference")),
                          (pyg_nn.GATConv(FEATURES, 3, heads=2), GATConv(FEATURES, 3, heads=2, backend="reference"))):
-        theirs = _randomized(theirs, seed)
+        theirs = randomize_parameters(theirs.double(), seed).eval()
         shapes = {k: v.shape for k, v in theirs.state_dict().items()}
         assert {k: v.shape for k, v in ours.state_dict().items()} == shapes
         ours.double().load_state_dict(theirs.state_dict())  # strict: PyG's keys and shapes load as they are
@@ -191,7 +181,7 @@ def test_torch_sparse_sparsetensor_input(seed):
     graph, weight, x = _graph_inputs("power_law", seed)
     adj_t = torch_sparse.SparseTensor(row=graph.edge_index[1], col=graph.edge_index[0], value=weight,
                                       sparse_sizes=(NUM_NODES, NUM_NODES))
-    theirs = _randomized(pyg_nn.GCNConv(FEATURES, 5), seed)
+    theirs = randomize_parameters(pyg_nn.GCNConv(FEATURES, 5).double(), seed).eval()
     assert_agrees(swap_convs(theirs, backend="reference")(x, adj_t), theirs(x, adj_t), name="SparseTensor")
 
 
@@ -217,7 +207,7 @@ def seam_calls(monkeypatch):
 
 def _pair(pyg_class, seed, *args, backend="reference", **kwargs):
     """(theirs, ours): a float64 PyG layer with random parameters and the drop-in with the same weights."""
-    theirs = _randomized(pyg_class(*args, **kwargs), seed)
+    theirs = randomize_parameters(pyg_class(*args, **kwargs).double(), seed).eval()
     return theirs, swap_convs(copy.deepcopy(theirs), backend=backend)
 
 

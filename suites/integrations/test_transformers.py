@@ -16,7 +16,7 @@ kept with ``record_property("agreement_ratio", ...)`` (``--junitxml`` carries it
 """
 
 import copy
-import math
+import warnings
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,7 +25,7 @@ import transformers
 
 import fusebench.integrations.transformers as integration
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from fusebench.integrations.transformers import (
     fusebench_attention_forward,
     patch_legacy_attention,
@@ -35,15 +35,6 @@ from reference.attention import scaled_dot_product_attention
 
 NAME = register()
 LOW_PRECISION = [torch.float32, torch.bfloat16]
-
-
-def _randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Redraw every parameter: weights of fan-in n get scale 1/sqrt(n) (activations stay O(1)), the rest N(0, 1)."""
-    with torch.no_grad():
-        for i, (name, p) in enumerate(sorted(model.named_parameters())):
-            fan_in = math.prod(p.shape[1:]) if p.dim() >= 2 and "embed" not in name else 1
-            p.copy_(random_tensor(p.shape, seed=seed + 17 * i, dtype=p.dtype, scale=fan_in**-0.5))
-    return model
 
 
 def _with(model: torch.nn.Module, impl: str, dtype: torch.dtype, device: str = "cpu") -> torch.nn.Module:
@@ -193,6 +184,12 @@ MODELS = {
 
 def _forward(model: torch.nn.Module, case: Case, rows: slice, mask: torch.Tensor | None, alone: bool = False):
     """last_hidden_state of rows of the batch; ``alone``: one sequence cut to its real tokens, unpadded."""
+    return _model_output(model, case, rows, mask, alone).last_hidden_state
+
+
+def _model_output(model: torch.nn.Module, case: Case, rows: slice, mask: torch.Tensor | None, alone: bool = False,
+                  **model_kwargs):
+    """The model's whole output on rows of the batch (see ``_forward``); ``model_kwargs`` go to the call."""
     inputs = {k: v[rows] for k, v in case.inputs.items()}
     weight = next(model.parameters())
     inputs = {k: (v.to(weight.dtype) if v.is_floating_point() else v).to(weight.device) for k, v in inputs.items()}
@@ -205,7 +202,7 @@ def _forward(model: torch.nn.Module, case: Case, rows: slice, mask: torch.Tensor
         if case.positions:
             inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        return model(**inputs).last_hidden_state
+        return model(**inputs, **model_kwargs)
 
 
 def _extra_tokens(case: Case) -> int:
@@ -249,7 +246,7 @@ def _check_hidden_states(seed, model_name, dtype, size, device, kernel_calls, pa
     case = MODELS[model_name](seed, size)
     if not padded:
         case.mask = None
-    case.model = _randomize(case.model.double().eval(), seed)
+    case.model = randomize_parameters(case.model.double().eval(), seed, unit_scale=("embed",))
     gold = _gold_on_real_tokens(case, _with(case.model, "eager", torch.float64, device))
     baseline = _forward(_with(case.model, case.baseline_impl, dtype, device), case, slice(None), case.mask)
     fused = _with(case.model, NAME, dtype, device)
@@ -301,7 +298,7 @@ def _check_generate(seed, model_name, padded, size, device, prompt, new_tokens, 
         model = transformers.GPT2LMHeadModel(_gpt2_config(size))
     else:
         model = transformers.LlamaForCausalLM(_llama_config(size))
-    model = _randomize(model.double().eval(), seed)
+    model = randomize_parameters(model.double().eval(), seed, unit_scale=("embed",))
     lengths = [prompt, prompt * 2 // 3] if padded else [prompt]  # one prompt: no mask, the mask-free paths
     mask = _padding_mask(lengths, prompt, "left").to(device)
     ids = _ids(seed, (len(lengths), prompt), size.vocab).to(device).masked_fill(mask == 0, 0)
@@ -345,7 +342,7 @@ def test_training_gradients_agree_with_eager_float64(seed, record_property):
     """The kernel's backward inside BERT (dropout 0, train mode): gradients of the inputs and of the first layer's
     query/key/value weights, with a padded row; the loss weighs real tokens only, by random weights."""
     case = _bert(seed)
-    case.model = _randomize(case.model.double(), seed).train()
+    case.model = randomize_parameters(case.model.double(), seed, unit_scale=("embed",)).train()
     embeds = random_tensor((2, TINY.seq, TINY.hidden), seed=seed + 5, dtype=torch.float64)
     weights = random_tensor((2, TINY.seq, TINY.hidden), seed=seed + 6, dtype=torch.float64) * case.mask[..., None]
 
@@ -429,7 +426,6 @@ def test_left_padding_rows_give_zeros_not_nan(seed):
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     (dict(dropout=0.1), r"attention dropout \(dropout=0.1"),
-    (dict(output_attentions=True), r"output_attentions=True"),
     (dict(softcap=50.0), r"soft-capping \(softcap=50.0\)"),
     (dict(s_aux=torch.zeros(2)), r"attention sinks"),
     (dict(position_bias=torch.zeros(1, 2, 4, 4)), r"position bias"),
@@ -453,20 +449,74 @@ def test_unsupported_dtypes_head_dims_and_masks_raise(seed):
         fusebench_attention_forward(_Module(False), q, k, v, [[True]])
 
 
-def test_models_raise_for_dropout_in_training_output_attentions_and_softcapping(seed):
+def test_models_raise_for_dropout_in_training_and_softcapping(seed):
     bert = transformers.BertModel(transformers.BertConfig(
         vocab_size=101, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
         attention_probs_dropout_prob=0.1, attn_implementation=NAME))
     ids = _ids(seed, (1, 5), 101)
     with pytest.raises(NotImplementedError, match=r"attention dropout \(dropout=0.1 in training mode"):
         bert.train()(input_ids=ids)
-    with pytest.raises(NotImplementedError, match=r"output_attentions=True"):
-        bert.eval()(input_ids=ids, output_attentions=True)
     gemma = transformers.Gemma2Model(transformers.Gemma2Config(
         vocab_size=101, hidden_size=32, intermediate_size=40, num_hidden_layers=1, num_attention_heads=2,
         num_key_value_heads=1, head_dim=16, attn_logit_softcapping=50.0, attn_implementation=NAME)).eval()
     with pytest.raises(NotImplementedError, match=r"soft-capping \(softcap=50.0\)"):
         gemma(input_ids=ids)
+
+
+@pytest.mark.parametrize("model_name", ["bert", "llama", "visual_bert"])
+def test_output_attentions_gives_none_with_one_warning_as_sdpa_does(seed, model_name, kernel_calls, monkeypatch):
+    """transformers' own fused implementations ("sdpa", flash attention) answer ``output_attentions=True`` with a
+    warning and ``None`` attentions, so models and transformers' common tests that ask for them still run; so does
+    "fusebench", and the hidden states are still the kernel's (VisualBERT: its layer reads the tuple's second item)."""
+    monkeypatch.setattr(integration, "_WARNED_NO_ATTENTION_WEIGHTS", [])
+    case = MODELS[model_name](seed, TINY)
+    case.model = randomize_parameters(case.model.double().eval(), seed, unit_scale=("embed",))
+    fused = _with(case.model, NAME, torch.float32)
+    if case.legacy:
+        patch_legacy_attention(fused)
+    with pytest.warns(UserWarning, match=r"never forms the attention probabilities.*attentions are None"):
+        out = _model_output(fused, case, slice(None), case.mask, output_attentions=True)
+    layers = case.model.config.num_hidden_layers
+    assert len(kernel_calls) == layers, "the kernel ran every layer"
+    baseline = _model_output(_with(case.model, case.baseline_impl, torch.float32), case, slice(None), case.mask,
+                             output_attentions=True)
+    if case.legacy:  # VisualBERT's own layers keep one entry per layer
+        assert out.attentions == (None,) * layers
+    else:  # what transformers makes of an implementation without weights: exactly what "sdpa" gets
+        assert out.attentions == baseline.attentions and not any(a is not None for a in out.attentions)
+    gold = _gold_on_real_tokens(case, _with(case.model, "eager", torch.float64))
+    assert_agrees(_real_tokens(out.last_hidden_state, case), gold, _real_tokens(baseline.last_hidden_state, case),
+                  name=f"{model_name} last_hidden_state with output_attentions=True")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _model_output(fused, case, slice(None), case.mask, output_attentions=True)
+    assert not [w for w in caught if "attention probabilities" in str(w.message)], "warned once per process"
+
+
+def test_composite_models_dispatch_every_tower_to_the_kernel(seed, kernel_calls, tmp_path):
+    """transformers' dispatch tests for composite models (test_can_set_attention_dynamically_composite_model,
+    test_sdpa_can_dispatch_composite_models) ask this of "sdpa"; here of "fusebench": set on the model, it reaches
+    every sub-config, survives save/from_pretrained, can be chosen per tower, and both CLIP towers run the kernel."""
+    text = transformers.CLIPTextConfig(vocab_size=TINY.vocab, hidden_size=TINY.hidden, intermediate_size=TINY.ffn,
+                                       num_hidden_layers=1, num_attention_heads=TINY.heads)
+    vision = transformers.CLIPVisionConfig(image_size=TINY.image, patch_size=TINY.patch, hidden_size=TINY.hidden,
+                                           intermediate_size=TINY.ffn, num_hidden_layers=2,
+                                           num_attention_heads=TINY.heads)
+    model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                                                           projection_dim=16)).eval()
+    model.set_attn_implementation(NAME)
+    towers = lambda m: [m.config, m.text_model.config, m.vision_model.config]  # noqa: E731
+    assert [c._attn_implementation for c in towers(model)] == [NAME] * 3
+    model.save_pretrained(tmp_path)
+    loaded = transformers.CLIPModel.from_pretrained(tmp_path, attn_implementation=NAME).eval()
+    assert [c._attn_implementation for c in towers(loaded)] == [NAME] * 3
+    mixed = transformers.CLIPModel.from_pretrained(tmp_path, attn_implementation={"text_config": NAME,
+                                                                                   "vision_config": "eager"})
+    assert [mixed.text_model.config._attn_implementation, mixed.vision_model.config._attn_implementation] == [
+        NAME, "eager"]
+    with torch.no_grad():
+        loaded(input_ids=_ids(seed, (2, 5), TINY.vocab), pixel_values=_pixels(seed, TINY).float())
+    assert len(kernel_calls) == 1 + 2, "one kernel call per text layer and per vision layer"
 
 
 def test_register_and_patch_validate_their_arguments():

@@ -201,9 +201,9 @@ def test_backend_reaches_every_attention_layer_and_is_used(seed, monkeypatch):
 
     def recording(q, k, v, **kwargs):
         calls.append(q.shape)
-        return attention._BACKENDS["reference"](q, k, v, **kwargs)
+        return attention.ATTENTION_BACKENDS.registered["reference"](q, k, v, **kwargs)
 
-    monkeypatch.setitem(attention._BACKENDS, "recording", recording)  # removed again after the test
+    monkeypatch.setitem(attention.ATTENTION_BACKENDS.registered, "recording", recording)  # removed again after the test
     reference_model, _ = _models(seed)
     recording_model, _ = _models(seed, backend="recording")
     layers = [m for m in recording_model.modules() if isinstance(m, MultiHeadAttention)]

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from oracle_pairs import gpt2_pair
 
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor
@@ -39,16 +40,6 @@ def _toy_batch(seed: int, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tens
     return images, captions
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Ops this small gain nothing from intra-op threads, and on a shared CPU the threads' spinning makes a
-    training step ~30x slower; run single-threaded and restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_prefix_has_shape_batch_prefix_length_model_width(seed):
     captioner = _captioner(seed)
     images, _ = _toy_batch(seed)
@@ -60,15 +51,9 @@ def test_prefix_has_shape_batch_prefix_length_model_width(seed):
 def _gpt2_pair(seed: int, backend: str = "reference") -> tuple[transformers.GPT2LMHeadModel, PrefixCaptioner]:
     """GPT-2 with random weights (LayerNorms included, std 0.2 so the logits are far from uniform) and a
     captioner whose decoder has them copied; both in float64."""
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=D_MODEL, n_layer=2, n_head=4,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
-                                     bos_token_id=0, eos_token_id=None, pad_token_id=0)
-    gpt2 = transformers.GPT2LMHeadModel(config).double().eval()
-    with torch.no_grad():
-        for i, param in enumerate(gpt2.parameters()):
-            param.copy_(random_tensor(param.shape, seed=seed + i, dtype=torch.float64, scale=0.2))
-    torch.manual_seed(seed)
-    decoder = DecoderLM(DecoderLMConfig.from_gpt2(gpt2.config, backend=backend)).double().copy_from_gpt2(gpt2)
+    gpt2, decoder = gpt2_pair(seed, vocab_size=VOCAB, context=CONTEXT, width=D_MODEL, weight_scale=0.2,
+                              backend=backend)
+    torch.manual_seed(seed)  # the mapping's initial weights
     return gpt2, PrefixCaptioner(PrefixCaptionerConfig(image_dim=IMAGE_DIM, prefix_length=PREFIX), decoder).double()
 
 

@@ -15,7 +15,7 @@ import torch
 import transformers
 
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from reference.clip import ClipConfig, ClipModel
 
 VOCAB, EOS, PAD = 43, 42, 0
@@ -34,11 +34,8 @@ def _their_config() -> transformers.CLIPConfig:
 def _models(seed: int, backend: str = "reference"):
     """(ours, theirs) in float64 with the same random weights."""
     config = _their_config()
-    theirs = transformers.CLIPModel(config).double().eval()
+    theirs = randomize_parameters(transformers.CLIPModel(config).double().eval(), seed, unit_scale=("embedding",))
     with torch.no_grad():
-        for i, (name, p) in enumerate(sorted(theirs.named_parameters())):
-            scale = p.shape[-1] ** -0.5 if p.dim() >= 2 and "embedding" not in name else 1.0
-            p.copy_(random_tensor(p.shape, seed=seed + 13 * i, dtype=torch.float64, scale=scale))
         # A random scale in (1, 100): below the clamp, and far from the initial value.
         theirs.logit_scale.fill_(float(torch.rand((), generator=torch.Generator().manual_seed(seed))) * math.log(100))
     ours = ClipModel(ClipConfig.from_transformers(config, backend=backend)).double()

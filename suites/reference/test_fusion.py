@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusebench.agreement import assert_agrees, check
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from reference.fusion import (
     CoAttentionLayer,
     CoAttentionTransformer,
@@ -45,16 +45,6 @@ VISION = ViTConfig(image_size=(8, 12), patch_size=4, num_channels=3, hidden_size
 B, NT, NI = 3, 11, 7  # batch, text tokens, image regions: no two alike, none a power of two
 
 
-def _randomize(module: nn.Module, seed: int) -> nn.Module:
-    """Every parameter random (LayerNorms included, so none is the identity), at a width-aware scale."""
-    module = module.double()
-    with torch.no_grad():
-        for i, parameter in enumerate(module.parameters()):
-            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
-            parameter.copy_(random_tensor(parameter.shape, seed=seed + 100 + i, dtype=torch.float64, scale=scale))
-    return module
-
-
 def _padding(batch: int, length: int, seed: int) -> torch.Tensor:
     """(B, N) bool, True = padding: a random suffix of each row except the first, at least one real token."""
     lengths = torch.randint(1, length + 1, (batch,), generator=torch.Generator().manual_seed(seed))
@@ -70,7 +60,7 @@ def _streams(seed):
 
 def _co_attention(seed, config=CONFIG):
     torch.manual_seed(seed)
-    return _randomize(CoAttentionTransformer(config), seed)
+    return randomize_parameters(CoAttentionTransformer(config).double(), seed)
 
 
 def _assert_sensitive(candidate: torch.Tensor, gold: torch.Tensor, name: str) -> None:
@@ -177,7 +167,7 @@ def test_co_attention_layer_matches_torch_modules(seed, dtype):
                                                         layer_norm_eps=1e-12, batch_first=True).double().eval()
                              for d in (dt, di))
     torch_modules = nn.ModuleList([text_cross, image_cross, text_norm, image_norm, text_self, image_self])
-    _randomize(torch_modules, seed)
+    randomize_parameters(torch_modules.double(), seed)
     ours = CoAttentionLayer(CONFIG).double()
     _copy_mha(ours.text_cross.attn, text_cross)
     _copy_mha(ours.image_cross.attn, image_cross)
@@ -246,7 +236,7 @@ def test_co_attention_layer_matches_transformers_lxmert_cross_modality_layer(see
                           intermediate_size=config.ffn_ratio * config.text_dim, hidden_act="gelu",
                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(seed)
-    theirs = _randomize(LxmertXLayer(lxmert), seed).eval()
+    theirs = randomize_parameters(LxmertXLayer(lxmert).double(), seed).eval()
     ours = CoAttentionLayer(config).double()
     _from_lxmert(ours, theirs)
     text = random_tensor((B, NT, config.text_dim), seed=seed, dtype=torch.float64)
@@ -319,7 +309,7 @@ def _fusion_inputs(seed):
 
 def _fusion_model(seed, config=CONFIG):
     torch.manual_seed(seed)
-    return _randomize(MultimodalFusionModel(config), seed)
+    return randomize_parameters(MultimodalFusionModel(config).double(), seed)
 
 
 def test_fusion_model_output_is_invariant_to_token_and_region_order(seed):
@@ -430,7 +420,7 @@ def test_fusion_model_rejects_bad_inputs(seed):
 
 def _classifier(seed, vision=VISION):
     torch.manual_seed(seed)
-    return _randomize(ImageTextClassifier(CONFIG, vision), seed)
+    return randomize_parameters(ImageTextClassifier(CONFIG, vision).double(), seed)
 
 
 def _classifier_inputs(seed):

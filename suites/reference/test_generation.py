@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import transformers
+from oracle_pairs import gpt2_config, gpt2_pair
 
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor
@@ -23,31 +24,13 @@ CONTEXT = 40
 WEIGHT_SCALE = 0.5  # N(0, 0.5) weights: next-token entropy ~2.9 nats of log(97) = 4.6, neither flat nor one-hot
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A model this small gains nothing from intra-op threads, and on a shared CPU the threads' spinning makes
-    each tiny op many times slower; run single-threaded and restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gpt2_config(**overrides) -> transformers.GPT2Config:
-    options = dict(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
-                   embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager", bos_token_id=0,
-                   eos_token_id=None, pad_token_id=0)  # no eos: generation runs its full length, as ours does
-    return transformers.GPT2Config(**(options | overrides))
+    return gpt2_config(VOCAB, CONTEXT, 32, **overrides)
 
 
 def _models(seed: int, backend: str = "reference") -> tuple[transformers.GPT2LMHeadModel, DecoderLM]:
     """GPT-2 with fresh random weights (LayerNorms included) in float64, and our model with them copied."""
-    theirs = transformers.GPT2LMHeadModel(_gpt2_config()).double().eval()
-    with torch.no_grad():
-        for i, param in enumerate(theirs.parameters()):
-            param.copy_(random_tensor(param.shape, seed=seed + i, dtype=torch.float64, scale=WEIGHT_SCALE))
-    ours = DecoderLM(DecoderLMConfig.from_gpt2(theirs.config, backend=backend)).double().copy_from_gpt2(theirs)
-    return theirs, ours
+    return gpt2_pair(seed, vocab_size=VOCAB, context=CONTEXT, width=32, weight_scale=WEIGHT_SCALE, backend=backend)
 
 
 def _token_ids(shape, seed: int) -> torch.Tensor:

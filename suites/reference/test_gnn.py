@@ -8,7 +8,8 @@
 * GCNConv: ``torch_geometric.nn.GCNConv`` with copied weights, and ``torch.sparse.mm`` on the
   normalized CSR matrix.
 * GATConv: ``torch_geometric.nn.GATConv`` with copied weights (dropout 0), heads concatenated and averaged.
-* the backend registry: lookups, plugins, errors, and every layer passing its ``backend`` to the seam.
+* the backend seams: lookups, errors, and every layer passing its ``backend`` to the seam (the registry itself:
+  test_backends.py).
 Every comparison goes through the agreement policy: gold = the reference in float64, candidate = the
 oracle in the dtype under test, baseline = the reference in that dtype.
 """
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 import torch_geometric.nn as pyg_nn
 import torch_geometric.utils as pyg_utils
+from oracle_pairs import gat_pair, gcn_pair
 from torch_geometric.nn.conv.gcn_conv import gcn_norm as pyg_gcn_norm
 
 from fusebench.agreement import assert_agrees
@@ -54,6 +56,13 @@ def _pyg_aggregate(graph: Graph, x, weight, reduce):
 def _grads(out, *inputs):
     cotangent = random_tensor(out.shape, seed=11, dtype=out.dtype)
     return torch.autograd.grad(out, inputs, cotangent)
+
+
+def _assert_output_and_dx(name, gold, baseline, candidate):
+    """Each argument is ``(output, x)``: the outputs agree, and so do their gradients with respect to x."""
+    assert_agrees(candidate[0], gold[0], baseline[0], name=name)
+    grads = [_grads(out, x)[0] for out, x in (candidate, gold, baseline)]
+    assert_agrees(*grads, gradient=True, name=f"{name} dx")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -237,7 +246,7 @@ def test_message_passing_sends_only_the_default_message_through_the_seam(seed, m
         calls.append(options)
         return gnn._reference_aggregate(graph, x, **options)
 
-    monkeypatch.setitem(gnn._AGGREGATE, "recording", recording)
+    monkeypatch.setitem(gnn.AGGREGATE_BACKENDS.registered, "recording", recording)
     graph = _weighted_graph("power_law", seed)
     x = random_tensor((graph.num_nodes, 4), seed=seed, dtype=torch.float64)
     assert_agrees(MessagePassing("max", backend="recording")(graph, x), aggregate(graph, x, reduce="max"))
@@ -264,33 +273,18 @@ def test_message_passing_rejects_bad_arguments(seed):
 # --------------------------------------------------------------------------------------------------
 
 
-def _gcn_pair(seed, in_channels, out_channels, **options):
-    torch.manual_seed(seed % 2**32)
-    theirs = pyg_nn.GCNConv(in_channels, out_channels, **options).double()
-    ours = GCNConv(in_channels, out_channels, **options).double()
-    with torch.no_grad():
-        ours.lin.weight.copy_(theirs.lin.weight)
-        theirs.bias.copy_(random_tensor((out_channels,), seed=seed + 3, dtype=torch.float64))  # PyG starts at 0
-        ours.bias.copy_(theirs.bias)
-    return ours, theirs
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", generator_names())
 def test_gcn_matches_pyg_gcnconv_with_gradients(seed, name, dtype):
     graph = _weighted_graph(name, seed)
-    ours, theirs = _gcn_pair(seed, FEATURES, 7)
+    ours, theirs = gcn_pair(seed, FEATURES, 7)
     x = random_tensor((graph.num_nodes, FEATURES), seed=seed, dtype=torch.float64).requires_grad_()
     gold = ours(graph, x)
     ours_low, theirs_low = ours.to(dtype), theirs.to(dtype)
     x_low, x_pyg = (x.detach().to(dtype).requires_grad_() for _ in range(2))
     baseline = ours_low(graph.to(weight_dtype=dtype), x_low)
     candidate = theirs_low(x_pyg, graph.edge_index, graph.edge_weight.to(dtype))
-    assert_agrees(candidate, gold, baseline, name="GCNConv")
-    grad_gold, = _grads(gold, x)
-    grad_baseline, = _grads(baseline, x_low)
-    grad_candidate, = _grads(candidate, x_pyg)
-    assert_agrees(grad_candidate, grad_gold, grad_baseline, gradient=True, name="dx")
+    _assert_output_and_dx("GCNConv", (gold, x), (baseline, x_low), (candidate, x_pyg))
     # the weight gradient: compare in float64 only, where both layers hold the same parameters
     if dtype == torch.float64:
         dw_ours, = torch.autograd.grad(ours(graph, x).square().sum(), ours.lin.weight)
@@ -307,7 +301,7 @@ def test_gcn_matches_pyg_gcnconv_with_gradients(seed, name, dtype):
 @pytest.mark.parametrize("name", ["power_law", "self_loops", "isolated_nodes"])
 def test_gcn_options_match_pyg(seed, name, options):
     graph = _weighted_graph(name, seed)
-    ours, theirs = _gcn_pair(seed, FEATURES, 5, **options)
+    ours, theirs = gcn_pair(seed, FEATURES, 5, **options)
     x = random_tensor((graph.num_nodes, FEATURES), seed=seed, dtype=torch.float64)
     assert_agrees(theirs(x, graph.edge_index, graph.edge_weight), ours(graph, x), name=str(options))
     unweighted = Graph(graph.edge_index, graph.num_nodes)
@@ -321,7 +315,7 @@ def test_gcn_without_normalization_but_with_self_loops_is_pyg_on_the_looped_grap
     # PyG 2.8 refuses GCNConv(normalize=False, add_self_loops=True); ours computes (A + I) X W + b, which is
     # PyG's unnormalized layer applied to the edge list after its add_remaining_self_loops.
     graph = _weighted_graph("self_loops", seed)
-    ours, theirs = _gcn_pair(seed, FEATURES, 5, normalize=False)
+    ours, theirs = gcn_pair(seed, FEATURES, 5, normalize=False)
     ours.add_self_loops = True
     x = random_tensor((graph.num_nodes, FEATURES), seed=seed, dtype=torch.float64)
     looped = pyg_utils.add_remaining_self_loops(graph.edge_index, graph.edge_weight, 1.0, graph.num_nodes)
@@ -352,36 +346,19 @@ def test_gcn_is_sparse_mm_on_the_normalized_csr_matrix(seed, name, dtype):
 # --------------------------------------------------------------------------------------------------
 
 
-def _gat_pair(seed, in_channels, out_channels, heads, **options):
-    torch.manual_seed(seed % 2**32)
-    theirs = pyg_nn.GATConv(in_channels, out_channels, heads, dropout=0.0, **options).double()
-    ours = GATConv(in_channels, out_channels, heads, **options).double()
-    with torch.no_grad():
-        theirs.bias.copy_(random_tensor(theirs.bias.shape, seed=seed + 3, dtype=torch.float64))  # PyG starts at 0
-        ours.lin.weight.copy_(theirs.lin.weight)
-        ours.att_src.copy_(theirs.att_src[0])  # (1, H, C) -> (H, C)
-        ours.att_dst.copy_(theirs.att_dst[0])
-        ours.bias.copy_(theirs.bias)
-    return ours, theirs
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("concat", [True, False], ids=["concat", "mean"])
 @pytest.mark.parametrize("name", generator_names())
 def test_gat_matches_pyg_gatconv_with_gradients(seed, name, concat, dtype):
     graph = make_graph(name, NUM_NODES, seed=seed)
-    ours, theirs = _gat_pair(seed, FEATURES, 5, 3, concat=concat)
+    ours, theirs = gat_pair(seed, FEATURES, 5, 3, concat=concat)
     x = random_tensor((graph.num_nodes, FEATURES), seed=seed, dtype=torch.float64).requires_grad_()
     gold = ours(graph, x)
     x_low, x_pyg = (x.detach().to(dtype).requires_grad_() for _ in range(2))
     baseline = ours.to(dtype)(graph, x_low)
     candidate = theirs.to(dtype)(x_pyg, graph.edge_index)
     assert candidate.shape == (graph.num_nodes, 15 if concat else 5)
-    assert_agrees(candidate, gold, baseline, name="GATConv")
-    grad_gold, = _grads(gold, x)
-    grad_baseline, = _grads(baseline, x_low)
-    grad_candidate, = _grads(candidate, x_pyg)
-    assert_agrees(grad_candidate, grad_gold, grad_baseline, gradient=True, name="dx")
+    _assert_output_and_dx("GATConv", (gold, x), (baseline, x_low), (candidate, x_pyg))
     if dtype == torch.float64:
         ours_loss, theirs_loss = ours(graph, x).square().sum(), theirs(x, graph.edge_index).square().sum()
         for ours_param, theirs_param in ((ours.att_src, theirs.att_src), (ours.lin.weight, theirs.lin.weight)):
@@ -393,17 +370,17 @@ def test_gat_matches_pyg_gatconv_with_gradients(seed, name, concat, dtype):
 @pytest.mark.parametrize("name", ["self_loops", "isolated_nodes", "duplicate_edges", "no_edges"])
 def test_gat_without_self_loops_matches_pyg(seed, name):
     graph = make_graph(name, NUM_NODES, seed=seed)
-    ours, theirs = _gat_pair(seed, FEATURES, 4, 2, add_self_loops=False)
+    ours, theirs = gat_pair(seed, FEATURES, 4, 2, add_self_loops=False)
     x = random_tensor((graph.num_nodes, FEATURES), seed=seed, dtype=torch.float64)
     assert_agrees(theirs(x, graph.edge_index), ours(graph, x), name="GATConv, no self-loops")
 
 
 def test_layers_pass_their_backend_to_the_seam(seed, monkeypatch):
     calls = []
-    monkeypatch.setitem(gnn._AGGREGATE, "recording",
+    monkeypatch.setitem(gnn.AGGREGATE_BACKENDS.registered, "recording",
                         lambda graph, x, **options: calls.append("aggregate") or gnn._reference_aggregate(
                             graph, x, **options))
-    monkeypatch.setitem(gnn._ATTENTION, "recording",
+    monkeypatch.setitem(gnn.ATTENTION_AGGREGATE_BACKENDS.registered, "recording",
                         lambda *args, **options: calls.append("attention") or gnn._reference_attention_aggregate(
                             *args, **options))
     graph = make_graph("erdos_renyi", 20, seed=seed)
@@ -457,7 +434,7 @@ def test_registered_backend_receives_validated_arguments(seed, monkeypatch):
         calls.append((reduce, edge_weight, normalize))
         return gnn._reference_aggregate(graph, x, reduce=reduce, edge_weight=edge_weight, normalize=normalize)
 
-    monkeypatch.setitem(gnn._AGGREGATE, "recording", recording_backend)
+    monkeypatch.setitem(gnn.AGGREGATE_BACKENDS.registered, "recording", recording_backend)
     graph = _weighted_graph("erdos_renyi", seed)
     x = random_tensor((graph.num_nodes, 3), seed=seed, dtype=torch.float32)
     out = aggregate(graph, x, reduce="mean", backend="recording")
@@ -465,24 +442,6 @@ def test_registered_backend_receives_validated_arguments(seed, monkeypatch):
     (reduce, edge_weight, normalize), = calls
     assert reduce == "mean" and normalize is None and edge_weight.dtype == torch.float32  # cast to x's dtype
     assert "recording" in aggregation_backends("aggregate")
-
-
-def test_plugin_modules_that_do_not_exist_are_left_out(seed, monkeypatch):
-    monkeypatch.setitem(gnn._PLUGINS, "phantom", ("kernels.does_not_exist",))
-    assert "phantom" not in aggregation_backends()
-    graph = make_graph("grid_2d", 9, seed=seed)
-    with pytest.raises(ValueError, match="backend must be one of"):
-        aggregate(graph, random_tensor((9, 2), seed=seed), backend="phantom")
-
-
-def test_plugin_whose_own_import_fails_is_reported_on_use_and_left_out_of_the_list(seed, monkeypatch, tmp_path):
-    (tmp_path / "broken_graph_plugin.py").write_text("import fusebench_module_that_does_not_exist\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(gnn._PLUGINS, "broken", ("broken_graph_plugin",))
-    assert "broken" not in aggregation_backends()
-    graph = make_graph("grid_2d", 9, seed=seed)
-    with pytest.raises(ModuleNotFoundError, match="fusebench_module_that_does_not_exist"):
-        aggregate(graph, random_tensor((9, 2), seed=seed), backend="broken")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import transformers
 
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from reference.matching import (
     FusionTextConfig,
     ImageTextMatchingConfig,
@@ -174,11 +174,8 @@ def _blip_models(seed: int):
                   patch_size=4, attention_dropout=0.0)
     config = transformers.BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=12,
                                      attn_implementation="eager")
-    theirs = transformers.BlipForImageTextRetrieval(config).double().eval()
-    with torch.no_grad():  # every parameter random, LayerNorms included, so a swapped or skipped one shows
-        for i, (name, p) in enumerate(sorted(theirs.named_parameters())):
-            scale = p.shape[-1] ** -0.5 if p.dim() >= 2 and "embedding" not in name else 1.0
-            p.copy_(random_tensor(p.shape, seed=seed + 11 * i, dtype=torch.float64, scale=scale))
+    theirs = randomize_parameters(transformers.BlipForImageTextRetrieval(config).double().eval(), seed,
+                                  unit_scale=("embedding",))
     ours = ImageTextMatchingModel(ImageTextMatchingConfig(
         FusionTextConfig(**{k: v for k, v in text.items() if "dropout" not in k and "token" not in k}),
         ViTConfig(image_size=12, patch_size=4, hidden_size=24, num_layers=2, num_heads=4, intermediate_size=36,

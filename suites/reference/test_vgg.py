@@ -64,28 +64,24 @@ def _one_conv_vgg(batch_norm: bool) -> VGG:
     return model
 
 
-def test_one_convolution_worked_out_by_hand():
-    # x[i, j] = 4 i + j on a 4 x 4 image. Cross-correlation with centre 1 and right neighbour -1, bias 0.5:
-    # y[i, j] = x[i, j] - x[i, j + 1] + 0.5 = -0.5 for j < 3; at j = 3 the right neighbour is zero padding, so
-    # y[i, 3] = 4 i + 3.5. ReLU keeps column 3 only: (3.5, 7.5, 11.5, 15.5). 2 x 2 max-pool: rows 0-1 give
-    # (0, 7.5), rows 2-3 give (0, 15.5); their mean (the pooled feature) is 23 / 4 = 5.75.
-    # (A true convolution, kernel flipped, would give x[i, j] - x[i, j - 1] + 0.5 = 1.5 for j >= 1 instead.)
-    model = _one_conv_vgg(batch_norm=False)
+# x[i, j] = 4 i + j on a 4 x 4 image. Cross-correlation with centre 1 and right neighbour -1, bias 0.5:
+# y[i, j] = x[i, j] - x[i, j + 1] + 0.5 = -0.5 for j < 3; at j = 3 the right neighbour is zero padding, so
+# y[i, 3] = 4 i + 3.5. ReLU keeps column 3 only: (3.5, 7.5, 11.5, 15.5). 2 x 2 max-pool: rows 0-1 give
+# (0, 7.5), rows 2-3 give (0, 15.5); their mean (the pooled feature) is 23 / 4 = 5.75.
+# (A true convolution, kernel flipped, would give x[i, j] - x[i, j - 1] + 0.5 = 1.5 for j >= 1 instead.)
+# With eval-mode batch norm after the convolution (mean 1.5, var + eps = 4, weight 3, bias -1): (y - 1.5) / 2 * 3 - 1
+# = 1.5 y - 3.25, so -0.5 -> -4 (ReLU: 0) and 4 i + 3.5 -> 6 i + 2 = (2, 8, 14, 20) in column 3.
+# Max-pool: (0, 8) and (0, 20); mean 28 / 4 = 7.
+@pytest.mark.parametrize(("batch_norm", "feature_map", "pooled"), [
+    (False, [[0.0, 7.5], [0.0, 15.5]], 5.75),
+    (True, [[0.0, 8.0], [0.0, 20.0]], 7.0),
+], ids=["plain", "batch-norm"])
+def test_one_convolution_worked_out_by_hand(batch_norm, feature_map, pooled):
+    model = _one_conv_vgg(batch_norm=batch_norm)
     pixels = torch.arange(16, dtype=torch.float64).view(1, 1, 4, 4)
-    assert_agrees(model.feature_map(pixels), torch.tensor([[[[0.0, 7.5], [0.0, 15.5]]]], dtype=torch.float64),
+    assert_agrees(model.feature_map(pixels), torch.tensor([[feature_map]], dtype=torch.float64),
                   name="hand case feature map")
-    assert_agrees(model(pixels), torch.tensor([[5.75]], dtype=torch.float64), name="hand case pooled")
-
-
-def test_one_convolution_with_batch_norm_worked_out_by_hand():
-    # As above, then eval-mode batch norm with mean 1.5, var + eps = 4, weight 3, bias -1: (y - 1.5) / 2 * 3 - 1
-    # = 1.5 y - 3.25, so -0.5 -> -4 (ReLU: 0) and 4 i + 3.5 -> 6 i + 2 = (2, 8, 14, 20) in column 3.
-    # Max-pool: (0, 8) and (0, 20); mean 28 / 4 = 7.
-    model = _one_conv_vgg(batch_norm=True)
-    pixels = torch.arange(16, dtype=torch.float64).view(1, 1, 4, 4)
-    assert_agrees(model.feature_map(pixels), torch.tensor([[[[0.0, 8.0], [0.0, 20.0]]]], dtype=torch.float64),
-                  name="hand case with batch norm")
-    assert_agrees(model(pixels), torch.tensor([[7.0]], dtype=torch.float64), name="hand case pooled, batch norm")
+    assert_agrees(model(pixels), torch.tensor([[pooled]], dtype=torch.float64), name="hand case pooled")
 
 
 def test_classifier_worked_out_by_hand():

@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from reference.vit import PatchEmbedding, VisionTransformer, ViTConfig
 
 HIDDEN, HEADS, FFN, LAYERS = 32, 4, 48, 2
@@ -35,11 +35,8 @@ def _models(seed, image_size, patch_size, implementation):
                                     num_channels=3, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                                     num_attention_heads=HEADS, intermediate_size=FFN, hidden_dropout_prob=0.0,
                                     attention_probs_dropout_prob=0.0, attn_implementation=implementation)
-    theirs = transformers.ViTModel(config).double().eval()
-    with torch.no_grad():  # transformers initializes LayerNorms to (1, 0) and cls to zeros: randomize all
-        for i, parameter in enumerate(theirs.parameters()):
-            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
-            parameter.copy_(random_tensor(parameter.shape, seed=seed + 10 + i, dtype=torch.float64, scale=scale))
+    # transformers initializes LayerNorms to (1, 0) and cls to zeros: randomize all
+    theirs = randomize_parameters(transformers.ViTModel(config).double().eval(), seed)
     ours = VisionTransformer(ViTConfig(image_size=image_size, patch_size=patch_size, num_channels=3,
                                        hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
                                        intermediate_size=FFN)).double()

@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from fusebench.agreement import assert_agrees
-from fusebench.inputs import random_tensor
+from fusebench.inputs import random_tensor, randomize_parameters
 from reference.bert import IGNORE_INDEX, mask_tokens
 from reference.vlm import VisualBertConfig, VisualBertEncoder, VisualBertForPreTraining
 
@@ -34,21 +34,13 @@ def _our_config():
                             visual_embedding_dim=VISUAL_DIM)
 
 
-def _randomized(theirs, seed):
-    with torch.no_grad():  # random everything, LayerNorms included, so a swapped or skipped one shows
-        for i, parameter in enumerate(theirs.parameters()):
-            scale = 1.0 if parameter.dim() < 2 else parameter.shape[-1] ** -0.5
-            parameter.copy_(random_tensor(parameter.shape, seed=seed + 10 + i, dtype=torch.float64, scale=scale))
-    return theirs
-
-
 def _models(seed):
-    theirs = _randomized(transformers.VisualBertModel(_their_config()).double().eval(), seed)
+    theirs = randomize_parameters(transformers.VisualBertModel(_their_config()).double().eval(), seed)
     return VisualBertEncoder(_our_config()).double().copy_from_transformers(theirs), theirs
 
 
 def _pretraining_models(seed):
-    theirs = _randomized(transformers.VisualBertForPreTraining(_their_config()).double().eval(), seed)
+    theirs = randomize_parameters(transformers.VisualBertForPreTraining(_their_config()).double().eval(), seed)
     return VisualBertForPreTraining(_our_config()).double().copy_from_transformers(theirs), theirs
 
 
