@@ -6,9 +6,9 @@ integer equal to 1 becomes a constant. ``fusebench inspect`` compiles these vari
 this module runs every launch that the benchmarks and correctness tiers make (each attention and graph
 case of the catalog at both sizes, forward and backward, in each dtype; the feature widths the graph
 correctness tiers cover; the attention cases once more with the launcher deciding its path as on sm_90,
-whose forward reads K and V by TMA) through the kernels' launchers with the kernels themselves replaced by a recorder, and asks
-Triton's JIT binder (``create_function_from_signature`` with the CUDA backend, then the JIT's own
-``_pack_args``) what each launch would compile. Nothing runs on a GPU and no kernel executes.
+whose forward reads K and V by TMA) through the kernels' launchers with the kernels themselves replaced
+by a recorder, and asks Triton's JIT binder (``create_function_from_signature`` with the CUDA backend,
+then the JIT's own ``_pack_args``) what each launch would compile. Nothing runs on a GPU and no kernel executes.
 
 The launchers accept CPU tensors only under ``TRITON_INTERPRET=1``, while compiling needs it off, so
 :func:`catalog_launches` runs the recording in a fresh interpreter process and caches its answer on
