@@ -105,6 +105,7 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -164,18 +165,36 @@ _MEASURED_SPILLS = {
     ("dq", 16, 64, 4, 128): (90,),
     ("dkdv", 64, 64, 8, 64): (80,),
     ("forward", 32, 32, 4, 128): (90,),  # with a key-padding mask (int32 key positions), 4 B
+    # measured on launched specializations: the training forward's float32 O copy (STORE_O32), causal at D128
+    # (32 B) and varlen at D64 (8 B); dQ's M32 N128 without GQA (GROUPS = 1), 8 B
+    ("forward", 128, 64, 8, 128): (80,),
+    ("forward", 64, 32, 4, 64): (80,),
+    ("dq", 32, 128, 8, 64): (90,),
+}
+# Measured with a mask tile (MASK_KIND 1 or 2: the correctness tier's additive mask with key padding, causal):
+# more live registers per score tile, so larger tiles spill where unmasked launches of them do not.
+_MASKED_SPILLS = {
+    ("forward", 128, 128, 8, 64): (80, 90),
+    ("forward", 128, 32, 4, 64): (90,),
+    ("forward", 32, 16, 2, 64): (90,),
+    ("forward", 128, 128, 8, 128): (90,),
+    ("forward", 128, 64, 8, 128): (80, 90),
+    ("forward", 64, 64, 4, 128): (80, 90),
+    ("forward", 32, 16, 2, 256): (80,),
+    ("dkdv", 16, 64, 4, 64): (80,),
+    ("dq", 64, 64, 8, 64): (80,),
+    ("dq", 128, 64, 8, 128): (90,),
 }
 # Those measured on the pointer path only: the forward's TMA path (sm_90) frees the per-thread addresses.
 _POINTER_PATH_SPILLS = set()
 if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (12 B and 4 B, bfloat16); 3.9 does not
     _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,),
                              ("dkdv", 16, 16, 4, 128): (90,)})  # float16 causal+padding, 4 B (two stages)
-    # and this one (32 B, float16 and bfloat16) when the lengths are not multiples of 16 (ViT's 197, CLIP's 77)
-    _MEASURED_SPILLS[("dq", 32, 128, 8, 64)] = (90,)
     _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
 
 
-def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False) -> bool:
+def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False,
+          masked: bool = False) -> bool:
     """Whether a config's tiles fit registers and shared memory at this (padded) head dimension.
 
     Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
@@ -191,12 +210,15 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
     M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
     3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6). ``tma``: the
-    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern.
+    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern. ``masked``:
+    a launch that loads a mask tile (``MASK_KIND`` 1 or 2), whose measured spills are ``_MASKED_SPILLS``.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     hopper = capability in (90, 100)
     key = (kernel, bm, bn, config.num_warps, block_d)
     if (80, 90)[hopper] in _MEASURED_SPILLS.get(key, ()) and not (tma and key in _POINTER_PATH_SPILLS):
+        return False
+    if masked and (80, 90)[hopper] in _MASKED_SPILLS.get(key, ()):
         return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
@@ -216,8 +238,8 @@ def _pruner(kernel: str):
         args = {**named_args, **kwargs}
         widest = max(args["BLOCK_D"], args["BLOCK_DV"])
         capability = triton.runtime.driver.active.get_current_target().arch  # pruning runs on the GPU only
-        tma = bool(args.get("USE_TMA", False))
-        return [c for c in configs if _fits(c, widest, kernel, capability, tma)] or configs[-1:]
+        tma, masked = bool(args.get("USE_TMA", False)), args.get("MASK_KIND", 0) != 0
+        return [c for c in configs if _fits(c, widest, kernel, capability, tma, masked)] or configs[-1:]
 
     return prune
 
@@ -796,7 +818,9 @@ _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "
 _INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
 # The constexprs a call decides (``_meta`` and the forward's O copy): a report row takes them from the launch
 # it stands for, so a causal and a plain launch of one configuration are two rows.
-_LAUNCH_FLAGS = ("IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN", "STORE_O32")
+_LAUNCH_FLAGS = ("IS_CAUSAL", "HAS_KPM", "IS_VARLEN", "STORE_O32")
+# A mask's kind is part of a configuration instead (a launch key): the pruner keeps other tiles for masked launches.
+_MASK_KINDS = ((0, ""), (1, " bool-mask"), (2, " float-mask"))
 
 
 def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_warps: int, num_stages: int,
@@ -831,8 +855,9 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
 def compile_specs() -> list[CompileSpec]:
     """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256 in float16 and
     bfloat16, the interpreter shim off (``UPCAST_BF16=False``): these are what a GPU runs. The call's flags
-    (causal, masks, varlen, the float32 O copy) are the launches' (:data:`_LAUNCH_FLAGS`): a configuration is
-    compiled once per combination of them, and of argument alignment, that the catalog launches."""
+    (causal, key padding, varlen, the float32 O copy) are the launches' (:data:`_LAUNCH_FLAGS`): a configuration
+    is compiled once per combination of them, and of argument alignment, that the catalog launches. A mask's
+    kind is a configuration's own (``... float-mask``): masked launches prune other tiles (``_fits``)."""
     specs = []
     kernels = (("forward", _attn_fwd_kernel, FWD_CONFIGS), ("dkdv", _attn_bwd_dkdv_kernel, DKDV_CONFIGS),
                ("dq", _attn_bwd_dq_kernel, DQ_CONFIGS))
@@ -843,15 +868,18 @@ def compile_specs() -> list[CompileSpec]:
         flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=False,
                      MASK_KIND=0, HAS_KPM=False, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
         for name, fn, configs in kernels:
-            for config in configs:
-                targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c))
-                with_tma = name == "forward" and _fits(config, head_dim, name, 90, tma=True)
+            for config, (mask_kind, mask_text) in itertools.product(configs, _MASK_KINDS):
+                masked = mask_kind != 0  # a mask tile per score tile: its own measured spills (_MASKED_SPILLS)
+                targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c, masked=masked))
+                with_tma = name == "forward" and _fits(config, head_dim, name, 90, tma=True, masked=masked)
                 if not targets and not with_tma:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-                label = f"{_TRITON_DTYPE[dtype]} D{head_dim} M{bm} N{bn} w{config.num_warps} s{config.num_stages}"
-                kernel_flags = flags | config.kwargs
-                keys = ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V")  # the launches of this dtype and head dimension
+                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim} M{bm} N{bn} w{config.num_warps} s{config.num_stages}"
+                         f"{mask_text}")
+                kernel_flags = flags | config.kwargs | dict(MASK_KIND=mask_kind)
+                # the launches of this dtype, head dimension and mask kind
+                keys = ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V", "MASK_KIND")
                 if name == "forward":  # the pointer path (every target) and, on sm_90, the TMA path
                     kernel_flags |= dict(USE_TMA=False, STORE_O32=False)
                     keys += ("USE_TMA",)

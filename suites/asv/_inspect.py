@@ -75,7 +75,14 @@ def _cached(name: str, make) -> object:
 
 
 def spec_modules() -> dict[str, str]:
-    """``{"attention.forward [fp16 D64 M128 N64 w4 s3] {=1: GROUPS}": "attention", ...}`` for every row."""
+    """``{"attention.forward [fp16 D64 M128 N64 w4 s3] {=1: GROUPS}": "attention", ...}`` for every row.
+
+    Listing the rows records the catalog's launches first (tens of seconds of interpreter work). With
+    ``FUSEBENCH_INSPECT_LIST=cached`` (the test suites set it: they check the classes' shape, not the rows)
+    only a listing already cached is read, and none gives no rows."""
+    listed = (_cache_dir() / f"specs-{_sources_key()}.json").exists()
+    if os.environ.get("FUSEBENCH_INSPECT_LIST") == "cached" and not listed:
+        return {}
     try:
         rows = _cached("specs", lambda: json.loads(_fresh_python(["-c", _LIST_CODE], 300).strip().splitlines()[-1]))
     except (NotImplementedError, subprocess.TimeoutExpired, ValueError, IndexError):
