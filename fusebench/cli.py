@@ -69,7 +69,7 @@ def _inspect(args: argparse.Namespace) -> int:
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     from fusebench import inspect as kernel_inspect
 
-    specs, unserved = kernel_inspect.catalog_specs(args.modules)
+    specs, unserved = kernel_inspect.catalog_specs(args.modules, args.launches)
     if args.baseline:  # the cost table's anchor: compiled beside ours, never shipped
         from fusebench.baseline_attention import compile_specs as baseline_specs
 
@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also compile the anchor attention kernel (fusebench/baseline_attention.py)")
     inspect.add_argument("--match", nargs="+", default=None,
                          help="only the configurations whose 'kernel [config]' contains every one of these words")
+    inspect.add_argument("--launches", choices=("all", "gpu"), default="all",
+                         help="the launches whose specializations are compiled: all (both sizes of every case and "
+                              "the correctness tiers' shapes) or gpu (the catalog's gpu-size cases: gpu-check's)")
     inspect.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compile in parallel processes")
     inspect.add_argument("--check", action="store_true",
                          help="exit 1 if a config fails to compile, spills, or attention lacks tensor cores on sm_90")

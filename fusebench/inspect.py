@@ -248,11 +248,12 @@ def specialized_specs(specs, launches) -> tuple[list, list]:
     return list(rows.values()), unserved
 
 
-def catalog_specs(modules: list[str] | None = None) -> tuple[list, list]:
-    """:func:`specialized_specs` of the shipped configurations and the catalog's recorded launches."""
+def catalog_specs(modules: list[str] | None = None, launches: str = "all") -> tuple[list, list]:
+    """:func:`specialized_specs` of the shipped configurations and the catalog's recorded launches
+    (``launches``: which of ``fusebench.specializations.LAUNCH_SETS``)."""
     from fusebench.specializations import catalog_launches
 
-    return specialized_specs(shipped_specs(modules), catalog_launches())
+    return specialized_specs(shipped_specs(modules), catalog_launches(launches))
 
 
 def row_label(kernel: str, config: str, specialization: str) -> str:

@@ -313,23 +313,31 @@ def _sources_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def catalog_launches() -> list[Launch]:
-    """:func:`record_catalog`, run under ``TRITON_INTERPRET=1`` in a fresh process, cached on disk."""
+# Which launches to record: "all" (both sizes of every attention and graph case, the correctness tiers' shapes)
+# or "gpu" (the catalog's gpu-size cases only: what `fusebench gpu-check` benchmarks, recorded in less time).
+LAUNCH_SETS = {"all": (("gpu", "cpu"), True), "gpu": (("gpu",), False)}
+
+
+def catalog_launches(which: str = "all") -> list[Launch]:
+    """:func:`record_catalog` of one of :data:`LAUNCH_SETS`, run under ``TRITON_INTERPRET=1`` in a fresh process,
+    cached on disk."""
+    if which not in LAUNCH_SETS:
+        raise ValueError(f"which must be one of {sorted(LAUNCH_SETS)}, got {which!r}")
     cache = Path(os.environ.get("FUSEBENCH_INSPECT_CACHE", Path(tempfile.gettempdir()) / "fusebench-inspect"))
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"launches-{_sources_key()}.json"
+    path = cache / f"launches-{which}-{_sources_key()}.json"
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent callers (pytest-xdist workers) wait for one recording
         if not path.exists():
-            _record_into(path)
+            _record_into(path, which)
     return [Launch(**{**row, "divisible": tuple(row["divisible"]), "ones": tuple(row["ones"])})
             for row in json.loads(path.read_text())]
 
 
-def _record_into(path: Path) -> None:
+def _record_into(path: Path, which: str) -> None:
     env = dict(os.environ, TRITON_INTERPRET="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "fusebench.specializations"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "fusebench.specializations", which], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"recording the catalog's launches failed: {done.stderr.strip()[-2000:]}")
@@ -341,4 +349,5 @@ def _record_into(path: Path) -> None:
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET") != "1":
         sys.exit("run with TRITON_INTERPRET=1: the launchers accept CPU tensors only under the interpreter")
-    print(json.dumps([asdict(launch) for launch in record_catalog()]))
+    sizes, include_correctness = LAUNCH_SETS[sys.argv[1] if len(sys.argv) > 1 else "all"]
+    print(json.dumps([asdict(launch) for launch in record_catalog(sizes, include_correctness=include_correctness)]))

@@ -128,3 +128,13 @@ def test_attention_rows_take_the_launches_flags_and_the_tma_path_is_its_own_row(
     backward = {r.constexprs["IS_CAUSAL"] for r in rows
                 if r.kernel == "attention.dq" and r.config == "bf16 D64 M64 N64 w8 s2"}
     assert backward == {False, True}
+
+
+def test_an_unknown_launch_set_is_refused_by_name():
+    from fusebench.cli import build_parser
+    from fusebench.specializations import catalog_launches
+
+    with pytest.raises(ValueError, match="which must be one of"):
+        catalog_launches("cpu-only")
+    assert build_parser().parse_args(["inspect", "--launches", "gpu"]).launches == "gpu"
+    assert build_parser().parse_args(["inspect"]).launches == "all"
