@@ -10,6 +10,17 @@ with the tools Triton ships:
   ``HGMMA``, i.e. wgmma, on sm_90) and global loads are classified as 128-bit (``LDG.E.128``,
   ``LDGSTS...128``, TMA ``UTMALDG``) or narrower.
 
+What a row stands for: one shipped configuration (``compile_specs()`` of a kernels/ module) compiled
+with one specialization that real launches give it. :mod:`fusebench.specializations` records every
+launch of the case catalog's attention and graph cases (both sizes, forward and backward, each dtype) and
+of the correctness tiers' shapes, and asks Triton's JIT binder what each compiles (arguments divisible by
+16, integers equal to 1); the flags a call decides (``CompileSpec.launch_constexprs``: attention's causal,
+mask kind, key padding, varlen, O copy) come from the launch too. Each configuration is compiled once per
+distinct specialization among the launches it serves, and the row names those launches' cases. So an
+aligned (F % 16 == 0) and a ragged (F = 602) launch of ``spmm.segment_sum`` are two rows, as are a causal
+and a plain attention launch, and the forward's TMA path (sm_90) is a configuration of its own. A
+configuration no launch serves is listed, not compiled.
+
 Occupancy is derived from registers, shared memory (Triton's dynamic shared memory plus static) and
 warps with the per-SM limits in ``SM_LIMITS``. The CI gate (``--check``) fails when a shipped
 configuration does not compile, spills, or an attention configuration has no tensor-core instruction
@@ -25,7 +36,7 @@ import re
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from fusebench.sass_cost import MIX, loop_cost
@@ -77,6 +88,8 @@ class KernelReport:
     tma_loads: int = 0
     expects_tensor_cores: bool = False
     expects_tma: bool = False
+    specialization: str = ""  # what the launches' arguments specialize (CompileSpec.specialization)
+    cases: str = ""  # the launches (case@size, or a correctness-tier shape) this row stands for
     # the main loop's static cost (fusebench/sass_cost.py): per iteration, per tile element, per 128x128 tile
     loop_instructions: int = 0
     per_element: float = 0.0
@@ -93,7 +106,7 @@ class KernelReport:
         capability = int(self.target.removeprefix("sm_").rstrip("a"))
         if capability not in GATED_CAPABILITIES:
             return []
-        where = f"{self.kernel} [{self.config}] on {self.target}"
+        where = f"{self.kernel} [{self.config}] {{{self.specialization}}} on {self.target}"
         if not self.compiled:
             return [f"{where} failed to compile: {self.error}"]
         failures = []
@@ -164,7 +177,8 @@ def inspect_spec(spec, capability: int) -> KernelReport:
         )
     arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
     report = KernelReport(spec.kernel, spec.config, f"sm_{capability}", False, num_warps=spec.num_warps,
-                          expects_tensor_cores=spec.expects_tensor_cores, expects_tma=spec.expects_tma)
+                          expects_tensor_cores=spec.expects_tensor_cores, expects_tma=spec.expects_tma,
+                          specialization=spec.specialization, cases=spec.cases)
     start = time.perf_counter()
     try:
         compiled = triton.compile(spec.source(), target=GPUTarget("cuda", capability, 32),
@@ -216,6 +230,37 @@ def shipped_specs(modules: list[str] | None = None) -> list:
     return specs
 
 
+def specialized_specs(specs, launches) -> tuple[list, list]:
+    """``(rows, unserved)``: each configuration once per distinct specialization among the launches it
+    serves (their cases joined), and the configurations that no launch serves."""
+    rows: dict[tuple, object] = {}
+    unserved = []
+    for spec in specs:
+        served = [spec.for_launch(launch) for launch in launches if spec.serves(launch)]
+        if not served:
+            unserved.append(spec)
+        for row in served:
+            key = (spec.kernel, spec.config, row.specialization)  # the label names flags, ones and alignment
+            if key in rows:
+                known = rows[key].cases.split(", ")
+                row = replace(rows[key], cases=", ".join(known + [c for c in row.cases.split(", ") if c not in known]))
+            rows[key] = row
+    return list(rows.values()), unserved
+
+
+def catalog_specs(modules: list[str] | None = None, launches: str = "all") -> tuple[list, list]:
+    """:func:`specialized_specs` of the shipped configurations and the catalog's recorded launches
+    (``launches``: which of ``fusebench.specializations.LAUNCH_SETS``)."""
+    from fusebench.specializations import catalog_launches
+
+    return specialized_specs(shipped_specs(modules), catalog_launches(launches))
+
+
+def row_label(kernel: str, config: str, specialization: str) -> str:
+    """One report row's name: ``spmm.segment_sum [fp16 i64 E16 F128 w4] {all /16}``."""
+    return f"{kernel} [{config}] {{{specialization}}}"
+
+
 _SPECS_FOR_WORKERS: list = []
 
 
@@ -239,20 +284,26 @@ def inspect_all(specs, capabilities=GATED_CAPABILITIES + EXTRA_CAPABILITIES, job
 
 
 def format_reports(reports: list[KernelReport]) -> str:
-    header = ("kernel", "config", "target", "regs", "spill B", "smem KB", "warps", "occ", "HMMA", "HGMMA",
-              "ld128/ld", "compile s")
+    header = ("kernel", "config", "specialization", "target", "regs", "spill B", "smem KB", "warps", "occ", "HMMA",
+              "HGMMA", "ld128/ld", "compile s", "cases")
     rows = []
     for r in reports:
         if not r.compiled:
-            rows.append((r.kernel, r.config, r.target, "-", "-", "-", "-", "-", "-", "-", "-",
-                         f"FAILED: {r.error[:60]}"))
+            rows.append((r.kernel, r.config, r.specialization, r.target, "-", "-", "-", "-", "-", "-", "-", "-",
+                         f"FAILED: {r.error[:60]}", _short_cases(r.cases)))
             continue
-        rows.append((r.kernel, r.config, r.target, r.registers, r.spill_store_bytes + r.spill_load_bytes,
-                     f"{r.shared_bytes / 1024:.1f}", r.num_warps, f"{r.occupancy:.0%}", r.hmma, r.hgmma,
-                     f"{r.global_loads_128}/{r.global_loads}", f"{r.compile_s:.2f}"))
+        rows.append((r.kernel, r.config, r.specialization, r.target, r.registers,
+                     r.spill_store_bytes + r.spill_load_bytes, f"{r.shared_bytes / 1024:.1f}", r.num_warps,
+                     f"{r.occupancy:.0%}", r.hmma, r.hgmma, f"{r.global_loads_128}/{r.global_loads}",
+                     f"{r.compile_s:.2f}", _short_cases(r.cases)))
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _short_cases(cases: str, shown: int = 2) -> str:
+    names = [c for c in cases.split(", ") if c]
+    return ", ".join(names[:shown]) + (f" +{len(names) - shown}" if len(names) > shown else "")
 
 
 def as_dicts(reports: list[KernelReport]) -> list[dict]:
@@ -284,7 +335,8 @@ STORED_METRICS = (
 def store_rows(reports: list[KernelReport], ident, run_id: str, timestamp: str) -> list[dict]:
     """Rows for the results store: one per (kernel, config, target, metric).
 
-    Suite ``inspect``; ``case`` is the kernel, ``shape`` the configuration, ``mode`` the target
+    Suite ``inspect``; ``case`` is the kernel, ``shape`` the configuration and its specialization
+    (``fp16 i64 E16 F128 w4 {all /16}``), ``note`` the cases it stands for, ``mode`` the target
     (``sm_90``), ``provider`` ``triton``, ``size`` ``static`` (compiled, never run). A configuration
     that failed to compile gets one ``compiled`` row of 0 with the error in ``note``; one that
     compiled gets a ``compiled`` row of 1 and the metrics of :data:`STORED_METRICS`. The identity
@@ -296,10 +348,12 @@ def store_rows(reports: list[KernelReport], ident, run_id: str, timestamp: str) 
     rows = []
     for r in reports:
         base = {"run_id": run_id, "timestamp": timestamp, "suite": "inspect", "case": r.kernel, "size": "static",
-                "shape": r.config, "x": int(r.target.removeprefix("sm_").rstrip("a")), "provider": "triton",
-                "mode": r.target, "dtype": "", "samples": 1, **identity_columns}
+                "shape": f"{r.config} {{{r.specialization}}}" if r.specialization else r.config,
+                "x": int(r.target.removeprefix("sm_").rstrip("a")), "provider": "triton", "mode": r.target,
+                "dtype": "", "samples": 1, **identity_columns}
         value = lambda v: {"p20": float(v), "p50": float(v), "p80": float(v)}
-        rows.append({**base, "metric": "compiled", "unit": "bool", **value(r.compiled), "note": r.error})
+        rows.append({**base, "metric": "compiled", "unit": "bool", **value(r.compiled), "note": r.error or r.cases})
         if r.compiled:
-            rows += [{**base, "metric": metric, "unit": unit, **value(get(r))} for metric, unit, get in STORED_METRICS]
+            rows += [{**base, "metric": metric, "unit": unit, **value(get(r)), "note": r.cases}
+                     for metric, unit, get in STORED_METRICS]
     return rows

@@ -231,8 +231,16 @@ def feature_tile(num_features: int) -> int:
     return next(t for t in FEATURE_TILES if num_features <= t) if num_features <= FEATURE_TILES[-1] else 128
 
 
-def edge_tile(block_f: int) -> int:
-    return min(64, TILE_ELEMENTS // block_f)  # 64, 32, 16 edges per step
+# The segment kernel's edges per step for each feature tile, measured with `fusebench inspect --check` on every
+# launched specialization: 64 edges at F16 spilled with int64 indices (sm_90), 32 at F64 with int64 indices in
+# fp16/bf16 (sm_80).
+EDGE_TILES = {16: 32, 64: 32, 128: 16}
+
+
+def edge_tile(block_f: int, *, half_int64: bool = False) -> int:
+    """The gather's edges per step. ``half_int64``: a 16-bit feature dtype with int64 indices, whose F64 tile
+    spilled at 32 edges on sm_80 (at 16 edges the float32 max backward spilled instead, so only these halve)."""
+    return EDGE_TILES[block_f] // 2 if half_int64 and block_f == 64 else EDGE_TILES[block_f]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -418,7 +426,8 @@ def segment_reduce(layout: Compressed, schedule: Schedule, x: torch.Tensor, *, n
     part_arg = torch.empty((max(schedule.num_partials, 1), num_features) if is_max else (1,), dtype=index_dtype,
                            device=x.device)
     block_f = feature_tile(num_features)
-    block_e = min(edge_tile(block_f), schedule.chunk)
+    half_int64 = x.element_size() == 2 and index_dtype == torch.int64
+    block_e = min(edge_tile(block_f, half_int64=half_int64), schedule.chunk)
     dummy = x
     grid = (schedule.seg_row.numel(), triton.cdiv(num_features, block_f))
     segment_kernel[grid](

@@ -105,6 +105,7 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -164,6 +165,25 @@ _MEASURED_SPILLS = {
     ("dq", 16, 64, 4, 128): (90,),
     ("dkdv", 64, 64, 8, 64): (80,),
     ("forward", 32, 32, 4, 128): (90,),  # with a key-padding mask (int32 key positions), 4 B
+    # measured on launched specializations: the training forward's float32 O copy (STORE_O32), causal at D128
+    # (32 B) and varlen at D64 (8 B); dQ's M32 N128 without GQA (GROUPS = 1), 8 B
+    ("forward", 128, 64, 8, 128): (80,),
+    ("forward", 64, 32, 4, 64): (80,),
+    ("dq", 32, 128, 8, 64): (90,),
+}
+# Measured with a mask tile (MASK_KIND 1 or 2: the correctness tier's additive mask with key padding, causal):
+# more live registers per score tile, so larger tiles spill where unmasked launches of them do not.
+_MASKED_SPILLS = {
+    ("forward", 128, 128, 8, 64): (80, 90),
+    ("forward", 128, 32, 4, 64): (90,),
+    ("forward", 32, 16, 2, 64): (90,),
+    ("forward", 128, 128, 8, 128): (90,),
+    ("forward", 128, 64, 8, 128): (80, 90),
+    ("forward", 64, 64, 4, 128): (80, 90),
+    ("forward", 32, 16, 2, 256): (80,),
+    ("dkdv", 16, 64, 4, 64): (80,),
+    ("dq", 64, 64, 8, 64): (80,),
+    ("dq", 128, 64, 8, 128): (90,),
 }
 # Those measured on the pointer path only: the forward's TMA path (sm_90) frees the per-thread addresses.
 _POINTER_PATH_SPILLS = set()
@@ -173,7 +193,8 @@ if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (
     _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
 
 
-def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False) -> bool:
+def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False,
+          masked: bool = False) -> bool:
     """Whether a config's tiles fit registers and shared memory at this (padded) head dimension.
 
     Forward and dQ: Q, K, V tiles and one accumulator; above a 64-wide head dimension the long side of
@@ -189,12 +210,15 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
     M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
     3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6). ``tma``: the
-    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern.
+    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern. ``masked``:
+    a launch that loads a mask tile (``MASK_KIND`` 1 or 2), whose measured spills are ``_MASKED_SPILLS``.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     hopper = capability in (90, 100)
     key = (kernel, bm, bn, config.num_warps, block_d)
     if (80, 90)[hopper] in _MEASURED_SPILLS.get(key, ()) and not (tma and key in _POINTER_PATH_SPILLS):
+        return False
+    if masked and (80, 90)[hopper] in _MASKED_SPILLS.get(key, ()):
         return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
@@ -214,8 +238,8 @@ def _pruner(kernel: str):
         args = {**named_args, **kwargs}
         widest = max(args["BLOCK_D"], args["BLOCK_DV"])
         capability = triton.runtime.driver.active.get_current_target().arch  # pruning runs on the GPU only
-        tma = bool(args.get("USE_TMA", False))
-        return [c for c in configs if _fits(c, widest, kernel, capability, tma)] or configs[-1:]
+        tma, masked = bool(args.get("USE_TMA", False)), args.get("MASK_KIND", 0) != 0
+        return [c for c in configs if _fits(c, widest, kernel, capability, tma, masked)] or configs[-1:]
 
     return prune
 
@@ -792,77 +816,85 @@ _DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memor
 _SHIPPED_CAPABILITIES = (80, 90, 100, 120)  # what `fusebench inspect` compiles for
 _TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 _INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
+# The constexprs a call decides (``_meta`` and the forward's O copy): a report row takes them from the launch
+# it stands for, so a causal and a plain launch of one configuration are two rows.
+_LAUNCH_FLAGS = ("IS_CAUSAL", "HAS_KPM", "IS_VARLEN", "STORE_O32")
+# A mask's kind is part of a configuration instead (a launch key): the pruner keeps other tiles for masked launches.
+_MASK_KINDS = ((0, ""), (1, " bool-mask"), (2, " float-mask"))
 
 
 def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_warps: int, num_stages: int,
-                  label: str, targets: tuple[int, ...] | None = None) -> CompileSpec:
-    """A contiguous-layout launch of ``fn``: unit strides on D (and on lse's N) are specialized to 1 as a
-    real launch specializes them; every other stride and every pointer is 16-divisible."""
+                  label: str, launch_keys: tuple[str, ...], targets: tuple[int, ...] | None = None) -> CompileSpec:
+    """One configuration of ``fn`` in ``dtype``; the launches it serves (``launch_keys``: same dtype, head
+    dimensions and, for the forward, path) decide which arguments compile as divisible by 16 or as the constant
+    1, and the call's flags (:data:`_LAUNCH_FLAGS`), see ``CompileSpec.for_launch``."""
     element = _TRITON_DTYPE[dtype]
     pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*i32",
                "O32_ptr": "*fp32"}
-    signature, values, aligned = {}, dict(constexprs), []
+    if kernel == "attention.bwd_delta":  # it reads the float32 O the forward keeps for the backward
+        pointer["O_ptr"] = "*fp32"
+    signature = {}
     for name in fn.arg_names:
         if name in constexprs:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = pointer.get(name, f"*{element}")
-            aligned.append(name)
-        elif name.startswith("stride_") and (name.endswith("d") or name == "stride_lm"):
-            signature[name], values[name] = "constexpr", 1
-        elif name.startswith("stride_"):
-            signature[name] = "i32"
-            aligned.append(name)
-        elif name in _INT_ARGS:
+        elif name.startswith("stride_") or name in _INT_ARGS:
             signature[name] = "i32"
         elif name == "sm_scale":
             signature[name] = "fp32"
         else:
             raise AssertionError(f"{kernel}: no compile type for argument {name}")
-    return CompileSpec(kernel, fn, signature, values, num_warps=num_warps, num_stages=num_stages, config=label,
-                       aligned=tuple(aligned), expects_tensor_cores=kernel != "attention.bwd_delta", targets=targets,
+    return CompileSpec(kernel, fn, signature, dict(constexprs), num_warps=num_warps, num_stages=num_stages,
+                       config=label, launch_keys=launch_keys,
+                       launch_constexprs=tuple(flag for flag in _LAUNCH_FLAGS if flag in constexprs),
+                       expects_tensor_cores=kernel != "attention.bwd_delta", targets=targets,
                        expects_tma=bool(constexprs.get("USE_TMA")))
 
 
 def compile_specs() -> list[CompileSpec]:
-    """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256, float16 and
-    bfloat16, plain (no mask, not causal), causal, and causal with a key-padding mask; the interpreter shim is off
-    (``UPCAST_BF16=False``): these are what a GPU runs."""
+    """Every (kernel, shipped configuration that fits) for head dimensions 64, 128 and 256 in float16 and
+    bfloat16, the interpreter shim off (``UPCAST_BF16=False``): these are what a GPU runs. The call's flags
+    (causal, key padding, varlen, the float32 O copy) are the launches' (:data:`_LAUNCH_FLAGS`): a configuration
+    is compiled once per combination of them, and of argument alignment, that the catalog launches. A mask's
+    kind is a configuration's own (``... float-mask``): masked launches prune other tiles (``_fits``)."""
     specs = []
     kernels = (("forward", _attn_fwd_kernel, FWD_CONFIGS), ("dkdv", _attn_bwd_dkdv_kernel, DKDV_CONFIGS),
                ("dq", _attn_bwd_dq_kernel, DQ_CONFIGS))
-    # (dtype, head dim, causal, key padding); bf16 D64/D128 with and without causal are the cost table's rows
-    cases = ((torch.float16, 64, False, False), (torch.bfloat16, 64, False, False), (torch.bfloat16, 64, True, False),
-             (torch.float16, 128, True, True), (torch.bfloat16, 128, False, False), (torch.bfloat16, 128, True, False),
-             (torch.bfloat16, 256, True, True))
-    for dtype, head_dim, causal, padding in cases:
-        flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=causal,
-                     MASK_KIND=0, HAS_KPM=padding, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
+    cases = ((torch.float16, 64), (torch.bfloat16, 64), (torch.float16, 128), (torch.bfloat16, 128),
+             (torch.bfloat16, 256))
+    for dtype, head_dim in cases:
+        # the flags' values here only stand in until a launch gives its own (CompileSpec.for_launch)
+        flags = dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim, BLOCK_D=head_dim, BLOCK_DV=head_dim, IS_CAUSAL=False,
+                     MASK_KIND=0, HAS_KPM=False, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
         for name, fn, configs in kernels:
-            for config in configs:
-                targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c))
-                with_tma = name == "forward" and _fits(config, head_dim, name, 90, tma=True)
+            for config, (mask_kind, mask_text) in itertools.product(configs, _MASK_KINDS):
+                masked = mask_kind != 0  # a mask tile per score tile: its own measured spills (_MASKED_SPILLS)
+                targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c, masked=masked))
+                with_tma = name == "forward" and _fits(config, head_dim, name, 90, tma=True, masked=masked)
                 if not targets and not with_tma:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-                flag_text = " causal" * causal + "+padding" * padding
-                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{flag_text} "
-                         f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
-                kernel_flags = flags | config.kwargs
+                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim} M{bm} N{bn} w{config.num_warps} s{config.num_stages}"
+                         f"{mask_text}")
+                kernel_flags = flags | config.kwargs | dict(MASK_KIND=mask_kind)
+                # the launches of this dtype, head dimension and mask kind
+                keys = ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V", "MASK_KIND")
                 if name == "forward":  # the pointer path (every target) and, on sm_90, the TMA path
                     kernel_flags |= dict(USE_TMA=False, STORE_O32=False)
+                    keys += ("USE_TMA",)
                     if with_tma:
                         specs.append(_compile_spec(f"attention.{name}", fn, dtype, kernel_flags | dict(USE_TMA=True),
-                                                   config.num_warps, config.num_stages, f"{label} tma",
+                                                   config.num_warps, config.num_stages, f"{label} tma", keys,
                                                    targets=(90,)))
                 if not targets:  # the TMA path alone fits
                     continue
                 spec = _compile_spec(f"attention.{name}", fn, dtype, kernel_flags, config.num_warps,
-                                     config.num_stages, label)
+                                     config.num_stages, label, keys)
                 specs.append(spec if targets == _SHIPPED_CAPABILITIES else dataclasses.replace(spec, targets=targets))
         specs.append(_compile_spec("attention.bwd_delta", _attn_bwd_delta_kernel, dtype,
                                    dict(HEAD_DIM_V=head_dim, BLOCK_DV=head_dim, IS_VARLEN=False, BLOCK_M=64),
-                                   4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4"))
+                                   4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4", ("DO_ptr", "HEAD_DIM_V")))
     return specs
 
 

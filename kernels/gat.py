@@ -265,8 +265,10 @@ _CHANNEL_TILES, _NUM_WARPS, _BLOCK_S = FEATURE_TILES, NUM_WARPS, BLOCK_S  # the 
 
 
 def _edge_tile(block_c: int) -> int:
-    if TRITON < (3, 9) and block_c == 64:  # triton 3.6 (the lent GPU's) spilled E32 C64 in the forward on sm_90
-        return 16
+    # triton 3.6 (the lent GPU's) spilled on sm_90: E32 C64 in the forward, E64 C16 in the dx backward (fp32,
+    # int32 indices, a ragged channel count); half those tiles spill under neither.
+    if TRITON < (3, 9) and block_c in (16, 64):
+        return {16: 32, 64: 16}[block_c]
     return min(64, TILE_ELEMENTS // block_c)
 
 
@@ -494,21 +496,23 @@ def compile_specs() -> list[CompileSpec]:
                        "part_l_ptr": "*fp32", "part_acc_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32",
                        "stride_xn": "i32", "stride_xh": "i32", "stride_an": "i32", "stride_ah": "i32",
                        "negative_slope": "fp32", **constexpr_types}
+                tiles = ("rowptr_ptr", "BLOCK_E", "BLOCK_C", "CHUNK")  # a launch's index dtype and tiles
                 specs.append(CompileSpec("gat.forward", _gat_fwd_kernel, fwd, meta, num_warps=_NUM_WARPS,
-                                         num_stages=1, config=label, aligned=("x_ptr", "out_ptr", "stride_xn")))
+                                         num_stages=1, config=label, launch_keys=("x_ptr", *tiles)))
                 combine = {"split_row_ptr": f"*{it}", "split_first_ptr": f"*{it}", "split_count_ptr": f"*{it}",
                            "part_m_ptr": "*fp32", "part_l_ptr": "*fp32", "part_acc_ptr": "*fp32", "out_ptr": f"*{ft}",
                            "lse_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32",
                            "BLOCK_S": "constexpr", "BLOCK_C": "constexpr"}
                 specs.append(CompileSpec("gat.combine", _gat_combine_kernel, combine,
                                          {"BLOCK_S": _BLOCK_S, "BLOCK_C": block_c}, num_warps=_NUM_WARPS,
-                                         num_stages=1, config=label))
+                                         num_stages=1, config=label,
+                                         launch_keys=("out_ptr", "split_row_ptr", "BLOCK_C")))
                 dx = {**layout, **schedule, "seg_part_ptr": f"*{it}", "asrc_ptr": f"*{ft}", "adst_ptr": f"*{ft}",
                       "lse_ptr": "*fp32", "g_ptr": f"*{ft}", "dx_ptr": f"*{ft}", "part_ptr": "*fp32",
                       "num_heads": "i32", "num_channels": "i32", "stride_an": "i32", "stride_ah": "i32",
                       "negative_slope": "fp32", **constexpr_types}
                 specs.append(CompileSpec("gat.backward_dx", _gat_bwd_dx_kernel, dx, meta, num_warps=_NUM_WARPS,
-                                         num_stages=1, config=label, aligned=("g_ptr", "dx_ptr")))
+                                         num_stages=1, config=label, launch_keys=("g_ptr", *tiles)))
                 score = {**layout, "perm_ptr": f"*{it}", **schedule, "x_ptr": f"*{ft}", "asrc_ptr": f"*{ft}",
                          "adst_ptr": f"*{ft}", "lse_ptr": "*fp32", "delta_ptr": "*fp32", "g_ptr": f"*{ft}",
                          "dz_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32", "stride_xn": "i32",
@@ -516,5 +520,5 @@ def compile_specs() -> list[CompileSpec]:
                          **constexpr_types}
                 specs.append(CompileSpec("gat.backward_scores", _gat_bwd_score_kernel, score, meta,
                                          num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                         aligned=("x_ptr", "g_ptr", "stride_xn")))
+                                         launch_keys=("x_ptr", *tiles)))
     return specs

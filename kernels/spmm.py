@@ -115,6 +115,15 @@ REDUCTIONS = ("sum", "mean", "max")
 _segment_kernel, _combine_kernel, _SUM, _MAX, _MASKED_SUM = segment_kernel, combine_kernel, SUM, MAX, MASKED_SUM
 _FEATURE_TILES, _edge_tile, _NUM_WARPS, _BLOCK_S = FEATURE_TILES, edge_tile, NUM_WARPS, BLOCK_S
 _TRITON_DTYPE = TRITON_DTYPE
+# The per-edge gradient's edges per step: it holds x, dOut, the argmax and a product per element, and spilled
+# at 16 x F128 in fp16/bf16 with int32 indices (sm_90), so it takes half the gather's tile there.
+_GRAD_EDGE_TILES = {16: 32, 64: 16, 128: 8}
+
+
+def _grad_edge_tile(block_f: int, *, int64: bool) -> int:
+    """The per-edge gradient's edges per step. With int64 indices it keeps 16 edges at F128: 8 spilled in
+    fp16/bf16 on sm_90 under triton 3.6 (the lent GPU's), 16 spills under neither 3.6 nor 3.9."""
+    return 16 if int64 and block_f == 128 else _GRAD_EDGE_TILES[block_f]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,7 +194,7 @@ def _edge_grad(layout: Compressed, schedule: Schedule, x, grad_out, arg, weight,
     if x.stride(1) != 1:
         x = x.contiguous()
     block_f = feature_tile(num_features)
-    block_e = min(edge_tile(block_f), schedule.chunk)
+    block_e = min(_grad_edge_tile(block_f, int64=layout.rowptr.dtype == torch.int64), schedule.chunk)
     dummy = u if u is not None else gw
     _edge_grad_kernel[(schedule.seg_row.numel(),)](
         layout.rowptr, layout.col, layout.perm, schedule.seg_row, schedule.seg_start,
@@ -360,7 +369,7 @@ def compile_specs() -> list[CompileSpec]:
         for index_dtype in INDEX_DTYPES:
             ft, it = _TRITON_DTYPE[dtype], _TRITON_DTYPE[index_dtype]
             for block_f in _FEATURE_TILES:
-                block_e = _edge_tile(block_f)
+                block_e = _edge_tile(block_f, half_int64=dtype.itemsize == 2 and index_dtype == torch.int64)
                 label = f"{ft} {it} E{block_e} F{block_f} w{_NUM_WARPS}"
                 for reduce, name in ((_SUM, "sum"), (_MAX, "max"), (_MASKED_SUM, "max_bwd")):
                     signature = {
@@ -377,7 +386,8 @@ def compile_specs() -> list[CompileSpec]:
                                   "BLOCK_E": block_e, "BLOCK_F": block_f, "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
                     specs.append(CompileSpec(f"spmm.segment_{name}", _segment_kernel, signature, constexprs,
                                              num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                             aligned=("x_ptr", "out_ptr", "part_ptr", "stride_xn")))
+                                             launch_keys=("x_ptr", "rowptr_ptr", "REDUCE", "BLOCK_E", "BLOCK_F",
+                                                          "CHUNK")))
                 for is_max in (False, True):
                     signature = {
                         "split_row_ptr": f"*{it}", "split_first_ptr": f"*{it}", "split_count_ptr": f"*{it}",
@@ -388,7 +398,9 @@ def compile_specs() -> list[CompileSpec]:
                     specs.append(CompileSpec(f"spmm.combine_{'max' if is_max else 'sum'}", _combine_kernel, signature,
                                              {"IS_MAX": is_max, "BLOCK_S": _BLOCK_S, "BLOCK_F": block_f},
                                              num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                             aligned=("part_ptr", "out_ptr")))
+                                             launch_keys=("out_ptr", "split_row_ptr", "IS_MAX", "BLOCK_F")))
+                grad_block_e = _grad_edge_tile(block_f, int64=index_dtype == torch.int64)
+                grad_label = f"{ft} {it} E{grad_block_e} F{block_f} w{_NUM_WARPS}"
                 for has_arg in (False, True):
                     signature = {
                         "rowptr_ptr": f"*{it}", "col_ptr": f"*{it}", "perm_ptr": f"*{it}", "seg_row_ptr": f"*{it}",
@@ -400,9 +412,11 @@ def compile_specs() -> list[CompileSpec]:
                         "BLOCK_E": "constexpr", "BLOCK_F": "constexpr", "CHUNK": "constexpr",
                     }
                     constexprs = {"HAS_ARG": has_arg, "HAS_W": True, "HAS_RSCALE": True, "HAS_CSCALE": True,
-                                  "WRITE_GW": True, "WRITE_U": True, "BLOCK_E": block_e, "BLOCK_F": block_f,
+                                  "WRITE_GW": True, "WRITE_U": True, "BLOCK_E": grad_block_e, "BLOCK_F": block_f,
                                   "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
                     specs.append(CompileSpec(f"spmm.edge_grad{'_max' if has_arg else ''}", _edge_grad_kernel,
-                                             signature, constexprs, num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                             aligned=("x_ptr", "g_ptr", "stride_xn")))
+                                             signature, constexprs, num_warps=_NUM_WARPS, num_stages=1,
+                                             config=grad_label,
+                                             launch_keys=("x_ptr", "rowptr_ptr", "HAS_ARG", "BLOCK_E", "BLOCK_F",
+                                                          "CHUNK")))
     return specs

@@ -1,4 +1,5 @@
-"""asv: registers, spills, shared memory and tensor-core instructions of every shipped kernel configuration.
+"""asv: registers, spills, shared memory and tensor-core instructions of every shipped kernel configuration,
+once per specialization that the case catalog's launches give it (a ``spec`` is one `fusebench inspect` row).
 
 Static figures from `fusebench inspect`, compiled for sm_80 and sm_90 on any machine (no GPU
 needed), tracked per commit: a change that adds spills or loses tensor cores shows in the history.
@@ -42,6 +43,11 @@ class KernelResources:
         return 100 * self.row["occupancy"]
 
     track_occupancy.unit = "% of warp slots"
+
+    def track_load128_share(self, spec, target):
+        return 100 * self.row["global_loads_128"] / self.row["global_loads"] if self.row["global_loads"] else 0.0
+
+    track_load128_share.unit = "% of global loads"
 
     # The main loop's static cost (fusebench/sass_cost.py).
     def track_loop_instructions(self, spec, target):

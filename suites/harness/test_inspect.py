@@ -135,6 +135,38 @@ def test_the_cli_stores_rows_unless_told_not_to(tmp_path):
     assert not build_parser().parse_args(["inspect"]).no_store
 
 
+def test_the_specialization_a_launch_gets_is_what_compiles():
+    """spmm.segment_sum's F128 tile as an F = 128 launch and as an F = 602 launch specialize it: the aligned
+    one may load 128 bits at a time, the ragged one (rows 602 * 2 bytes apart) cannot."""
+    from test_specializations import _segment_sum_launches
+
+    from fusebench.inspect import specialized_specs
+    from kernels import spmm
+
+    rows, _ = specialized_specs(spmm.compile_specs(), _segment_sum_launches([128, 602]))
+    wanted = {r.cases: (r.divisible, r.ones) for r in rows
+              if r.kernel == "spmm.segment_sum" and r.config == "fp16 i64 E16 F128 w4"}
+    code = textwrap.dedent(f"""
+        import json, dataclasses
+        from kernels import spmm
+        from fusebench.inspect import inspect_spec
+        spec, = [s for s in spmm.compile_specs()
+                 if s.kernel == "spmm.segment_sum" and s.config == "fp16 i64 E16 F128 w4"]
+        out = {{}}
+        for case, (divisible, ones) in {wanted!r}.items():
+            out[case] = dataclasses.asdict(inspect_spec(dataclasses.replace(spec, divisible=divisible, ones=ones), 90))
+        print(json.dumps(out))
+    """)
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1", PYTHONPATH=str(HERE.parents[1]))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reports = {case: KernelReport(**row) for case, row in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    aligned, ragged = reports["F128"], reports["F602"]
+    assert aligned.compiled and ragged.compiled
+    assert aligned.global_loads_128 > 0
+    assert ragged.global_loads_128 < aligned.global_loads_128
+
+
 def test_a_spec_shipped_for_some_targets_is_compiled_for_those_only():
     import dataclasses
 

@@ -20,11 +20,11 @@ def _matmul_tile(a_ptr, b_ptr, c_ptr, stride_am, stride_bk, stride_cm,
 
 SIGNATURE = {"a_ptr": "*fp16", "b_ptr": "*fp16", "c_ptr": "*fp32", "stride_am": "i32", "stride_bk": "i32",
              "stride_cm": "i32", "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr"}
-ALIGNED = ("a_ptr", "b_ptr", "c_ptr", "stride_am", "stride_bk", "stride_cm")
+DIVISIBLE = ("a_ptr", "b_ptr", "c_ptr", "stride_am", "stride_bk", "stride_cm")
 
 
 def matmul_spec(block: int = 64, num_warps: int = 4, **options) -> CompileSpec:
     label = f"B{block} w{num_warps}" + "".join(f" {k}={v}" for k, v in options.items())
     return CompileSpec("toy.matmul", _matmul_tile, SIGNATURE, {"BLOCK_M": block, "BLOCK_N": block, "BLOCK_K": block},
-                       num_warps=num_warps, num_stages=1, config=label, aligned=ALIGNED, expects_tensor_cores=True,
+                       num_warps=num_warps, num_stages=1, config=label, divisible=DIVISIBLE, expects_tensor_cores=True,
                        options=options)
