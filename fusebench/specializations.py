@@ -224,14 +224,13 @@ def _record_attention_on_hopper(sizes, dtypes, include_correctness) -> list[Laun
 def _record_weighted_gradients(dtypes) -> list[Launch]:
     """The graph correctness tier's learned edge weights (test_spmm.py's ``weighted`` cases): the only
     launches of the per-edge gradient kernels, which no catalog case (unweighted) makes."""
-    from kernels.spmm import Layout, csr_aggregate
+    from kernels.spmm import csr_aggregate
     from reference.graph_generators import power_law
 
     launches: list[Launch] = []
     for index_dtype in (torch.int64, torch.int32):
         graph = power_law(_CORRECTNESS_NODES, 3.0, seed=0, index_dtype=index_dtype)
         csr, csc = graph.csr(), graph.csc()
-        layouts = Layout(csr.rowptr, csr.col, csr.perm), Layout(csc.rowptr, csc.col, csc.perm)
         for reduce in ("sum", "max"):
             for width in CORRECTNESS_WIDTHS:
                 label = f"correctness weighted {reduce} F{width} {str(index_dtype).removeprefix('torch.')}"
@@ -239,7 +238,7 @@ def _record_weighted_gradients(dtypes) -> list[Launch]:
                     x = torch.randn(graph.num_nodes, width, dtype=dtype, requires_grad=True)
                     weight = torch.rand(graph.num_edges, dtype=dtype, requires_grad=True)
                     with recording(launches, label):
-                        out = csr_aggregate(x, *layouts, edge_weight=weight, reduce=reduce)
+                        out = csr_aggregate(x, csr, csc, edge_weight=weight, reduce=reduce)
                         torch.autograd.grad(out, (x, weight), torch.ones_like(out))
     return launches
 

@@ -11,7 +11,7 @@ import torch
 from fusebench.inspect import specialized_specs
 from fusebench.specializations import launch_specialization, recording
 from kernels import spmm
-from kernels.spmm import Layout, csr_aggregate
+from kernels.spmm import csr_aggregate
 from reference.graph_generators import power_law
 
 
@@ -42,12 +42,11 @@ def test_the_launch_rule_is_tritons_documented_one():
 def _segment_sum_launches(widths, index_dtype=torch.int64):
     graph = power_law(30, 4.0, seed=3, index_dtype=index_dtype)
     csr, csc = graph.csr(), graph.csc()
-    layouts = Layout(csr.rowptr, csr.col, csr.perm), Layout(csc.rowptr, csc.col, csc.perm)
     launches = []
     for width in widths:
         x = torch.randn(graph.num_nodes, width, dtype=torch.float16)
         with recording(launches, f"F{width}"):
-            csr_aggregate(x, *layouts, reduce="sum")
+            csr_aggregate(x, csr, csc, reduce="sum")
     return launches
 
 
