@@ -14,10 +14,10 @@ Dao et al. 2022 for the original tiling):
   mask can touch (inside both lengths and, causal, wholly left of the diagonal) run with no mask and
   unmasked loads; the boundary and diagonal blocks, and every block when an ``attn_mask`` or key padding
   is given, run through ``_mask_scores``, the one place masks are applied.
-* K and V reach the forward's loop through pointers (``cp.async`` on sm_80 and later) or, on sm_90 when
-  the strides allow (16-bit elements, a 16-byte aligned base and row pitch, unit stride along D), through
-  per-sequence tensor descriptors (TMA: one instruction per tile, no per-thread addresses, and rows past
-  the sequence and columns past the head dimension arrive as zeros). ``_kv_by_tma`` decides.
+* K and V reach the loops of the forward and of dQ through pointers (``cp.async`` on sm_80 and later) or,
+  on sm_90 when the strides allow (16-bit elements, a 16-byte aligned base and row pitch, unit stride along
+  D), through per-sequence tensor descriptors (TMA: one instruction per tile, no per-thread addresses, and
+  rows past the sequence and columns past the head dimension arrive as zeros). ``_kv_by_tma`` decides.
 * The output is written once, in its dtype, by the forward kernel; in training with 16-bit inputs the same
   epilogue also stores O in float32 for the backward's ``delta`` (see ``_FlashAttention``), with no cast pass.
 * Backward: nothing from the forward but ``lse2`` is kept; probabilities are recomputed as
@@ -92,8 +92,8 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
   cannot reach compiled GPU code (``compile_specs`` below, used to compile offline, always sets it False).
 * Strides: the interpreter reads memory through the same pointer arithmetic, so strided and transposed
   views are covered; 64-bit offsets are used for batch and head bases (large tensors) on both paths.
-* The TMA path: the interpreter never takes it by itself (it is sm_90's); the tests force it
-  (``_tma_available``) so that its program logic runs on CPU, triton's interpreter emulating the
+* The TMA path (forward and dQ): the interpreter never takes it by itself (it is sm_90's); the tests force
+  it (``_tma_available``) so that its program logic runs on CPU, triton's interpreter emulating the
   descriptors' loads and zero fill. Its compiled form is read by ``fusebench inspect`` (``... tma`` rows,
   ``UTMALDG`` in the SASS) and run by the ``gpu`` tier on an sm_90 machine (``fusebench gpu-check``).
 * What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself, the code the
@@ -141,12 +141,13 @@ FWD_CONFIGS = [
 ]
 DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2),
-                         (32, 32, 4, 1), (16, 32, 4, 1), (16, 16, 2, 1)]
+    for bm, bn, w, s in [(128, 128, 8, 1), (128, 128, 8, 2), (128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2),
+                         (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1), (16, 32, 4, 1), (16, 16, 2, 1)]
 ]
 DKDV_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(64, 64, 8, 2), (16, 64, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2), (16, 16, 4, 2)]
+    for bm, bn, w, s in [(64, 64, 4, 1), (32, 64, 4, 1), (64, 64, 8, 2), (16, 64, 4, 2), (32, 32, 4, 2),
+                         (16, 32, 4, 2), (16, 16, 4, 2)]
 ]
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
@@ -169,7 +170,8 @@ _MEASURED_SPILLS = {
 _POINTER_PATH_SPILLS = set()
 if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (12 B and 4 B, bfloat16); 3.9 does not
     _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,),
-                             ("dkdv", 16, 16, 4, 128): (90,)})  # float16 causal+padding, 4 B (two stages)
+                             ("dkdv", 16, 16, 4, 128): (90,),  # float16 causal+padding, 4 B (two stages)
+                             ("dq", 128, 128, 8, 128): (90,)})  # by TMA: 8 to 104 B, bfloat16
     _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
 
 
@@ -183,12 +185,15 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     spill: it measured spills for dK/dV at M64 N128 (D64), M32 N64 (D128) and M16 N32 (D256), and for dQ
     at M32 N32 (D256). Register allocation is not monotone in the tile (M64 N64 spills with 4 warps and
     not with 8 on sm_80, a 16x16 dK/dV tile with 2 warps spills at D128), so the lists keep only configs
-    whose every shipped (config, head dim) compiled spill-free on both targets. Two rules depend on the
-    target (``capability``): the forward with 8 warps at D128 (a 128x64 tile fits sm_80, a 128x128 one
-    spills there and fits sm_90) and dQ's 128-row tile (sm_90 only), since wgmma keeps its operands and
-    accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
-    M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
-    3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6). ``tma``: the
+    whose every shipped (config, head dim) compiled spill-free on both targets. Some rules depend on the
+    target (``capability``), since wgmma keeps its operands and accumulators in fewer registers per thread
+    than mma.sync: the forward with 8 warps at D128 (a 128x64 tile fits sm_80, a 128x128 one spills there
+    and fits sm_90), dQ's 128-row tiles and dK/dV's one-stage tiles of one warpgroup (sm_90 only; they
+    cost a third fewer loop instructions per score there, ``fusebench inspect --cost``). Otherwise dK/dV
+    keeps BLOCK_N <= 32 from D128 up: its two-stage M16 N64 tile spills on sm_90 with triton 3.9 (since its
+    interior and masked loops) and with triton 3.6, the lent GPU machine's (``.ci/device-versions`` runs
+    the gate under triton 3.6). dK/dV's M64 N64 tile with 8 warps computes every score twice on sm_90 (both
+    warpgroups hold the whole tile); the 4-warp one does not. ``tma``: the
     forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
@@ -198,8 +203,12 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
         return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
+    if kernel == "dq" and bm * bn == 128 * 128:  # sm_90's wgmma tile: by pointers one stage up to D64, by TMA to D128
+        return hopper and (block_d <= 128 if tma else block_d <= 64 and config.num_stages == 1)
     if kernel == "dq" and bm == 128:  # spills 756 B on sm_80 at D128; none on sm_90
         return hopper and block_d <= 128
+    if kernel == "dkdv" and config.num_stages == 1:  # one warpgroup's wgmma tiles: sm_90 only (they spill on sm_80)
+        return hopper and bm * bn * block_d <= 64 * 64 * 64
     if kernel == "dkdv":
         if block_d >= 128 and bn > 32:  # M16 N64 spills on sm_90 (triton 3.9 with the split loops; triton 3.6)
             return False
@@ -221,8 +230,8 @@ def _pruner(kernel: str):
 
 
 # Autotune keys; triton.autotune adds the dtypes of the tensor arguments itself.
-_BWD_KEY = ["N_Q", "N_K", "BLOCK_D", "BLOCK_DV", "IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN"]
-_FWD_KEY = _BWD_KEY + ["USE_TMA"]
+_DKDV_KEY = ["N_Q", "N_K", "BLOCK_D", "BLOCK_DV", "IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN"]
+_KEY_WITH_TMA = _DKDV_KEY + ["USE_TMA"]  # the forward and dQ, which read K and V by TMA on sm_90
 
 # --------------------------------------------------------------------------------------------------
 # Kernels
@@ -299,6 +308,21 @@ def _load_tile(base, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b, CHECK
 
 
 @triton.jit
+def _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, USE_TMA: tl.constexpr, BLOCK_N: tl.constexpr):
+    """With USE_TMA, tensor descriptors of this sequence's keys and values, ``(BLOCK_N, BLOCK_D)`` tiles: TMA fills
+    rows past ``n_k`` and columns past the head dimension with zeros. Otherwise the bases (unread)."""
+    if USE_TMA:
+        k_desc = tl.make_tensor_descriptor(k_base, [tl.maximum(n_k, 1), HEAD_DIM], [stride_kn, 1], [BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(v_base, [tl.maximum(n_k, 1), HEAD_DIM_V], [stride_vn, 1],
+                                           [BLOCK_N, BLOCK_DV])
+    else:
+        k_desc = k_base
+        v_desc = v_base
+    return k_desc, v_desc
+
+
+@triton.jit
 def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
                     k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                     mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
@@ -343,26 +367,33 @@ def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_sca
 
 @triton.jit
 def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
-                   k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                   k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                    mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr,
-                   UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
-                   MASKED: tl.constexpr):
-    """dQ accumulated over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
+                   UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    """dQ accumulated over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``. K and V arrive
+    as in the forward: through pointers, or with USE_TMA through ``k_desc``/``v_desc``."""
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
-                         MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        if USE_TMA:
+            k_t = tl.trans(k_desc.load([start_n, 0]))  # (BLOCK_D, BLOCK_N)
+        else:
+            k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
+                             MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
         s = _dot(q, k_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
         if MASKED:
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
                              kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
         p = tl.math.exp2(s * qk_scale - lse2[:, None])  # the forward's one FMA, with lse for its max
-        v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
-                         MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
+        if USE_TMA:
+            v_t = tl.trans(v_desc.load([start_n, 0]))  # (BLOCK_DV, BLOCK_N)
+        else:
+            v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
+                             MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
         dp = _dot(do, v_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         ds = p * (dp - delta[:, None])
         dq = _dot(ds.to(k_t.dtype), tl.trans(k_t), dq, UPCAST_BF16, DOT_PRECISION)
@@ -481,14 +512,8 @@ def _attn_fwd_kernel(
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
     if pid_m * BLOCK_M < n_q:
-        if USE_TMA:  # this sequence's keys and values; TMA fills rows past n_k, columns past the head dim, with 0
-            k_desc = tl.make_tensor_descriptor(k_base, [tl.maximum(n_k, 1), HEAD_DIM], [stride_kn, 1],
-                                               [BLOCK_N, BLOCK_D])
-            v_desc = tl.make_tensor_descriptor(v_base, [tl.maximum(n_k, 1), HEAD_DIM_V], [stride_vn, 1],
-                                               [BLOCK_N, BLOCK_DV])
-        else:  # the pointer path reads neither
-            k_desc = k_base
-            v_desc = v_base
+        k_desc, v_desc = _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM, HEAD_DIM_V, BLOCK_D,
+                                         BLOCK_DV, USE_TMA, BLOCK_N)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
@@ -690,7 +715,7 @@ def _attn_bwd_dq_kernel(
     # meta-parameters
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dQ of one query block of one query head, accumulated over its key blocks."""
@@ -745,6 +770,8 @@ def _attn_bwd_dq_kernel(
         delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         qk_scale = sm_scale * _LOG2E
+        k_desc, v_desc = _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM, HEAD_DIM_V, BLOCK_D,
+                                         BLOCK_DV, USE_TMA, BLOCK_N)
         hi = n_k
         if IS_CAUSAL:
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
@@ -752,15 +779,15 @@ def _attn_bwd_dq_kernel(
                                                     BLOCK_N), hi)
         if MASK_KIND == 0 and not HAS_KPM:  # as in the forward
             dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
-                                k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                                k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                                 mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                                 HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                                UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
+                                UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, False)
         dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
-                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                             mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                             HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                            UPCAST_BF16, DOT_PRECISION, BLOCK_N, True)
+                            UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, True)
         dq = dq * sm_scale
         tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
@@ -779,9 +806,9 @@ def _autotuned(kernel, configs, key, name):
     return triton.autotune(configs=chosen, key=key, prune_configs_by=prune)(kernel)
 
 
-_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _FWD_KEY, "forward")
-_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, DKDV_CONFIGS, _BWD_KEY, "dkdv")
-_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, _BWD_KEY, "dq")
+_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _KEY_WITH_TMA, "forward")
+_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, DKDV_CONFIGS, _DKDV_KEY, "dkdv")
+_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, _KEY_WITH_TMA, "dq")
 _DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memory bound
 
 
@@ -841,7 +868,7 @@ def compile_specs() -> list[CompileSpec]:
         for name, fn, configs in kernels:
             for config in configs:
                 targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c))
-                with_tma = name == "forward" and _fits(config, head_dim, name, 90, tma=True)
+                with_tma = name in ("forward", "dq") and _fits(config, head_dim, name, 90, tma=True)
                 if not targets and not with_tma:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
@@ -849,8 +876,8 @@ def compile_specs() -> list[CompileSpec]:
                 label = (f"{_TRITON_DTYPE[dtype]} D{head_dim}{flag_text} "
                          f"M{bm} N{bn} w{config.num_warps} s{config.num_stages}")
                 kernel_flags = flags | config.kwargs
-                if name == "forward":  # the pointer path (every target) and, on sm_90, the TMA path
-                    kernel_flags |= dict(USE_TMA=False, STORE_O32=False)
+                if name in ("forward", "dq"):  # the pointer path (every target) and, on sm_90, the TMA path
+                    kernel_flags |= dict(USE_TMA=False) | (dict(STORE_O32=False) if name == "forward" else {})
                     if with_tma:
                         specs.append(_compile_spec(f"attention.{name}", fn, dtype, kernel_flags | dict(USE_TMA=True),
                                                    config.num_warps, config.num_stages, f"{label} tma",
@@ -1016,13 +1043,13 @@ def _meta(q4, v4, problem: _Problem, mask_kind: int, has_kpm: bool) -> dict:
 
 
 def _tma_available(device: torch.device) -> bool:
-    """Whether the forward may read K and V by TMA here: compiled for a Hopper GPU (sm_90). Other GPUs, and
+    """Whether the forward and dQ may read K and V by TMA here: compiled for a Hopper GPU (sm_90). Other GPUs, and
     the interpreter, take the pointer path (tests force this to True to interpret the TMA path's logic)."""
     return not _INTERPRETING and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
 
 
 def _kv_by_tma(k4, v4) -> bool:
-    """Whether the forward reads K and V by TMA: on sm_90, 16-bit elements, a 16-byte aligned base and
+    """Whether the forward and dQ read K and V by TMA: on sm_90, 16-bit elements, a 16-byte aligned base and
     strides (the last one 1), as tensor descriptors require; everything else takes the pointer path."""
     return (_tma_available(k4.device) and k4.dtype in (torch.float16, torch.bfloat16)
             and all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
@@ -1105,12 +1132,18 @@ def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _
             *mask_strides, *kpm_strides,
             hkv, hq // hkv, problem.n_q, problem.n_k, problem.scale, **meta,
         )
-    _attn_bwd_dq[lambda m: (triton.cdiv(problem.n_q, m["BLOCK_M"]), problem.batch * hq)](
-        q4, k4, v4, do4, lse, delta, dq, mask, kpm, cu_q, cu_k,
-        *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(), *lse.stride(),
-        *mask_strides, *kpm_strides,
-        hq, hq // hkv, problem.n_q, problem.n_k, problem.scale, **meta,
-    )
+    use_tma = _kv_by_tma(k4, v4)  # dQ reads K and V as the forward does
+    token = _triton_allocation._allocator.set(_tma_scratch) if use_tma else None
+    try:
+        _attn_bwd_dq[lambda m: (triton.cdiv(problem.n_q, m["BLOCK_M"]), problem.batch * hq)](
+            q4, k4, v4, do4, lse, delta, dq, mask, kpm, cu_q, cu_k,
+            *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(), *lse.stride(),
+            *mask_strides, *kpm_strides,
+            hq, hq // hkv, problem.n_q, problem.n_k, problem.scale, **meta, USE_TMA=use_tma,
+        )
+    finally:
+        if token is not None:
+            _triton_allocation._allocator.reset(token)
     return dq, dk, dv
 
 
