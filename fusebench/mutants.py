@@ -133,10 +133,10 @@ CATALOG: tuple[Mutant, ...] = (
     Mutant("attn dK/dV GQA head group interleaved", "kernels/attention.py",
            "h = kvh * GROUPS + g", "h = kvh + g * H_KV",
            why="the backward sums the wrong query heads into a kv head"),
-    Mutant("attn dQ reads V by TMA one key late", "kernels/attention.py",
-           "v_t = tl.trans(v_desc.load([start_n, 0]))", "v_t = tl.trans(v_desc.load([start_n + 1, 0]))",
-           why="a tensor-descriptor tile coordinate off by one row (the sm_90 path; the interpreter runs it when "
-               "test_tma_path_agrees_with_reference forces it)"),
+    Mutant("attn K/V tile by TMA one key late", "kernels/attention.py",
+           "tile = desc.load([start_n, 0])", "tile = desc.load([start_n + 1, 0])",
+           why="a tensor-descriptor tile coordinate off by one row (the sm_90 path of the forward and dQ; the "
+               "interpreter runs it when test_tma_path_agrees_with_reference forces it)"),
     # ---- kernels/_csr.py and kernels/spmm.py: the CSR core's segment and combine kernels, the aggregation ----
     Mutant("spmm CSR row end off by one", "kernels/_csr.py",
            "end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))",

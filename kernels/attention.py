@@ -116,7 +116,7 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from kernels._compile import CompileSpec
 from kernels._versions import TRITON
-from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions
+from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions, validate_cu_seqlens
 
 __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKDV_CONFIGS", "DQ_CONFIGS",
            "SUPPORTED_DTYPES"]
@@ -291,6 +291,30 @@ def _unmasked_key_end(first_row, n_q, n_k, IS_CAUSAL: tl.constexpr, MASK_KIND: t
 
 
 @triton.jit
+def _sequence_rows(b, CU_ptr, N, IS_VARLEN: tl.constexpr):
+    """(first row, length) of sequence ``b`` along one axis: read from the cumulative lengths of a packed
+    batch (varlen), or ``(0, N)`` for entry ``b`` of a dense one."""
+    if IS_VARLEN:
+        start = tl.load(CU_ptr + b).to(tl.int64)
+        length = (tl.load(CU_ptr + b + 1) - start).to(tl.int32)
+    else:
+        start = 0
+        length = N
+    return start, length
+
+
+@triton.jit
+def _head_offset(b, first_row, h, stride_b, stride_n, stride_h, IS_VARLEN: tl.constexpr):
+    """The offset of row 0 of head ``h`` of sequence ``b``, in 64 bits (large tensors): batch entry ``b`` of a
+    dense tensor, or row ``first_row`` of a packed one (whose batch stride is unused)."""
+    if IS_VARLEN:
+        offset = first_row * stride_n
+    else:
+        offset = b.to(tl.int64) * stride_b
+    return offset + h.to(tl.int64) * stride_h
+
+
+@triton.jit
 def _load_tile(base, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b, CHECK_A: tl.constexpr,
                CHECK_B: tl.constexpr):
     """A tile at ``base + offs_a * stride_a + offs_b * stride_b`` (offsets broadcast), bounds-checked
@@ -305,6 +329,14 @@ def _load_tile(base, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b, CHECK
     else:
         tile = tl.load(ptrs)
     return tile
+
+
+@triton.jit
+def _store_tile(base, tile, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b):
+    """Store ``tile`` at ``base + offs_a * stride_a + offs_b * stride_b`` where both offsets are in bounds,
+    rounded to the destination's dtype."""
+    tl.store(base + offs_a * stride_a + offs_b * stride_b, tile.to(base.dtype.element_ty),
+             mask=(offs_a < limit_a) & (offs_b < limit_b))
 
 
 @triton.jit
@@ -323,6 +355,28 @@ def _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM: tl.cons
 
 
 @triton.jit
+def _key_side_tile(desc, base, start_n, stride_n, stride_d, n_k, HEAD: tl.constexpr, BLOCK: tl.constexpr,
+                   BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr, MASKED: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """Rows ``[start_n, start_n + BLOCK_N)`` of K or V, ``(BLOCK_N, BLOCK)`` or, TRANSPOSED, ``(BLOCK, BLOCK_N)``:
+    by TMA through ``desc``, or by pointers from ``base``, bounds-checked along N in MASKED blocks only and
+    along the head dimension only when the tile pads it."""
+    if USE_TMA:
+        tile = desc.load([start_n, 0])
+        if TRANSPOSED:
+            tile = tl.trans(tile)
+    else:
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK)
+        if TRANSPOSED:
+            tile = _load_tile(base, offs_n[None, :], stride_n, n_k, offs_d[:, None], stride_d, HEAD, MASKED,
+                              BLOCK != HEAD)
+        else:
+            tile = _load_tile(base, offs_n[:, None], stride_n, n_k, offs_d[None, :], stride_d, HEAD, MASKED,
+                              BLOCK != HEAD)
+    return tile
+
+
+@triton.jit
 def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
                     k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                     mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
@@ -333,15 +387,10 @@ def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_sca
     """The online softmax over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``. K and V
     arrive through pointers, or with USE_TMA through the tensor descriptors ``k_desc``/``v_desc`` (TMA on
     sm_90), which fill rows past ``n_k`` and columns past the head dimension with zeros."""
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        if USE_TMA:
-            k_t = tl.trans(k_desc.load([start_n, 0]))  # (BLOCK_D, BLOCK_N)
-        else:
-            k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
-                             MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        k_t = _key_side_tile(k_desc, k_base, start_n, stride_kn, stride_kd, n_k, HEAD_DIM, BLOCK_D, BLOCK_N, USE_TMA,
+                             MASKED, True)  # (BLOCK_D, BLOCK_N)
         s = _dot(q, k_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
         if MASKED:
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
@@ -355,11 +404,8 @@ def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_sca
         p = tl.math.exp2(s * qk_scale - m_safe[:, None])  # scale and shift in one FMA per score
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if USE_TMA:
-            v = v_desc.load([start_n, 0])
-        else:
-            v = _load_tile(v_base, offs_n[:, None], stride_vn, n_k, offs_dv[None, :], stride_vd, HEAD_DIM_V,
-                           MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_N, BLOCK_DV)
+        v = _key_side_tile(v_desc, v_base, start_n, stride_vn, stride_vd, n_k, HEAD_DIM_V, BLOCK_DV, BLOCK_N, USE_TMA,
+                           MASKED, False)  # (BLOCK_N, BLOCK_DV)
         acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_BF16, DOT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -375,25 +421,17 @@ def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, s
                    BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     """dQ accumulated over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``. K and V arrive
     as in the forward: through pointers, or with USE_TMA through ``k_desc``/``v_desc``."""
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        if USE_TMA:
-            k_t = tl.trans(k_desc.load([start_n, 0]))  # (BLOCK_D, BLOCK_N)
-        else:
-            k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
-                             MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        k_t = _key_side_tile(k_desc, k_base, start_n, stride_kn, stride_kd, n_k, HEAD_DIM, BLOCK_D, BLOCK_N, USE_TMA,
+                             MASKED, True)  # (BLOCK_D, BLOCK_N)
         s = _dot(q, k_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
         if MASKED:
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
                              kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
         p = tl.math.exp2(s * qk_scale - lse2[:, None])  # the forward's one FMA, with lse for its max
-        if USE_TMA:
-            v_t = tl.trans(v_desc.load([start_n, 0]))  # (BLOCK_DV, BLOCK_N)
-        else:
-            v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
-                             MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
+        v_t = _key_side_tile(v_desc, v_base, start_n, stride_vn, stride_vd, n_k, HEAD_DIM_V, BLOCK_DV, BLOCK_N,
+                             USE_TMA, MASKED, True)  # (BLOCK_DV, BLOCK_N)
         dp = _dot(do, v_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         ds = p * (dp - delta[:, None])
         dq = _dot(ds.to(k_t.dtype), tl.trans(k_t), dq, UPCAST_BF16, DOT_PRECISION)
@@ -485,29 +523,13 @@ def _attn_fwd_kernel(
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // GROUPS
-    if IS_VARLEN:  # sequence b of a packed batch: offsets along N, batch strides unused
-        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
-        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
-        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
-        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
-        q_base = Q_ptr + q_start * stride_qm
-        k_base = K_ptr + k_start * stride_kn
-        v_base = V_ptr + k_start * stride_vn
-        o_offset = q_start * stride_om
-        l_base = LSE_ptr + q_start * stride_lm
-    else:
-        n_q = N_Q
-        n_k = N_K
-        q_base = Q_ptr + b.to(tl.int64) * stride_qb
-        k_base = K_ptr + b.to(tl.int64) * stride_kb
-        v_base = V_ptr + b.to(tl.int64) * stride_vb
-        o_offset = b.to(tl.int64) * stride_ob
-        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
-    q_base += h.to(tl.int64) * stride_qh
-    k_base += kvh.to(tl.int64) * stride_kh
-    v_base += kvh.to(tl.int64) * stride_vh
-    o_offset += h.to(tl.int64) * stride_oh
-    l_base += h.to(tl.int64) * stride_lh
+    q_start, n_q = _sequence_rows(b, CU_Q_ptr, N_Q, IS_VARLEN)
+    k_start, n_k = _sequence_rows(b, CU_K_ptr, N_K, IS_VARLEN)
+    q_base = Q_ptr + _head_offset(b, q_start, h, stride_qb, stride_qm, stride_qh, IS_VARLEN)
+    k_base = K_ptr + _head_offset(b, k_start, kvh, stride_kb, stride_kn, stride_kh, IS_VARLEN)
+    v_base = V_ptr + _head_offset(b, k_start, kvh, stride_vb, stride_vn, stride_vh, IS_VARLEN)
+    o_offset = _head_offset(b, q_start, h, stride_ob, stride_om, stride_oh, IS_VARLEN)  # O and its float32 copy
+    l_base = LSE_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
     mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
@@ -518,8 +540,8 @@ def _attn_fwd_kernel(
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
         row_ok = offs_m < n_q
-        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                    mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
+        q = _load_tile(q_base, offs_m[:, None], stride_qm, n_q, offs_d[None, :], stride_qd, HEAD_DIM,
+                       True, BLOCK_D != HEAD_DIM)  # (BLOCK_M, BLOCK_D)
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max, base-2 units
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
@@ -569,25 +591,16 @@ def _attn_bwd_delta_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    if IS_VARLEN:
-        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
-        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
-        o_base = O_ptr + q_start * stride_om
-        do_base = DO_ptr + q_start * stride_dom
-        l_base = DELTA_ptr + q_start * stride_lm
-    else:
-        n_q = N_Q
-        o_base = O_ptr + b.to(tl.int64) * stride_ob
-        do_base = DO_ptr + b.to(tl.int64) * stride_dob
-        l_base = DELTA_ptr + b.to(tl.int64) * stride_lb
-    o_base += h.to(tl.int64) * stride_oh
-    do_base += h.to(tl.int64) * stride_doh
-    l_base += h.to(tl.int64) * stride_lh
+    q_start, n_q = _sequence_rows(b, CU_Q_ptr, N_Q, IS_VARLEN)
+    o_base = O_ptr + _head_offset(b, q_start, h, stride_ob, stride_om, stride_oh, IS_VARLEN)
+    do_base = DO_ptr + _head_offset(b, q_start, h, stride_dob, stride_dom, stride_doh, IS_VARLEN)
+    l_base = DELTA_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_dv = tl.arange(0, BLOCK_DV)
-    ok = (offs_m[:, None] < n_q) & (offs_dv[None, :] < HEAD_DIM_V)
-    o = tl.load(o_base + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od, mask=ok, other=0.0)
-    do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod, mask=ok, other=0.0)
+    o = _load_tile(o_base, offs_m[:, None], stride_om, n_q, offs_dv[None, :], stride_od, HEAD_DIM_V,
+                   True, BLOCK_DV != HEAD_DIM_V)
+    do = _load_tile(do_base, offs_m[:, None], stride_dom, n_q, offs_dv[None, :], stride_dod, HEAD_DIM_V,
+                    True, BLOCK_DV != HEAD_DIM_V)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(l_base + offs_m * stride_lm, delta, mask=offs_m < n_q)
 
@@ -619,34 +632,12 @@ def _attn_bwd_dkdv_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H_KV
     kvh = pid_bh % H_KV
-    if IS_VARLEN:
-        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
-        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
-        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
-        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
-        q_base = Q_ptr + q_start * stride_qm
-        do_base = DO_ptr + q_start * stride_dom
-        l_base = LSE_ptr + q_start * stride_lm
-        d_base = DELTA_ptr + q_start * stride_lm
-        k_base = K_ptr + k_start * stride_kn
-        v_base = V_ptr + k_start * stride_vn
-        dk_base = DK_ptr + k_start * stride_dkn
-        dv_base = DV_ptr + k_start * stride_dvn
-    else:
-        n_q = N_Q
-        n_k = N_K
-        q_base = Q_ptr + b.to(tl.int64) * stride_qb
-        do_base = DO_ptr + b.to(tl.int64) * stride_dob
-        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
-        d_base = DELTA_ptr + b.to(tl.int64) * stride_lb
-        k_base = K_ptr + b.to(tl.int64) * stride_kb
-        v_base = V_ptr + b.to(tl.int64) * stride_vb
-        dk_base = DK_ptr + b.to(tl.int64) * stride_dkb
-        dv_base = DV_ptr + b.to(tl.int64) * stride_dvb
-    k_base += kvh.to(tl.int64) * stride_kh
-    v_base += kvh.to(tl.int64) * stride_vh
-    dk_base += kvh.to(tl.int64) * stride_dkh
-    dv_base += kvh.to(tl.int64) * stride_dvh
+    q_start, n_q = _sequence_rows(b, CU_Q_ptr, N_Q, IS_VARLEN)
+    k_start, n_k = _sequence_rows(b, CU_K_ptr, N_K, IS_VARLEN)
+    k_base = K_ptr + _head_offset(b, k_start, kvh, stride_kb, stride_kn, stride_kh, IS_VARLEN)
+    v_base = V_ptr + _head_offset(b, k_start, kvh, stride_vb, stride_vn, stride_vh, IS_VARLEN)
+    dk_base = DK_ptr + _head_offset(b, k_start, kvh, stride_dkb, stride_dkn, stride_dkh, IS_VARLEN)
+    dv_base = DV_ptr + _head_offset(b, k_start, kvh, stride_dvb, stride_dvn, stride_dvh, IS_VARLEN)
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
     if pid_n * BLOCK_N < n_k:
@@ -654,11 +645,10 @@ def _attn_bwd_dkdv_kernel(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
-        col_ok = offs_n < n_k
-        k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                      mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
-        v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
-                      mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
+        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
+                         True, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
+                         True, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
         qk_scale = sm_scale * _LOG2E
@@ -667,10 +657,10 @@ def _attn_bwd_dkdv_kernel(
             lo = tl.maximum(start_n - (n_k - n_q), 0) // BLOCK_M * BLOCK_M
         for g in range(0, GROUPS):
             h = kvh * GROUPS + g
-            q_head = q_base + h.to(tl.int64) * stride_qh
-            do_head = do_base + h.to(tl.int64) * stride_doh
-            l_head = l_base + h.to(tl.int64) * stride_lh
-            d_head = d_base + h.to(tl.int64) * stride_lh
+            q_head = Q_ptr + _head_offset(b, q_start, h, stride_qb, stride_qm, stride_qh, IS_VARLEN)
+            do_head = DO_ptr + _head_offset(b, q_start, h, stride_dob, stride_dom, stride_doh, IS_VARLEN)
+            l_head = LSE_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
+            d_head = DELTA_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
             mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
             first, last = _unmasked_query_range(start_n, lo, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM, BLOCK_M,
                                                 BLOCK_N)
@@ -691,10 +681,8 @@ def _attn_bwd_dkdv_kernel(
                                         kpm_base, stride_kpn, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL,
                                         MASK_KIND, HAS_KPM, UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
         dk = dk * sm_scale
-        tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
-                 mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
-        tl.store(dv_base + offs_n[:, None] * stride_dvn + offs_dv[None, :] * stride_dvd,
-                 dv.to(DV_ptr.dtype.element_ty), mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+        _store_tile(dk_base, dk, offs_n[:, None], stride_dkn, n_k, offs_d[None, :], stride_dkd, HEAD_DIM)
+        _store_tile(dv_base, dv, offs_n[:, None], stride_dvn, n_k, offs_dv[None, :], stride_dvd, HEAD_DIM_V)
 
 
 @triton.jit
@@ -724,35 +712,15 @@ def _attn_bwd_dq_kernel(
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // GROUPS
-    if IS_VARLEN:
-        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
-        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
-        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
-        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
-        q_base = Q_ptr + q_start * stride_qm
-        do_base = DO_ptr + q_start * stride_dom
-        dq_base = DQ_ptr + q_start * stride_dqm
-        l_base = LSE_ptr + q_start * stride_lm
-        d_base = DELTA_ptr + q_start * stride_lm
-        k_base = K_ptr + k_start * stride_kn
-        v_base = V_ptr + k_start * stride_vn
-    else:
-        n_q = N_Q
-        n_k = N_K
-        q_base = Q_ptr + b.to(tl.int64) * stride_qb
-        do_base = DO_ptr + b.to(tl.int64) * stride_dob
-        dq_base = DQ_ptr + b.to(tl.int64) * stride_dqb
-        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
-        d_base = DELTA_ptr + b.to(tl.int64) * stride_lb
-        k_base = K_ptr + b.to(tl.int64) * stride_kb
-        v_base = V_ptr + b.to(tl.int64) * stride_vb
-    q_base += h.to(tl.int64) * stride_qh
-    do_base += h.to(tl.int64) * stride_doh
-    dq_base += h.to(tl.int64) * stride_dqh
-    l_base += h.to(tl.int64) * stride_lh
-    d_base += h.to(tl.int64) * stride_lh
-    k_base += kvh.to(tl.int64) * stride_kh
-    v_base += kvh.to(tl.int64) * stride_vh
+    q_start, n_q = _sequence_rows(b, CU_Q_ptr, N_Q, IS_VARLEN)
+    k_start, n_k = _sequence_rows(b, CU_K_ptr, N_K, IS_VARLEN)
+    q_base = Q_ptr + _head_offset(b, q_start, h, stride_qb, stride_qm, stride_qh, IS_VARLEN)
+    do_base = DO_ptr + _head_offset(b, q_start, h, stride_dob, stride_dom, stride_doh, IS_VARLEN)
+    dq_base = DQ_ptr + _head_offset(b, q_start, h, stride_dqb, stride_dqm, stride_dqh, IS_VARLEN)
+    l_base = LSE_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
+    d_base = DELTA_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
+    k_base = K_ptr + _head_offset(b, k_start, kvh, stride_kb, stride_kn, stride_kh, IS_VARLEN)
+    v_base = V_ptr + _head_offset(b, k_start, kvh, stride_vb, stride_vn, stride_vh, IS_VARLEN)
     mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
@@ -761,10 +729,10 @@ def _attn_bwd_dq_kernel(
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
         row_ok = offs_m < n_q
-        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                    mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
-        do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
-                     mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
+        q = _load_tile(q_base, offs_m[:, None], stride_qm, n_q, offs_d[None, :], stride_qd, HEAD_DIM,
+                       True, BLOCK_D != HEAD_DIM)  # (BLOCK_M, BLOCK_D)
+        do = _load_tile(do_base, offs_m[:, None], stride_dom, n_q, offs_dv[None, :], stride_dod, HEAD_DIM_V,
+                        True, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_M, BLOCK_DV)
         lse2 = tl.load(l_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
         delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
@@ -789,8 +757,7 @@ def _attn_bwd_dq_kernel(
                             HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
                             UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, True)
         dq = dq * sm_scale
-        tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
-                 mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+        _store_tile(dq_base, dq, offs_m[:, None], stride_dqm, n_q, offs_d[None, :], stride_dqd, HEAD_DIM)
 
 
 # The interpreter decision, taken by triton when it decorated the kernels above (TRITON_INTERPRET at import).
@@ -975,19 +942,6 @@ def _check_scale(scale) -> None:
     if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool)
                                   and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-
-
-def _check_cu_seqlens(name: str, cu, total: int, device) -> None:
-    if not isinstance(cu, torch.Tensor) or cu.dtype not in (torch.int32, torch.int64) or cu.dim() != 1:
-        raise TypeError(f"{name} must be a 1-D int32 or int64 tensor")
-    if cu.device != device:
-        raise ValueError(f"{name} must be on the device of q ({device}), got {cu.device}")
-    if cu.numel() < 1 or int(cu[0]) != 0:
-        raise ValueError(f"{name} must start at 0")
-    if (cu[1:] < cu[:-1]).any():
-        raise ValueError(f"{name} must be non-decreasing")
-    if int(cu[-1]) != total:
-        raise ValueError(f"{name} must end at the packed length {total}, got {int(cu[-1])}")
 
 
 def _empty_like_layout(t: torch.Tensor, last: int, dtype: torch.dtype) -> torch.Tensor:
@@ -1194,20 +1148,20 @@ def _default_scale(scale, head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
 
-def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn_mask=None, key_padding_mask=None,
+def attention(q, k, v, *, is_causal: bool = False, scale: float | None = None, attn_mask=None, key_padding_mask=None,
               layout: str = "bhnd", return_lse: bool = False, causal_alignment: str = "padded"):
     """Fused attention ``softmax(q k^T * scale + mask) v`` with the conventions of ``reference/attention.py``.
 
     Args:
         q: ``(B, Hq, Nq, D)`` (``layout="bhnd"``) or ``(B, Nq, Hq, D)`` (``layout="bnhd"``), any strides.
         k: ``(B, Hkv, Nk, D)`` or ``(B, Nk, Hkv, D)``, ``Hq % Hkv == 0``; v: the same with head dimension Dv.
-        causal: bottom-right aligned (key ``j`` allowed for query ``i`` when ``j <= i + Nk - Nq``).
+        is_causal: bottom-right aligned (key ``j`` allowed for query ``i`` when ``j <= i + Nk - Nq``), torch's name.
         scale: softmax scale, default ``1 / sqrt(D)``.
         attn_mask: bool (True = attend) or additive float, broadcastable to ``(B, Hq, Nq, Nk)`` whatever the layout.
         key_padding_mask: bool ``(B, Nk)``, True = padding.
         return_lse: also return the natural log-sum-exp ``(B, Hq, Nq)`` (``(B, Nq, Hq)`` for bnhd), float32, not
             differentiable.
-        causal_alignment: with ``causal`` and a ``key_padding_mask``, ``"padded"`` (diagonal at the bottom right of
+        causal_alignment: with ``is_causal`` and a ``key_padding_mask``, ``"padded"`` (diagonal at the bottom right of
             the padded keys) or ``"valid"`` (of each sequence's valid keys, flash-attn's meaning for unpadded
             queries); ``reference.attention.scaled_dot_product_attention`` says why ``"padded"`` is the default.
 
@@ -1225,7 +1179,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
     _check_scale(scale)
     if causal_alignment not in CAUSAL_ALIGNMENTS:
         raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
-    problem = _Problem(batch=q.shape[0], n_q=q.shape[2], n_k=k.shape[2], causal=bool(causal),
+    problem = _Problem(batch=q.shape[0], n_q=q.shape[2], n_k=k.shape[2], causal=bool(is_causal),
                        scale=_default_scale(scale, q.shape[-1]), cu_q=None, cu_k=None,
                        causal_alignment=causal_alignment)
     out, lse = _FlashAttention.apply(q, k, v, attn_mask, key_padding_mask, problem)
@@ -1235,7 +1189,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int | None = None,
-                     max_seqlen_k: int | None = None, causal: bool = False, is_causal: bool | None = None,
+                     max_seqlen_k: int | None = None, is_causal: bool = False,
                      scale: float | None = None, return_lse: bool = False):
     """Attention over a packed batch of variable-length sequences, as ``reference.attention.varlen_attention``.
 
@@ -1244,15 +1198,14 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
         cu_seqlens_q / cu_seqlens_k: int ``(S + 1,)`` offsets from 0 to the total length, non-decreasing.
         max_seqlen_q / max_seqlen_k: the longest sequence (computed from cu_seqlens when omitted; passing it
             avoids a device-to-host read).
-        causal (or its reference spelling ``is_causal``): bottom-right aligned within each sequence.
+        is_causal: bottom-right aligned within each sequence.
 
     Returns:
         ``(total_q, Hq, Dv)``, and the log-sum-exp ``(total_q, Hq)`` when ``return_lse``.
     """
-    causal = causal if is_causal is None else is_causal
     _check_qkv(q, k, v, rank=3, shape_text="(total, H, D)", head_axis=1)
     for name, cu, total in (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
-        _check_cu_seqlens(name, cu, total, q.device)
+        validate_cu_seqlens(name, cu, total, q.device)
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError("cu_seqlens_q and cu_seqlens_k must describe the same number of sequences")
     _check_scale(scale)
@@ -1266,7 +1219,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
     problem = _Problem(batch=cu_seqlens_q.numel() - 1,
                        n_q=longest_q if max_seqlen_q is None else max_seqlen_q,
                        n_k=longest_k if max_seqlen_k is None else max_seqlen_k,
-                       causal=bool(causal), scale=_default_scale(scale, q.shape[-1]),
+                       causal=bool(is_causal), scale=_default_scale(scale, q.shape[-1]),
                        cu_q=cu_seqlens_q.to(torch.int32), cu_k=cu_seqlens_k.to(torch.int32))
     out, lse = _FlashAttention.apply(q4, k4, v4, None, None, problem)
     out = out[0].transpose(0, 1)  # (total_q, Hq, Dv)
@@ -1285,7 +1238,7 @@ def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, r
     if not _INTERPRETING and q.device.type != "cuda":
         raise NotImplementedError(f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 set "
                                   "before kernels.attention is imported (the CPU interpreter)")
-    return attention(q, k, v, causal=is_causal, scale=scale, attn_mask=attn_mask,
+    return attention(q, k, v, is_causal=is_causal, scale=scale, attn_mask=attn_mask,
                      key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse,
                      causal_alignment=causal_alignment)
 

@@ -77,7 +77,7 @@ def _kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, s
     if layout == "bnhd":  # (B, N, H, D) memory; the kernel gets the tensors in that layout
         leaves = [t.transpose(1, 2).contiguous() for t in leaves]
     leaves = [t.requires_grad_() for t in leaves]
-    out, lse = ka.attention(*leaves, causal=causal, scale=scale, attn_mask=_cast(attn_mask, dtype),
+    out, lse = ka.attention(*leaves, is_causal=causal, scale=scale, attn_mask=_cast(attn_mask, dtype),
                             key_padding_mask=key_padding_mask, layout=layout, return_lse=True)
     grads = torch.autograd.grad(out, leaves, d_out.to(dtype).transpose(1, 2) if layout == "bnhd" else d_out.to(dtype))
     if layout == "bnhd":
@@ -238,7 +238,7 @@ def test_non_contiguous_strided_views(seed):
     v.requires_grad_()
     assert not any(t.is_contiguous() for t in (q, k, v)) and q.stride(-1) == 2 and k.stride(-1) == 25
     d_out = random_tensor((2, 3, 20, 32), seed=seed + 3, dtype=torch.float64)
-    out = ka.attention(q, k, v, causal=True)
+    out = ka.attention(q, k, v, is_causal=True)
     grads = torch.autograd.grad(out, (q, k, v), d_out.float())
     gold = _reference_run(q.double(), k.double(), v.double(), d_out, torch.float64, attn_mask=None,
                           key_padding_mask=None, causal=True, scale=None)
@@ -267,7 +267,7 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(seed, dtype):
     attn_mask = torch.zeros(nq, nk)  # additive, with -inf rows: row 3 sees nothing
     attn_mask[3] = -math.inf
     # causal with Nq > Nk: rows 0 and 1 see no key at all
-    out, lse = ka.attention(*(t.to(dtype) for t in (q, k, v)), causal=True, attn_mask=attn_mask.to(dtype),
+    out, lse = ka.attention(*(t.to(dtype) for t in (q, k, v)), is_causal=True, attn_mask=attn_mask.to(dtype),
                             key_padding_mask=key_padding_mask, return_lse=True)
     empty = torch.zeros(b, h, nq, dtype=torch.bool)
     empty[1], empty[:, :, 3], empty[:, :, :2] = True, True, True
@@ -278,7 +278,7 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(seed, dtype):
     _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask.double(), gold_attn_mask=attn_mask == 0,
                           key_padding_mask=key_padding_mask, causal=True)
     leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
-    out = ka.attention(*leaves, causal=True, attn_mask=attn_mask.to(dtype), key_padding_mask=key_padding_mask)
+    out = ka.attention(*leaves, is_causal=True, attn_mask=attn_mask.to(dtype), key_padding_mask=key_padding_mask)
     dq, dk, dv = torch.autograd.grad(out, leaves, random_tensor(out.shape, seed=seed + 5, dtype=dtype))
     assert torch.equal(dq[empty], torch.zeros_like(dq[empty]))
     assert torch.equal(dk[1], torch.zeros_like(dk[1])) and torch.equal(dv[1], torch.zeros_like(dv[1]))
@@ -309,7 +309,7 @@ def test_varlen_matches_the_reference(seed, dtype):
 def test_varlen_accepts_max_seqlen_and_flash_attn_spelling(seed):
     cu = torch.tensor([0, 7, 19], dtype=torch.int32)
     q = random_tensor((19, 2, 16), seed=seed, dtype=torch.float32)
-    given = ka.varlen_attention(q, q, q, cu, cu, max_seqlen_q=12, max_seqlen_k=12, causal=True)
+    given = ka.varlen_attention(q, q, q, cu, cu, max_seqlen_q=12, max_seqlen_k=12, is_causal=True)
     assert_agrees(given, varlen_attention(q.double(), q.double(), q.double(), cu, cu, is_causal=True))
 
 
@@ -380,9 +380,8 @@ def test_causal_alignment_matches_flash_attn_padded_semantics(seed, alignment, p
     assert not torch.allclose(_flash_attn_padded_gold(q, k, v, key_padding_mask, other, scale)[0], gold[0])
     for name, fn in (("reference", scaled_dot_product_attention), ("kernel", ka.attention)):
         leaves = [t.to(torch.float32).requires_grad_() for t in (q, k, v)]
-        causal = {"is_causal": True} if name == "reference" else {"causal": True}
         out, lse = fn(*leaves, key_padding_mask=key_padding_mask, return_lse=True, causal_alignment=alignment,
-                      **causal)
+                      is_causal=True)  # one spelling for the reference and the kernel, torch's
         assert lse.dtype == torch.float32, f"{name}: lse must be float32, got {lse.dtype}"
         grads = torch.autograd.grad(out, leaves, d_out.to(torch.float32))
         assert_agrees(out, gold[0], baseline[0], name=f"{name} output ({alignment})")
@@ -405,7 +404,7 @@ def test_valid_alignment_is_varlen_attention_on_the_unpadded_batch(seed):
     gold = gold.view(b, nq, h, d).transpose(1, 2)
     baseline = scaled_dot_product_attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask,
                                             is_causal=True, causal_alignment="valid")
-    candidate = ka.attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask, causal=True,
+    candidate = ka.attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask, is_causal=True,
                              causal_alignment="valid")
     assert_agrees(baseline, gold, name="reference valid alignment vs varlen")
     assert_agrees(candidate, gold, baseline, name="kernel valid alignment vs varlen")
@@ -621,7 +620,7 @@ def _allocated(fn, seed, n) -> TensorMemoryTracker:
 
 def test_memory_grows_linearly_with_sequence_length(seed):
     short, long = 64, 256  # 4x the sequence: linear memory grows 4x, an (N x N) buffer 16x
-    kernel = [_allocated(lambda q, k, v: ka.attention(q, k, v, causal=True), seed, n) for n in (short, long)]
+    kernel = [_allocated(lambda q, k, v: ka.attention(q, k, v, is_causal=True), seed, n) for n in (short, long)]
     reference = [_allocated(lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True), seed, n)
                  for n in (short, long)]
     growth = kernel[1].peak / kernel[0].peak
@@ -764,7 +763,7 @@ def test_the_reference_seam_routes_to_the_kernel(seed):
     assert "triton" in attention_backends()
     q, k, v = (t.float() for t in _qkv(seed, 1, 2, 1, 10, 12, 16))
     via_seam = scaled_dot_product_attention(q, k, v, is_causal=True, backend="triton")
-    assert torch.equal(via_seam, ka.attention(q, k, v, causal=True))
+    assert torch.equal(via_seam, ka.attention(q, k, v, is_causal=True))
     # What the backend cannot run is NotImplementedError, the seam's contract (callers trying every backend skip it)
     with pytest.raises(NotImplementedError, match="backend 'triton' runs float16, bfloat16 and float32"):
         scaled_dot_product_attention(q.double(), k.double(), v.double(), backend="triton")
