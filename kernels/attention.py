@@ -136,8 +136,8 @@ _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 
 # shared memory and registers (see _fits).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(128, 128, 8, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4),
-                         (64, 16, 4, 2), (32, 32, 4, 2), (32, 16, 2, 2)]
+    for bm, bn, w, s in [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3),
+                         (64, 32, 4, 4), (64, 16, 4, 2), (32, 32, 4, 2), (32, 16, 2, 2)]
 ]
 DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
