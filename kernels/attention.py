@@ -193,8 +193,10 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     keeps BLOCK_N <= 32 from D128 up: its two-stage M16 N64 tile spills on sm_90 with triton 3.9 (since its
     interior and masked loops) and with triton 3.6, the lent GPU machine's (``.ci/device-versions`` runs
     the gate under triton 3.6). dK/dV's M64 N64 tile with 8 warps computes every score twice on sm_90 (both
-    warpgroups hold the whole tile); the 4-warp one does not. ``tma``: the
-    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern.
+    warpgroups hold the whole tile); the 4-warp one does not. dQ's 128x128 tile by pointers spills with two
+    stages (bfloat16 D64 causal, float16 D128 causal+padding) and with one at D128; by TMA it fits both
+    to D128. ``tma``: the TMA path (forward, dQ), which the pointer-path spills of ``_POINTER_PATH_SPILLS``
+    do not concern.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     hopper = capability in (90, 100)
