@@ -168,6 +168,8 @@ _MEASURED_SPILLS = {
 }
 # Those measured on the pointer path only: the forward's TMA path (sm_90) frees the per-thread addresses.
 _POINTER_PATH_SPILLS = set()
+# And those measured on the TMA path only (sm_90): dQ's, bfloat16 D128 causal, 8 B.
+_TMA_PATH_SPILLS = {("dq", 32, 32, 4, 128)}
 if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (12 B and 4 B, bfloat16); 3.9 does not
     _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,),
                              ("dkdv", 16, 16, 4, 128): (90,),  # float16 causal+padding, 4 B (two stages)
@@ -202,6 +204,8 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     hopper = capability in (90, 100)
     key = (kernel, bm, bn, config.num_warps, block_d)
     if (80, 90)[hopper] in _MEASURED_SPILLS.get(key, ()) and not (tma and key in _POINTER_PATH_SPILLS):
+        return False
+    if tma and key in _TMA_PATH_SPILLS:
         return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
@@ -306,14 +310,20 @@ def _sequence_rows(b, CU_ptr, N, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _head_offset(b, first_row, h, stride_b, stride_n, stride_h, IS_VARLEN: tl.constexpr):
-    """The offset of row 0 of head ``h`` of sequence ``b``, in 64 bits (large tensors): batch entry ``b`` of a
-    dense tensor, or row ``first_row`` of a packed one (whose batch stride is unused)."""
+def _sequence_offset(b, first_row, stride_b, stride_n, IS_VARLEN: tl.constexpr):
+    """The offset of sequence ``b``'s first row, in 64 bits (large tensors): batch entry ``b`` of a dense
+    tensor, or row ``first_row`` of a packed one (whose batch stride is unused)."""
     if IS_VARLEN:
         offset = first_row * stride_n
     else:
         offset = b.to(tl.int64) * stride_b
-    return offset + h.to(tl.int64) * stride_h
+    return offset
+
+
+@triton.jit
+def _head_offset(b, first_row, h, stride_b, stride_n, stride_h, IS_VARLEN: tl.constexpr):
+    """The offset of row 0 of head ``h`` of sequence ``b`` (see ``_sequence_offset``)."""
+    return _sequence_offset(b, first_row, stride_b, stride_n, IS_VARLEN) + h.to(tl.int64) * stride_h
 
 
 @triton.jit
@@ -640,6 +650,11 @@ def _attn_bwd_dkdv_kernel(
     v_base = V_ptr + _head_offset(b, k_start, kvh, stride_vb, stride_vn, stride_vh, IS_VARLEN)
     dk_base = DK_ptr + _head_offset(b, k_start, kvh, stride_dkb, stride_dkn, stride_dkh, IS_VARLEN)
     dv_base = DV_ptr + _head_offset(b, k_start, kvh, stride_dvb, stride_dvn, stride_dvh, IS_VARLEN)
+    # the query side at head 0: the loop over the group's query heads adds each head's stride
+    q_base = Q_ptr + _sequence_offset(b, q_start, stride_qb, stride_qm, IS_VARLEN)
+    do_base = DO_ptr + _sequence_offset(b, q_start, stride_dob, stride_dom, IS_VARLEN)
+    l_base = LSE_ptr + _sequence_offset(b, q_start, stride_lb, stride_lm, IS_VARLEN)
+    d_base = DELTA_ptr + _sequence_offset(b, q_start, stride_lb, stride_lm, IS_VARLEN)
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
     if pid_n * BLOCK_N < n_k:
@@ -659,10 +674,10 @@ def _attn_bwd_dkdv_kernel(
             lo = tl.maximum(start_n - (n_k - n_q), 0) // BLOCK_M * BLOCK_M
         for g in range(0, GROUPS):
             h = kvh * GROUPS + g
-            q_head = Q_ptr + _head_offset(b, q_start, h, stride_qb, stride_qm, stride_qh, IS_VARLEN)
-            do_head = DO_ptr + _head_offset(b, q_start, h, stride_dob, stride_dom, stride_doh, IS_VARLEN)
-            l_head = LSE_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
-            d_head = DELTA_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
+            q_head = q_base + h.to(tl.int64) * stride_qh
+            do_head = do_base + h.to(tl.int64) * stride_doh
+            l_head = l_base + h.to(tl.int64) * stride_lh
+            d_head = d_base + h.to(tl.int64) * stride_lh
             mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
             first, last = _unmasked_query_range(start_n, lo, n_q, n_k, IS_CAUSAL, MASK_KIND, HAS_KPM, BLOCK_M,
                                                 BLOCK_N)
