@@ -175,6 +175,7 @@ if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (
                              ("dkdv", 16, 16, 4, 128): (90,),  # float16 causal+padding, 4 B (two stages)
                              ("dq", 128, 128, 8, 128): (90,)})  # by TMA: 8 to 104 B, bfloat16
     _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
+    _TMA_PATH_SPILLS.add(("dq", 32, 64, 4, 128))  # bfloat16 D128: 4 B by TMA (none by pointers)
 
 
 def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False) -> bool:
