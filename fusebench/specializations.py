@@ -204,7 +204,8 @@ def _as_on_hopper():
 
 
 def _record_attention_on_hopper(sizes, dtypes, include_correctness) -> list[Launch]:
-    """The attention launches an sm_90 GPU makes that no other does: the forward's TMA path (``USE_TMA``).
+    """The attention launches an sm_90 GPU makes that no other does: the TMA paths (``USE_TMA``)
+    of the forward and dQ.
     Everything else such a launch compiles is what the pointer path's recording already holds."""
     from fusebench import cases
 
@@ -258,7 +259,7 @@ def _record_attention_gpu_tier() -> list[Launch]:
         mask = random_tensor((batch, 1, nq, nk), seed=7, dtype=torch.bfloat16)
         padding = torch.rand(batch, nk, generator=torch.Generator().manual_seed(0)) < 0.3
         with recording(launches, f"correctness gpu attention D{d}"):
-            out = attention(q, k, v, causal=True, attn_mask=mask, key_padding_mask=padding)
+            out = attention(q, k, v, is_causal=True, attn_mask=mask, key_padding_mask=padding)
             torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
     return launches
 

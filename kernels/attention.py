@@ -14,10 +14,10 @@ Dao et al. 2022 for the original tiling):
   mask can touch (inside both lengths and, causal, wholly left of the diagonal) run with no mask and
   unmasked loads; the boundary and diagonal blocks, and every block when an ``attn_mask`` or key padding
   is given, run through ``_mask_scores``, the one place masks are applied.
-* K and V reach the forward's loop through pointers (``cp.async`` on sm_80 and later) or, on sm_90 when
-  the strides allow (16-bit elements, a 16-byte aligned base and row pitch, unit stride along D), through
-  per-sequence tensor descriptors (TMA: one instruction per tile, no per-thread addresses, and rows past
-  the sequence and columns past the head dimension arrive as zeros). ``_kv_by_tma`` decides.
+* K and V reach the loops of the forward and of dQ through pointers (``cp.async`` on sm_80 and later) or,
+  on sm_90 when the strides allow (16-bit elements, a 16-byte aligned base and row pitch, unit stride along
+  D), through per-sequence tensor descriptors (TMA: one instruction per tile, no per-thread addresses, and
+  rows past the sequence and columns past the head dimension arrive as zeros). ``_kv_by_tma`` decides.
 * The output is written once, in its dtype, by the forward kernel; in training with 16-bit inputs the same
   epilogue also stores O in float32 for the backward's ``delta`` (see ``_FlashAttention``), with no cast pass.
 * Backward: nothing from the forward but ``lse2`` is kept; probabilities are recomputed as
@@ -92,8 +92,8 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
   cannot reach compiled GPU code (``compile_specs`` below, used to compile offline, always sets it False).
 * Strides: the interpreter reads memory through the same pointer arithmetic, so strided and transposed
   views are covered; 64-bit offsets are used for batch and head bases (large tensors) on both paths.
-* The TMA path: the interpreter never takes it by itself (it is sm_90's); the tests force it
-  (``_tma_available``) so that its program logic runs on CPU, triton's interpreter emulating the
+* The TMA path (forward and dQ): the interpreter never takes it by itself (it is sm_90's); the tests force
+  it (``_tma_available``) so that its program logic runs on CPU, triton's interpreter emulating the
   descriptors' loads and zero fill. Its compiled form is read by ``fusebench inspect`` (``... tma`` rows,
   ``UTMALDG`` in the SASS) and run by the ``gpu`` tier on an sm_90 machine (``fusebench gpu-check``).
 * What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself, the code the
@@ -117,7 +117,7 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from kernels._compile import CompileSpec
 from kernels._versions import TRITON
-from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions
+from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions, validate_cu_seqlens
 
 __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKDV_CONFIGS", "DQ_CONFIGS",
            "SUPPORTED_DTYPES"]
@@ -137,17 +137,18 @@ _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 
 # shared memory and registers (see _fits).
 FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(128, 128, 8, 3), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 4),
-                         (64, 16, 4, 2), (32, 32, 4, 2), (32, 16, 2, 2)]
+    for bm, bn, w, s in [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3),
+                         (64, 32, 4, 4), (64, 16, 4, 2), (32, 32, 4, 2), (32, 16, 2, 2)]
 ]
 DQ_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2), (32, 64, 4, 2), (16, 64, 4, 2),
-                         (32, 32, 4, 1), (16, 32, 4, 1), (16, 16, 2, 1)]
+    for bm, bn, w, s in [(128, 128, 8, 1), (128, 128, 8, 2), (128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2),
+                         (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1), (16, 32, 4, 1), (16, 16, 2, 1)]
 ]
 DKDV_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-    for bm, bn, w, s in [(64, 64, 8, 2), (16, 64, 4, 2), (32, 32, 4, 2), (16, 32, 4, 2), (16, 16, 4, 2)]
+    for bm, bn, w, s in [(64, 64, 4, 1), (32, 64, 4, 1), (64, 64, 8, 2), (16, 64, 4, 2), (32, 32, 4, 2),
+                         (16, 32, 4, 2), (16, 16, 4, 2)]
 ]
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
@@ -187,10 +188,14 @@ _MASKED_SPILLS = {
 }
 # Those measured on the pointer path only: the forward's TMA path (sm_90) frees the per-thread addresses.
 _POINTER_PATH_SPILLS = set()
+# And those measured on the TMA path only (sm_90): dQ's, bfloat16 D128 causal, 8 B.
+_TMA_PATH_SPILLS = {("dq", 32, 32, 4, 128)}
 if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (12 B and 4 B, bfloat16); 3.9 does not
     _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,),
-                             ("dkdv", 16, 16, 4, 128): (90,)})  # float16 causal+padding, 4 B (two stages)
+                             ("dkdv", 16, 16, 4, 128): (90,),  # float16 causal+padding, 4 B (two stages)
+                             ("dq", 128, 128, 8, 128): (90,)})  # by TMA: 8 to 104 B, bfloat16
     _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
+    _TMA_PATH_SPILLS.add(("dq", 32, 64, 4, 128))  # bfloat16 D128: 4 B by TMA (none by pointers)
 
 
 def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False,
@@ -204,14 +209,19 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     spill: it measured spills for dK/dV at M64 N128 (D64), M32 N64 (D128) and M16 N32 (D256), and for dQ
     at M32 N32 (D256). Register allocation is not monotone in the tile (M64 N64 spills with 4 warps and
     not with 8 on sm_80, a 16x16 dK/dV tile with 2 warps spills at D128), so the lists keep only configs
-    whose every shipped (config, head dim) compiled spill-free on both targets. Two rules depend on the
-    target (``capability``): the forward with 8 warps at D128 (a 128x64 tile fits sm_80, a 128x128 one
-    spills there and fits sm_90) and dQ's 128-row tile (sm_90 only), since wgmma keeps its operands and
-    accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
-    M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
-    3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6). ``tma``: the
-    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern. ``masked``:
-    a launch that loads a mask tile (``MASK_KIND`` 1 or 2), whose measured spills are ``_MASKED_SPILLS``.
+    whose every shipped (config, head dim) compiled spill-free on both targets. Some rules depend on the
+    target (``capability``), since wgmma keeps its operands and accumulators in fewer registers per thread
+    than mma.sync: the forward with 8 warps at D128 (a 128x64 tile fits sm_80, a 128x128 one spills there
+    and fits sm_90), dQ's 128-row tiles and dK/dV's one-stage tiles of one warpgroup (sm_90 only; they
+    cost a third fewer loop instructions per score there, ``fusebench inspect --cost``). Otherwise dK/dV
+    keeps BLOCK_N <= 32 from D128 up: its two-stage M16 N64 tile spills on sm_90 with triton 3.9 (since its
+    interior and masked loops) and with triton 3.6, the lent GPU machine's (``.ci/device-versions`` runs
+    the gate under triton 3.6). dK/dV's M64 N64 tile with 8 warps computes every score twice on sm_90 (both
+    warpgroups hold the whole tile); the 4-warp one does not. dQ's 128x128 tile by pointers spills with two
+    stages (bfloat16 D64 causal, float16 D128 causal+padding) and with one at D128; by TMA it fits both
+    to D128. ``tma``: the TMA path (forward, dQ), which the pointer-path spills of ``_POINTER_PATH_SPILLS``
+    do not concern. ``masked``: a launch that loads a mask tile (``MASK_KIND`` 1 or 2), whose
+    measured spills are ``_MASKED_SPILLS``.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     hopper = capability in (90, 100)
@@ -220,10 +230,16 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
         return False
     if masked and (80, 90)[hopper] in _MASKED_SPILLS.get(key, ()):
         return False
+    if tma and key in _TMA_PATH_SPILLS:
+        return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
+    if kernel == "dq" and bm * bn == 128 * 128:  # sm_90's wgmma tile: by pointers one stage up to D64, by TMA to D128
+        return hopper and (block_d <= 128 if tma else block_d <= 64 and config.num_stages == 1)
     if kernel == "dq" and bm == 128:  # spills 756 B on sm_80 at D128; none on sm_90
         return hopper and block_d <= 128
+    if kernel == "dkdv" and config.num_stages == 1:  # one warpgroup's wgmma tiles: sm_90 only (they spill on sm_80)
+        return hopper and bm * bn * block_d <= 64 * 64 * 64
     if kernel == "dkdv":
         if block_d >= 128 and bn > 32:  # M16 N64 spills on sm_90 (triton 3.9 with the split loops; triton 3.6)
             return False
@@ -245,8 +261,8 @@ def _pruner(kernel: str):
 
 
 # Autotune keys; triton.autotune adds the dtypes of the tensor arguments itself.
-_BWD_KEY = ["N_Q", "N_K", "BLOCK_D", "BLOCK_DV", "IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN"]
-_FWD_KEY = _BWD_KEY + ["USE_TMA"]
+_DKDV_KEY = ["N_Q", "N_K", "BLOCK_D", "BLOCK_DV", "IS_CAUSAL", "MASK_KIND", "HAS_KPM", "IS_VARLEN"]
+_KEY_WITH_TMA = _DKDV_KEY + ["USE_TMA"]  # the forward and dQ, which read K and V by TMA on sm_90
 
 # --------------------------------------------------------------------------------------------------
 # Kernels
@@ -306,6 +322,36 @@ def _unmasked_key_end(first_row, n_q, n_k, IS_CAUSAL: tl.constexpr, MASK_KIND: t
 
 
 @triton.jit
+def _sequence_rows(b, CU_ptr, N, IS_VARLEN: tl.constexpr):
+    """(first row, length) of sequence ``b`` along one axis: read from the cumulative lengths of a packed
+    batch (varlen), or ``(0, N)`` for entry ``b`` of a dense one."""
+    if IS_VARLEN:
+        start = tl.load(CU_ptr + b).to(tl.int64)
+        length = (tl.load(CU_ptr + b + 1) - start).to(tl.int32)
+    else:
+        start = 0
+        length = N
+    return start, length
+
+
+@triton.jit
+def _sequence_offset(b, first_row, stride_b, stride_n, IS_VARLEN: tl.constexpr):
+    """The offset of sequence ``b``'s first row, in 64 bits (large tensors): batch entry ``b`` of a dense
+    tensor, or row ``first_row`` of a packed one (whose batch stride is unused)."""
+    if IS_VARLEN:
+        offset = first_row * stride_n
+    else:
+        offset = b.to(tl.int64) * stride_b
+    return offset
+
+
+@triton.jit
+def _head_offset(b, first_row, h, stride_b, stride_n, stride_h, IS_VARLEN: tl.constexpr):
+    """The offset of row 0 of head ``h`` of sequence ``b`` (see ``_sequence_offset``)."""
+    return _sequence_offset(b, first_row, stride_b, stride_n, IS_VARLEN) + h.to(tl.int64) * stride_h
+
+
+@triton.jit
 def _load_tile(base, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b, CHECK_A: tl.constexpr,
                CHECK_B: tl.constexpr):
     """A tile at ``base + offs_a * stride_a + offs_b * stride_b`` (offsets broadcast), bounds-checked
@@ -323,6 +369,51 @@ def _load_tile(base, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b, CHECK
 
 
 @triton.jit
+def _store_tile(base, tile, offs_a, stride_a, limit_a, offs_b, stride_b, limit_b):
+    """Store ``tile`` at ``base + offs_a * stride_a + offs_b * stride_b`` where both offsets are in bounds,
+    rounded to the destination's dtype."""
+    tl.store(base + offs_a * stride_a + offs_b * stride_b, tile.to(base.dtype.element_ty),
+             mask=(offs_a < limit_a) & (offs_b < limit_b))
+
+
+@triton.jit
+def _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, USE_TMA: tl.constexpr, BLOCK_N: tl.constexpr):
+    """With USE_TMA, tensor descriptors of this sequence's keys and values, ``(BLOCK_N, BLOCK_D)`` tiles: TMA fills
+    rows past ``n_k`` and columns past the head dimension with zeros. Otherwise the bases (unread)."""
+    if USE_TMA:
+        k_desc = tl.make_tensor_descriptor(k_base, [tl.maximum(n_k, 1), HEAD_DIM], [stride_kn, 1], [BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(v_base, [tl.maximum(n_k, 1), HEAD_DIM_V], [stride_vn, 1],
+                                           [BLOCK_N, BLOCK_DV])
+    else:
+        k_desc = k_base
+        v_desc = v_base
+    return k_desc, v_desc
+
+
+@triton.jit
+def _key_side_tile(desc, base, start_n, stride_n, stride_d, n_k, HEAD: tl.constexpr, BLOCK: tl.constexpr,
+                   BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr, MASKED: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """Rows ``[start_n, start_n + BLOCK_N)`` of K or V, ``(BLOCK_N, BLOCK)`` or, TRANSPOSED, ``(BLOCK, BLOCK_N)``:
+    by TMA through ``desc``, or by pointers from ``base``, bounds-checked along N in MASKED blocks only and
+    along the head dimension only when the tile pads it."""
+    if USE_TMA:
+        tile = desc.load([start_n, 0])
+        if TRANSPOSED:
+            tile = tl.trans(tile)
+    else:
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK)
+        if TRANSPOSED:
+            tile = _load_tile(base, offs_n[None, :], stride_n, n_k, offs_d[:, None], stride_d, HEAD, MASKED,
+                              BLOCK != HEAD)
+        else:
+            tile = _load_tile(base, offs_n[:, None], stride_n, n_k, offs_d[None, :], stride_d, HEAD, MASKED,
+                              BLOCK != HEAD)
+    return tile
+
+
+@triton.jit
 def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
                     k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                     mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
@@ -333,15 +424,10 @@ def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_sca
     """The online softmax over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``. K and V
     arrive through pointers, or with USE_TMA through the tensor descriptors ``k_desc``/``v_desc`` (TMA on
     sm_90), which fill rows past ``n_k`` and columns past the head dimension with zeros."""
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        if USE_TMA:
-            k_t = tl.trans(k_desc.load([start_n, 0]))  # (BLOCK_D, BLOCK_N)
-        else:
-            k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
-                             MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        k_t = _key_side_tile(k_desc, k_base, start_n, stride_kn, stride_kd, n_k, HEAD_DIM, BLOCK_D, BLOCK_N, USE_TMA,
+                             MASKED, True)  # (BLOCK_D, BLOCK_N)
         s = _dot(q, k_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
         if MASKED:
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
@@ -355,11 +441,8 @@ def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_sca
         p = tl.math.exp2(s * qk_scale - m_safe[:, None])  # scale and shift in one FMA per score
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if USE_TMA:
-            v = v_desc.load([start_n, 0])
-        else:
-            v = _load_tile(v_base, offs_n[:, None], stride_vn, n_k, offs_dv[None, :], stride_vd, HEAD_DIM_V,
-                           MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_N, BLOCK_DV)
+        v = _key_side_tile(v_desc, v_base, start_n, stride_vn, stride_vd, n_k, HEAD_DIM_V, BLOCK_DV, BLOCK_N, USE_TMA,
+                           MASKED, False)  # (BLOCK_N, BLOCK_DV)
         acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_BF16, DOT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -367,26 +450,25 @@ def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_sca
 
 @triton.jit
 def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
-                   k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                   k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                    mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr,
-                   UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
-                   MASKED: tl.constexpr):
-    """dQ accumulated over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``."""
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
+                   UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
+                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    """dQ accumulated over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``. K and V arrive
+    as in the forward: through pointers, or with USE_TMA through ``k_desc``/``v_desc``."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
-                         MASKED, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        k_t = _key_side_tile(k_desc, k_base, start_n, stride_kn, stride_kd, n_k, HEAD_DIM, BLOCK_D, BLOCK_N, USE_TMA,
+                             MASKED, True)  # (BLOCK_D, BLOCK_N)
         s = _dot(q, k_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N), raw q.k
         if MASKED:
             s = _mask_scores(s, offs_m[:, None], offs_n[None, :], n_q, n_k, mask_base, stride_mm, stride_mn,
                              kpm_base, stride_kpn, sm_scale, IS_CAUSAL, MASK_KIND, HAS_KPM)
         p = tl.math.exp2(s * qk_scale - lse2[:, None])  # the forward's one FMA, with lse for its max
-        v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
-                         MASKED, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
+        v_t = _key_side_tile(v_desc, v_base, start_n, stride_vn, stride_vd, n_k, HEAD_DIM_V, BLOCK_DV, BLOCK_N,
+                             USE_TMA, MASKED, True)  # (BLOCK_DV, BLOCK_N)
         dp = _dot(do, v_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
         ds = p * (dp - delta[:, None])
         dq = _dot(ds.to(k_t.dtype), tl.trans(k_t), dq, UPCAST_BF16, DOT_PRECISION)
@@ -478,47 +560,25 @@ def _attn_fwd_kernel(
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // GROUPS
-    if IS_VARLEN:  # sequence b of a packed batch: offsets along N, batch strides unused
-        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
-        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
-        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
-        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
-        q_base = Q_ptr + q_start * stride_qm
-        k_base = K_ptr + k_start * stride_kn
-        v_base = V_ptr + k_start * stride_vn
-        o_offset = q_start * stride_om
-        l_base = LSE_ptr + q_start * stride_lm
-    else:
-        n_q = N_Q
-        n_k = N_K
-        q_base = Q_ptr + b.to(tl.int64) * stride_qb
-        k_base = K_ptr + b.to(tl.int64) * stride_kb
-        v_base = V_ptr + b.to(tl.int64) * stride_vb
-        o_offset = b.to(tl.int64) * stride_ob
-        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
-    q_base += h.to(tl.int64) * stride_qh
-    k_base += kvh.to(tl.int64) * stride_kh
-    v_base += kvh.to(tl.int64) * stride_vh
-    o_offset += h.to(tl.int64) * stride_oh
-    l_base += h.to(tl.int64) * stride_lh
+    q_start, n_q = _sequence_rows(b, CU_Q_ptr, N_Q, IS_VARLEN)
+    k_start, n_k = _sequence_rows(b, CU_K_ptr, N_K, IS_VARLEN)
+    q_base = Q_ptr + _head_offset(b, q_start, h, stride_qb, stride_qm, stride_qh, IS_VARLEN)
+    k_base = K_ptr + _head_offset(b, k_start, kvh, stride_kb, stride_kn, stride_kh, IS_VARLEN)
+    v_base = V_ptr + _head_offset(b, k_start, kvh, stride_vb, stride_vn, stride_vh, IS_VARLEN)
+    o_offset = _head_offset(b, q_start, h, stride_ob, stride_om, stride_oh, IS_VARLEN)  # O and its float32 copy
+    l_base = LSE_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
     mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
     if pid_m * BLOCK_M < n_q:
-        if USE_TMA:  # this sequence's keys and values; TMA fills rows past n_k, columns past the head dim, with 0
-            k_desc = tl.make_tensor_descriptor(k_base, [tl.maximum(n_k, 1), HEAD_DIM], [stride_kn, 1],
-                                               [BLOCK_N, BLOCK_D])
-            v_desc = tl.make_tensor_descriptor(v_base, [tl.maximum(n_k, 1), HEAD_DIM_V], [stride_vn, 1],
-                                               [BLOCK_N, BLOCK_DV])
-        else:  # the pointer path reads neither
-            k_desc = k_base
-            v_desc = v_base
+        k_desc, v_desc = _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM, HEAD_DIM_V, BLOCK_D,
+                                         BLOCK_DV, USE_TMA, BLOCK_N)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
         row_ok = offs_m < n_q
-        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                    mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
+        q = _load_tile(q_base, offs_m[:, None], stride_qm, n_q, offs_d[None, :], stride_qd, HEAD_DIM,
+                       True, BLOCK_D != HEAD_DIM)  # (BLOCK_M, BLOCK_D)
 
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max, base-2 units
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
@@ -568,25 +628,16 @@ def _attn_bwd_delta_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    if IS_VARLEN:
-        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
-        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
-        o_base = O_ptr + q_start * stride_om
-        do_base = DO_ptr + q_start * stride_dom
-        l_base = DELTA_ptr + q_start * stride_lm
-    else:
-        n_q = N_Q
-        o_base = O_ptr + b.to(tl.int64) * stride_ob
-        do_base = DO_ptr + b.to(tl.int64) * stride_dob
-        l_base = DELTA_ptr + b.to(tl.int64) * stride_lb
-    o_base += h.to(tl.int64) * stride_oh
-    do_base += h.to(tl.int64) * stride_doh
-    l_base += h.to(tl.int64) * stride_lh
+    q_start, n_q = _sequence_rows(b, CU_Q_ptr, N_Q, IS_VARLEN)
+    o_base = O_ptr + _head_offset(b, q_start, h, stride_ob, stride_om, stride_oh, IS_VARLEN)
+    do_base = DO_ptr + _head_offset(b, q_start, h, stride_dob, stride_dom, stride_doh, IS_VARLEN)
+    l_base = DELTA_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_dv = tl.arange(0, BLOCK_DV)
-    ok = (offs_m[:, None] < n_q) & (offs_dv[None, :] < HEAD_DIM_V)
-    o = tl.load(o_base + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od, mask=ok, other=0.0)
-    do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod, mask=ok, other=0.0)
+    o = _load_tile(o_base, offs_m[:, None], stride_om, n_q, offs_dv[None, :], stride_od, HEAD_DIM_V,
+                   True, BLOCK_DV != HEAD_DIM_V)
+    do = _load_tile(do_base, offs_m[:, None], stride_dom, n_q, offs_dv[None, :], stride_dod, HEAD_DIM_V,
+                    True, BLOCK_DV != HEAD_DIM_V)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(l_base + offs_m * stride_lm, delta, mask=offs_m < n_q)
 
@@ -618,34 +669,17 @@ def _attn_bwd_dkdv_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H_KV
     kvh = pid_bh % H_KV
-    if IS_VARLEN:
-        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
-        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
-        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
-        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
-        q_base = Q_ptr + q_start * stride_qm
-        do_base = DO_ptr + q_start * stride_dom
-        l_base = LSE_ptr + q_start * stride_lm
-        d_base = DELTA_ptr + q_start * stride_lm
-        k_base = K_ptr + k_start * stride_kn
-        v_base = V_ptr + k_start * stride_vn
-        dk_base = DK_ptr + k_start * stride_dkn
-        dv_base = DV_ptr + k_start * stride_dvn
-    else:
-        n_q = N_Q
-        n_k = N_K
-        q_base = Q_ptr + b.to(tl.int64) * stride_qb
-        do_base = DO_ptr + b.to(tl.int64) * stride_dob
-        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
-        d_base = DELTA_ptr + b.to(tl.int64) * stride_lb
-        k_base = K_ptr + b.to(tl.int64) * stride_kb
-        v_base = V_ptr + b.to(tl.int64) * stride_vb
-        dk_base = DK_ptr + b.to(tl.int64) * stride_dkb
-        dv_base = DV_ptr + b.to(tl.int64) * stride_dvb
-    k_base += kvh.to(tl.int64) * stride_kh
-    v_base += kvh.to(tl.int64) * stride_vh
-    dk_base += kvh.to(tl.int64) * stride_dkh
-    dv_base += kvh.to(tl.int64) * stride_dvh
+    q_start, n_q = _sequence_rows(b, CU_Q_ptr, N_Q, IS_VARLEN)
+    k_start, n_k = _sequence_rows(b, CU_K_ptr, N_K, IS_VARLEN)
+    k_base = K_ptr + _head_offset(b, k_start, kvh, stride_kb, stride_kn, stride_kh, IS_VARLEN)
+    v_base = V_ptr + _head_offset(b, k_start, kvh, stride_vb, stride_vn, stride_vh, IS_VARLEN)
+    dk_base = DK_ptr + _head_offset(b, k_start, kvh, stride_dkb, stride_dkn, stride_dkh, IS_VARLEN)
+    dv_base = DV_ptr + _head_offset(b, k_start, kvh, stride_dvb, stride_dvn, stride_dvh, IS_VARLEN)
+    # the query side at head 0: the loop over the group's query heads adds each head's stride
+    q_base = Q_ptr + _sequence_offset(b, q_start, stride_qb, stride_qm, IS_VARLEN)
+    do_base = DO_ptr + _sequence_offset(b, q_start, stride_dob, stride_dom, IS_VARLEN)
+    l_base = LSE_ptr + _sequence_offset(b, q_start, stride_lb, stride_lm, IS_VARLEN)
+    d_base = DELTA_ptr + _sequence_offset(b, q_start, stride_lb, stride_lm, IS_VARLEN)
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
     if pid_n * BLOCK_N < n_k:
@@ -653,11 +687,10 @@ def _attn_bwd_dkdv_kernel(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
-        col_ok = offs_n < n_k
-        k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                      mask=col_ok[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)  # (BLOCK_D, BLOCK_N)
-        v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_dv[:, None] * stride_vd,
-                      mask=col_ok[None, :] & (offs_dv[:, None] < HEAD_DIM_V), other=0.0)  # (BLOCK_DV, BLOCK_N)
+        k_t = _load_tile(k_base, offs_n[None, :], stride_kn, n_k, offs_d[:, None], stride_kd, HEAD_DIM,
+                         True, BLOCK_D != HEAD_DIM)  # (BLOCK_D, BLOCK_N)
+        v_t = _load_tile(v_base, offs_n[None, :], stride_vn, n_k, offs_dv[:, None], stride_vd, HEAD_DIM_V,
+                         True, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_DV, BLOCK_N)
         dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
         qk_scale = sm_scale * _LOG2E
@@ -690,10 +723,8 @@ def _attn_bwd_dkdv_kernel(
                                         kpm_base, stride_kpn, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL,
                                         MASK_KIND, HAS_KPM, UPCAST_BF16, DOT_PRECISION, BLOCK_M, True)
         dk = dk * sm_scale
-        tl.store(dk_base + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd, dk.to(DK_ptr.dtype.element_ty),
-                 mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
-        tl.store(dv_base + offs_n[:, None] * stride_dvn + offs_dv[None, :] * stride_dvd,
-                 dv.to(DV_ptr.dtype.element_ty), mask=col_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+        _store_tile(dk_base, dk, offs_n[:, None], stride_dkn, n_k, offs_d[None, :], stride_dkd, HEAD_DIM)
+        _store_tile(dv_base, dv, offs_n[:, None], stride_dvn, n_k, offs_dv[None, :], stride_dvd, HEAD_DIM_V)
 
 
 @triton.jit
@@ -714,7 +745,7 @@ def _attn_bwd_dq_kernel(
     # meta-parameters
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
-    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """dQ of one query block of one query head, accumulated over its key blocks."""
@@ -723,35 +754,15 @@ def _attn_bwd_dq_kernel(
     b = pid_bh // H
     h = pid_bh % H
     kvh = h // GROUPS
-    if IS_VARLEN:
-        q_start = tl.load(CU_Q_ptr + b).to(tl.int64)
-        k_start = tl.load(CU_K_ptr + b).to(tl.int64)
-        n_q = (tl.load(CU_Q_ptr + b + 1) - q_start).to(tl.int32)
-        n_k = (tl.load(CU_K_ptr + b + 1) - k_start).to(tl.int32)
-        q_base = Q_ptr + q_start * stride_qm
-        do_base = DO_ptr + q_start * stride_dom
-        dq_base = DQ_ptr + q_start * stride_dqm
-        l_base = LSE_ptr + q_start * stride_lm
-        d_base = DELTA_ptr + q_start * stride_lm
-        k_base = K_ptr + k_start * stride_kn
-        v_base = V_ptr + k_start * stride_vn
-    else:
-        n_q = N_Q
-        n_k = N_K
-        q_base = Q_ptr + b.to(tl.int64) * stride_qb
-        do_base = DO_ptr + b.to(tl.int64) * stride_dob
-        dq_base = DQ_ptr + b.to(tl.int64) * stride_dqb
-        l_base = LSE_ptr + b.to(tl.int64) * stride_lb
-        d_base = DELTA_ptr + b.to(tl.int64) * stride_lb
-        k_base = K_ptr + b.to(tl.int64) * stride_kb
-        v_base = V_ptr + b.to(tl.int64) * stride_vb
-    q_base += h.to(tl.int64) * stride_qh
-    do_base += h.to(tl.int64) * stride_doh
-    dq_base += h.to(tl.int64) * stride_dqh
-    l_base += h.to(tl.int64) * stride_lh
-    d_base += h.to(tl.int64) * stride_lh
-    k_base += kvh.to(tl.int64) * stride_kh
-    v_base += kvh.to(tl.int64) * stride_vh
+    q_start, n_q = _sequence_rows(b, CU_Q_ptr, N_Q, IS_VARLEN)
+    k_start, n_k = _sequence_rows(b, CU_K_ptr, N_K, IS_VARLEN)
+    q_base = Q_ptr + _head_offset(b, q_start, h, stride_qb, stride_qm, stride_qh, IS_VARLEN)
+    do_base = DO_ptr + _head_offset(b, q_start, h, stride_dob, stride_dom, stride_doh, IS_VARLEN)
+    dq_base = DQ_ptr + _head_offset(b, q_start, h, stride_dqb, stride_dqm, stride_dqh, IS_VARLEN)
+    l_base = LSE_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
+    d_base = DELTA_ptr + _head_offset(b, q_start, h, stride_lb, stride_lm, stride_lh, IS_VARLEN)
+    k_base = K_ptr + _head_offset(b, k_start, kvh, stride_kb, stride_kn, stride_kh, IS_VARLEN)
+    v_base = V_ptr + _head_offset(b, k_start, kvh, stride_vb, stride_vn, stride_vh, IS_VARLEN)
     mask_base = MASK_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
     kpm_base = KPM_ptr + b.to(tl.int64) * stride_kpb
 
@@ -760,15 +771,17 @@ def _attn_bwd_dq_kernel(
         offs_d = tl.arange(0, BLOCK_D)
         offs_dv = tl.arange(0, BLOCK_DV)
         row_ok = offs_m < n_q
-        q = tl.load(q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                    mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)  # (BLOCK_M, BLOCK_D)
-        do = tl.load(do_base + offs_m[:, None] * stride_dom + offs_dv[None, :] * stride_dod,
-                     mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)  # (BLOCK_M, BLOCK_DV)
+        q = _load_tile(q_base, offs_m[:, None], stride_qm, n_q, offs_d[None, :], stride_qd, HEAD_DIM,
+                       True, BLOCK_D != HEAD_DIM)  # (BLOCK_M, BLOCK_D)
+        do = _load_tile(do_base, offs_m[:, None], stride_dom, n_q, offs_dv[None, :], stride_dod, HEAD_DIM_V,
+                        True, BLOCK_DV != HEAD_DIM_V)  # (BLOCK_M, BLOCK_DV)
         lse2 = tl.load(l_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)
         delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         qk_scale = sm_scale * _LOG2E
+        k_desc, v_desc = _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM, HEAD_DIM_V, BLOCK_D,
+                                         BLOCK_DV, USE_TMA, BLOCK_N)
         hi = n_k
         if IS_CAUSAL:
             hi = tl.maximum(tl.minimum(n_k, (pid_m + 1) * BLOCK_M + n_k - n_q), 0)
@@ -776,18 +789,17 @@ def _attn_bwd_dq_kernel(
                                                     BLOCK_N), hi)
         if MASK_KIND == 0 and not HAS_KPM:  # as in the forward
             dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, 0, interior_end, n_q, n_k, qk_scale, sm_scale,
-                                k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                                k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                                 mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                                 HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                                UPCAST_BF16, DOT_PRECISION, BLOCK_N, False)
+                                UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, False)
         dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
-                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd,
+                            k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                             mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                             HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                            UPCAST_BF16, DOT_PRECISION, BLOCK_N, True)
+                            UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, True)
         dq = dq * sm_scale
-        tl.store(dq_base + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd, dq.to(DQ_ptr.dtype.element_ty),
-                 mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+        _store_tile(dq_base, dq, offs_m[:, None], stride_dqm, n_q, offs_d[None, :], stride_dqd, HEAD_DIM)
 
 
 # The interpreter decision, taken by triton when it decorated the kernels above (TRITON_INTERPRET at import).
@@ -803,9 +815,9 @@ def _autotuned(kernel, configs, key, name):
     return triton.autotune(configs=chosen, key=key, prune_configs_by=prune)(kernel)
 
 
-_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _FWD_KEY, "forward")
-_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, DKDV_CONFIGS, _BWD_KEY, "dkdv")
-_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, _BWD_KEY, "dq")
+_attn_fwd = _autotuned(_attn_fwd_kernel, FWD_CONFIGS, _KEY_WITH_TMA, "forward")
+_attn_bwd_dkdv = _autotuned(_attn_bwd_dkdv_kernel, DKDV_CONFIGS, _DKDV_KEY, "dkdv")
+_attn_bwd_dq = _autotuned(_attn_bwd_dq_kernel, DQ_CONFIGS, _KEY_WITH_TMA, "dq")
 _DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memory bound
 
 
@@ -871,7 +883,7 @@ def compile_specs() -> list[CompileSpec]:
             for config, (mask_kind, mask_text) in itertools.product(configs, _MASK_KINDS):
                 masked = mask_kind != 0  # a mask tile per score tile: its own measured spills (_MASKED_SPILLS)
                 targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c, masked=masked))
-                with_tma = name == "forward" and _fits(config, head_dim, name, 90, tma=True, masked=masked)
+                with_tma = name in ("forward", "dq") and _fits(config, head_dim, name, 90, tma=True, masked=masked)
                 if not targets and not with_tma:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
@@ -880,8 +892,8 @@ def compile_specs() -> list[CompileSpec]:
                 kernel_flags = flags | config.kwargs | dict(MASK_KIND=mask_kind)
                 # the launches of this dtype, head dimension and mask kind
                 keys = ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V", "MASK_KIND")
-                if name == "forward":  # the pointer path (every target) and, on sm_90, the TMA path
-                    kernel_flags |= dict(USE_TMA=False, STORE_O32=False)
+                if name in ("forward", "dq"):  # the pointer path (every target) and, on sm_90, the TMA path
+                    kernel_flags |= dict(USE_TMA=False) | (dict(STORE_O32=False) if name == "forward" else {})
                     keys += ("USE_TMA",)
                     if with_tma:
                         specs.append(_compile_spec(f"attention.{name}", fn, dtype, kernel_flags | dict(USE_TMA=True),
@@ -982,19 +994,6 @@ def _check_scale(scale) -> None:
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
 
 
-def _check_cu_seqlens(name: str, cu, total: int, device) -> None:
-    if not isinstance(cu, torch.Tensor) or cu.dtype not in (torch.int32, torch.int64) or cu.dim() != 1:
-        raise TypeError(f"{name} must be a 1-D int32 or int64 tensor")
-    if cu.device != device:
-        raise ValueError(f"{name} must be on the device of q ({device}), got {cu.device}")
-    if cu.numel() < 1 or int(cu[0]) != 0:
-        raise ValueError(f"{name} must start at 0")
-    if (cu[1:] < cu[:-1]).any():
-        raise ValueError(f"{name} must be non-decreasing")
-    if int(cu[-1]) != total:
-        raise ValueError(f"{name} must end at the packed length {total}, got {int(cu[-1])}")
-
-
 def _empty_like_layout(t: torch.Tensor, last: int, dtype: torch.dtype) -> torch.Tensor:
     """A new (B, H, N, last) tensor whose memory orders B, H, N like ``t``'s (a (B, N, H, D) input gets a
     (B, N, H, last) buffer), so outputs and gradients keep the caller's layout."""
@@ -1048,13 +1047,13 @@ def _meta(q4, v4, problem: _Problem, mask_kind: int, has_kpm: bool) -> dict:
 
 
 def _tma_available(device: torch.device) -> bool:
-    """Whether the forward may read K and V by TMA here: compiled for a Hopper GPU (sm_90). Other GPUs, and
+    """Whether the forward and dQ may read K and V by TMA here: compiled for a Hopper GPU (sm_90). Other GPUs, and
     the interpreter, take the pointer path (tests force this to True to interpret the TMA path's logic)."""
     return not _INTERPRETING and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9
 
 
 def _kv_by_tma(k4, v4) -> bool:
-    """Whether the forward reads K and V by TMA: on sm_90, 16-bit elements, a 16-byte aligned base and
+    """Whether the forward and dQ read K and V by TMA: on sm_90, 16-bit elements, a 16-byte aligned base and
     strides (the last one 1), as tensor descriptors require; everything else takes the pointer path."""
     return (_tma_available(k4.device) and k4.dtype in (torch.float16, torch.bfloat16)
             and all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
@@ -1137,12 +1136,18 @@ def _backward(do4, q4, k4, v4, out, lse, attn_mask, key_padding_mask, problem: _
             *mask_strides, *kpm_strides,
             hkv, hq // hkv, problem.n_q, problem.n_k, problem.scale, **meta,
         )
-    _attn_bwd_dq[lambda m: (triton.cdiv(problem.n_q, m["BLOCK_M"]), problem.batch * hq)](
-        q4, k4, v4, do4, lse, delta, dq, mask, kpm, cu_q, cu_k,
-        *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(), *lse.stride(),
-        *mask_strides, *kpm_strides,
-        hq, hq // hkv, problem.n_q, problem.n_k, problem.scale, **meta,
-    )
+    use_tma = _kv_by_tma(k4, v4)  # dQ reads K and V as the forward does
+    token = _triton_allocation._allocator.set(_tma_scratch) if use_tma else None
+    try:
+        _attn_bwd_dq[lambda m: (triton.cdiv(problem.n_q, m["BLOCK_M"]), problem.batch * hq)](
+            q4, k4, v4, do4, lse, delta, dq, mask, kpm, cu_q, cu_k,
+            *q4.stride(), *k4.stride(), *v4.stride(), *do4.stride(), *dq.stride(), *lse.stride(),
+            *mask_strides, *kpm_strides,
+            hq, hq // hkv, problem.n_q, problem.n_k, problem.scale, **meta, USE_TMA=use_tma,
+        )
+    finally:
+        if token is not None:
+            _triton_allocation._allocator.reset(token)
     return dq, dk, dv
 
 
@@ -1193,20 +1198,20 @@ def _default_scale(scale, head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
 
 
-def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn_mask=None, key_padding_mask=None,
+def attention(q, k, v, *, is_causal: bool = False, scale: float | None = None, attn_mask=None, key_padding_mask=None,
               layout: str = "bhnd", return_lse: bool = False, causal_alignment: str = "padded"):
     """Fused attention ``softmax(q k^T * scale + mask) v`` with the conventions of ``reference/attention.py``.
 
     Args:
         q: ``(B, Hq, Nq, D)`` (``layout="bhnd"``) or ``(B, Nq, Hq, D)`` (``layout="bnhd"``), any strides.
         k: ``(B, Hkv, Nk, D)`` or ``(B, Nk, Hkv, D)``, ``Hq % Hkv == 0``; v: the same with head dimension Dv.
-        causal: bottom-right aligned (key ``j`` allowed for query ``i`` when ``j <= i + Nk - Nq``).
+        is_causal: bottom-right aligned (key ``j`` allowed for query ``i`` when ``j <= i + Nk - Nq``), torch's name.
         scale: softmax scale, default ``1 / sqrt(D)``.
         attn_mask: bool (True = attend) or additive float, broadcastable to ``(B, Hq, Nq, Nk)`` whatever the layout.
         key_padding_mask: bool ``(B, Nk)``, True = padding.
         return_lse: also return the natural log-sum-exp ``(B, Hq, Nq)`` (``(B, Nq, Hq)`` for bnhd), float32, not
             differentiable.
-        causal_alignment: with ``causal`` and a ``key_padding_mask``, ``"padded"`` (diagonal at the bottom right of
+        causal_alignment: with ``is_causal`` and a ``key_padding_mask``, ``"padded"`` (diagonal at the bottom right of
             the padded keys) or ``"valid"`` (of each sequence's valid keys, flash-attn's meaning for unpadded
             queries); ``reference.attention.scaled_dot_product_attention`` says why ``"padded"`` is the default.
 
@@ -1224,7 +1229,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
     _check_scale(scale)
     if causal_alignment not in CAUSAL_ALIGNMENTS:
         raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
-    problem = _Problem(batch=q.shape[0], n_q=q.shape[2], n_k=k.shape[2], causal=bool(causal),
+    problem = _Problem(batch=q.shape[0], n_q=q.shape[2], n_k=k.shape[2], causal=bool(is_causal),
                        scale=_default_scale(scale, q.shape[-1]), cu_q=None, cu_k=None,
                        causal_alignment=causal_alignment)
     out, lse = _FlashAttention.apply(q, k, v, attn_mask, key_padding_mask, problem)
@@ -1234,7 +1239,7 @@ def attention(q, k, v, *, causal: bool = False, scale: float | None = None, attn
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int | None = None,
-                     max_seqlen_k: int | None = None, causal: bool = False, is_causal: bool | None = None,
+                     max_seqlen_k: int | None = None, is_causal: bool = False,
                      scale: float | None = None, return_lse: bool = False):
     """Attention over a packed batch of variable-length sequences, as ``reference.attention.varlen_attention``.
 
@@ -1243,15 +1248,14 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
         cu_seqlens_q / cu_seqlens_k: int ``(S + 1,)`` offsets from 0 to the total length, non-decreasing.
         max_seqlen_q / max_seqlen_k: the longest sequence (computed from cu_seqlens when omitted; passing it
             avoids a device-to-host read).
-        causal (or its reference spelling ``is_causal``): bottom-right aligned within each sequence.
+        is_causal: bottom-right aligned within each sequence.
 
     Returns:
         ``(total_q, Hq, Dv)``, and the log-sum-exp ``(total_q, Hq)`` when ``return_lse``.
     """
-    causal = causal if is_causal is None else is_causal
     _check_qkv(q, k, v, rank=3, shape_text="(total, H, D)", head_axis=1)
     for name, cu, total in (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
-        _check_cu_seqlens(name, cu, total, q.device)
+        validate_cu_seqlens(name, cu, total, q.device)
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError("cu_seqlens_q and cu_seqlens_k must describe the same number of sequences")
     _check_scale(scale)
@@ -1265,7 +1269,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
     problem = _Problem(batch=cu_seqlens_q.numel() - 1,
                        n_q=longest_q if max_seqlen_q is None else max_seqlen_q,
                        n_k=longest_k if max_seqlen_k is None else max_seqlen_k,
-                       causal=bool(causal), scale=_default_scale(scale, q.shape[-1]),
+                       causal=bool(is_causal), scale=_default_scale(scale, q.shape[-1]),
                        cu_q=cu_seqlens_q.to(torch.int32), cu_k=cu_seqlens_k.to(torch.int32))
     out, lse = _FlashAttention.apply(q4, k4, v4, None, None, problem)
     out = out[0].transpose(0, 1)  # (total_q, Hq, Dv)
@@ -1284,7 +1288,7 @@ def _triton_backend(q, k, v, *, attn_mask, key_padding_mask, is_causal, scale, r
     if not _INTERPRETING and q.device.type != "cuda":
         raise NotImplementedError(f"backend 'triton' needs CUDA tensors (got {q.device}) or TRITON_INTERPRET=1 set "
                                   "before kernels.attention is imported (the CPU interpreter)")
-    return attention(q, k, v, causal=is_causal, scale=scale, attn_mask=attn_mask,
+    return attention(q, k, v, is_causal=is_causal, scale=scale, attn_mask=attn_mask,
                      key_padding_mask=key_padding_mask, layout="bhnd", return_lse=return_lse,
                      causal_alignment=causal_alignment)
 

@@ -307,7 +307,7 @@ def varlen_attention(
         if not isinstance(t, torch.Tensor) or t.dim() != 3:
             raise ValueError(f"{name} must be a packed tensor of shape (total, H, D)")
     for name, cu, total in (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
-        _validate_cu_seqlens(name, cu, total)
+        validate_cu_seqlens(name, cu, total)
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError("cu_seqlens_q and cu_seqlens_k must describe the same number of sequences")
     outs, lses = [], []
@@ -326,9 +326,13 @@ def varlen_attention(
     return (out, lse) if return_lse else out
 
 
-def _validate_cu_seqlens(name: str, cu: torch.Tensor, total: int) -> None:
+def validate_cu_seqlens(name: str, cu: torch.Tensor, total: int, device: torch.device | None = None) -> None:
+    """Check cumulative sequence lengths: a 1-D int tensor from 0 to ``total``, non-decreasing, on ``device``
+    when one is given (the kernels' launchers pass q's device; the reference runs anywhere)."""
     if not isinstance(cu, torch.Tensor) or cu.dtype not in (torch.int32, torch.int64) or cu.dim() != 1:
         raise TypeError(f"{name} must be a 1-D int32 or int64 tensor")
+    if device is not None and cu.device != device:
+        raise ValueError(f"{name} must be on the device of q ({device}), got {cu.device}")
     if cu.numel() < 1 or int(cu[0]) != 0:
         raise ValueError(f"{name} must start at 0")
     if (cu[1:] < cu[:-1]).any():

@@ -134,7 +134,7 @@ def fusebench_attention_forward(
         key, value = key[:, :, :n_q], value[:, :, :n_q]
     if isinstance(scaling, torch.Tensor):
         scaling = float(scaling)
-    out = attention(query, key, value, causal=causal, scale=scaling, attn_mask=attention_mask,
+    out = attention(query, key, value, is_causal=causal, scale=scaling, attn_mask=attention_mask,
                     layout="bhnd", causal_alignment="padded")  # (B, Hq, Nq, Dv), in query's memory order
     return out.transpose(1, 2).contiguous(), None  # (B, Nq, Hq, Dv)
 

@@ -77,7 +77,7 @@ def _kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, causal, s
     if layout == "bnhd":  # (B, N, H, D) memory; the kernel gets the tensors in that layout
         leaves = [t.transpose(1, 2).contiguous() for t in leaves]
     leaves = [t.requires_grad_() for t in leaves]
-    out, lse = ka.attention(*leaves, causal=causal, scale=scale, attn_mask=_cast(attn_mask, dtype),
+    out, lse = ka.attention(*leaves, is_causal=causal, scale=scale, attn_mask=_cast(attn_mask, dtype),
                             key_padding_mask=key_padding_mask, layout=layout, return_lse=True)
     grads = torch.autograd.grad(out, leaves, d_out.to(dtype).transpose(1, 2) if layout == "bnhd" else d_out.to(dtype))
     if layout == "bnhd":
@@ -238,7 +238,7 @@ def test_non_contiguous_strided_views(seed):
     v.requires_grad_()
     assert not any(t.is_contiguous() for t in (q, k, v)) and q.stride(-1) == 2 and k.stride(-1) == 25
     d_out = random_tensor((2, 3, 20, 32), seed=seed + 3, dtype=torch.float64)
-    out = ka.attention(q, k, v, causal=True)
+    out = ka.attention(q, k, v, is_causal=True)
     grads = torch.autograd.grad(out, (q, k, v), d_out.float())
     gold = _reference_run(q.double(), k.double(), v.double(), d_out, torch.float64, attn_mask=None,
                           key_padding_mask=None, causal=True, scale=None)
@@ -267,7 +267,7 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(seed, dtype):
     attn_mask = torch.zeros(nq, nk)  # additive, with -inf rows: row 3 sees nothing
     attn_mask[3] = -math.inf
     # causal with Nq > Nk: rows 0 and 1 see no key at all
-    out, lse = ka.attention(*(t.to(dtype) for t in (q, k, v)), causal=True, attn_mask=attn_mask.to(dtype),
+    out, lse = ka.attention(*(t.to(dtype) for t in (q, k, v)), is_causal=True, attn_mask=attn_mask.to(dtype),
                             key_padding_mask=key_padding_mask, return_lse=True)
     empty = torch.zeros(b, h, nq, dtype=torch.bool)
     empty[1], empty[:, :, 3], empty[:, :, :2] = True, True, True
@@ -278,7 +278,7 @@ def test_fully_masked_rows_give_zeros_and_zero_gradients(seed, dtype):
     _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask.double(), gold_attn_mask=attn_mask == 0,
                           key_padding_mask=key_padding_mask, causal=True)
     leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
-    out = ka.attention(*leaves, causal=True, attn_mask=attn_mask.to(dtype), key_padding_mask=key_padding_mask)
+    out = ka.attention(*leaves, is_causal=True, attn_mask=attn_mask.to(dtype), key_padding_mask=key_padding_mask)
     dq, dk, dv = torch.autograd.grad(out, leaves, random_tensor(out.shape, seed=seed + 5, dtype=dtype))
     assert torch.equal(dq[empty], torch.zeros_like(dq[empty]))
     assert torch.equal(dk[1], torch.zeros_like(dk[1])) and torch.equal(dv[1], torch.zeros_like(dv[1]))
@@ -309,7 +309,7 @@ def test_varlen_matches_the_reference(seed, dtype):
 def test_varlen_accepts_max_seqlen_and_flash_attn_spelling(seed):
     cu = torch.tensor([0, 7, 19], dtype=torch.int32)
     q = random_tensor((19, 2, 16), seed=seed, dtype=torch.float32)
-    given = ka.varlen_attention(q, q, q, cu, cu, max_seqlen_q=12, max_seqlen_k=12, causal=True)
+    given = ka.varlen_attention(q, q, q, cu, cu, max_seqlen_q=12, max_seqlen_k=12, is_causal=True)
     assert_agrees(given, varlen_attention(q.double(), q.double(), q.double(), cu, cu, is_causal=True))
 
 
@@ -380,9 +380,8 @@ def test_causal_alignment_matches_flash_attn_padded_semantics(seed, alignment, p
     assert not torch.allclose(_flash_attn_padded_gold(q, k, v, key_padding_mask, other, scale)[0], gold[0])
     for name, fn in (("reference", scaled_dot_product_attention), ("kernel", ka.attention)):
         leaves = [t.to(torch.float32).requires_grad_() for t in (q, k, v)]
-        causal = {"is_causal": True} if name == "reference" else {"causal": True}
         out, lse = fn(*leaves, key_padding_mask=key_padding_mask, return_lse=True, causal_alignment=alignment,
-                      **causal)
+                      is_causal=True)  # one spelling for the reference and the kernel, torch's
         assert lse.dtype == torch.float32, f"{name}: lse must be float32, got {lse.dtype}"
         grads = torch.autograd.grad(out, leaves, d_out.to(torch.float32))
         assert_agrees(out, gold[0], baseline[0], name=f"{name} output ({alignment})")
@@ -405,7 +404,7 @@ def test_valid_alignment_is_varlen_attention_on_the_unpadded_batch(seed):
     gold = gold.view(b, nq, h, d).transpose(1, 2)
     baseline = scaled_dot_product_attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask,
                                             is_causal=True, causal_alignment="valid")
-    candidate = ka.attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask, causal=True,
+    candidate = ka.attention(*(t.float() for t in (q, k, v)), key_padding_mask=key_padding_mask, is_causal=True,
                              causal_alignment="valid")
     assert_agrees(baseline, gold, name="reference valid alignment vs varlen")
     assert_agrees(candidate, gold, baseline, name="kernel valid alignment vs varlen")
@@ -470,7 +469,7 @@ def test_guard_zones_hold_and_every_output_is_written(seed, dtype):
         assert_agrees(cand, g, base, gradient=True, name=name)
 
 
-# ---- the forward's TMA path (tensor descriptors for K and V, sm_90) ------------------------------------------
+# ---- the TMA path of the forward and dQ (tensor descriptors for K and V, sm_90) -------------------------------
 # A GPU takes it on sm_90 only; the interpreter runs its program logic when it is forced (descriptor bases per
 # sequence and head, the bounds of each sequence, zero fill past Nk and past a padded head dimension). What only
 # an sm_90 GPU confirms, the TMA hardware itself, the gpu tier runs (test_gpu_forward_takes_the_tma_path_on_sm90).
@@ -478,14 +477,14 @@ def test_guard_zones_hold_and_every_output_is_written(seed, dtype):
 
 @pytest.fixture
 def tma_path(monkeypatch):
-    """Forces the forward's TMA path wherever the tensors allow it; yields the decisions the launcher took."""
+    """Forces the TMA path (forward and dQ) wherever the tensors allow it; yields the launchers' decisions."""
     if not ka._INTERPRETING:
         pytest.skip("forcing the TMA path is for the interpreter; a GPU takes it on sm_90 by itself")
     monkeypatch.setattr(ka, "_tma_available", lambda device: True)
     decisions, rule = [], ka._kv_by_tma
     monkeypatch.setattr(ka, "_kv_by_tma", lambda k4, v4: decisions.append(rule(k4, v4)) or decisions[-1])
     yield decisions
-    assert decisions and all(decisions), "the forward did not take the TMA path"
+    assert decisions and all(decisions), "a launcher did not take the TMA path"
 
 
 @pytest.mark.parametrize("dtype, d, mask, lengths, heads", [
@@ -621,7 +620,7 @@ def _allocated(fn, seed, n) -> TensorMemoryTracker:
 
 def test_memory_grows_linearly_with_sequence_length(seed):
     short, long = 64, 256  # 4x the sequence: linear memory grows 4x, an (N x N) buffer 16x
-    kernel = [_allocated(lambda q, k, v: ka.attention(q, k, v, causal=True), seed, n) for n in (short, long)]
+    kernel = [_allocated(lambda q, k, v: ka.attention(q, k, v, is_causal=True), seed, n) for n in (short, long)]
     reference = [_allocated(lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True), seed, n)
                  for n in (short, long)]
     growth = kernel[1].peak / kernel[0].peak
@@ -674,8 +673,8 @@ def test_the_128_row_d128_forward_tile_ships_for_hopper_only():
                if s.kernel == "attention.forward" and s.config.startswith("bf16 D128 M128 N128")
                and "mask" not in s.config]  # a masked launch does not take it (_MASKED_SPILLS)
     pointer, tma = ([s for s in shipped if s.expects_tma == path] for path in (False, True))
-    assert len(pointer) == 1 and 80 not in pointer[0].targets and 90 in pointer[0].targets
-    assert len(tma) == 1 and tma[0].targets == (90,)  # and its TMA variant, for sm_90 alone
+    assert pointer and all(80 not in s.targets and 90 in s.targets for s in pointer)
+    assert len(tma) == len(pointer) and all(s.targets == (90,) for s in tma)  # and its TMA variants, sm_90 alone
 
 
 def test_no_config_ships_to_a_target_it_was_measured_to_spill_on():
@@ -685,6 +684,7 @@ def test_no_config_ships_to_a_target_it_was_measured_to_spill_on():
             continue
         key = (spec.kernel.removeprefix("attention."), spec.constexprs["BLOCK_M"], spec.constexprs["BLOCK_N"],
                spec.num_warps, spec.constexprs["BLOCK_D"])
+        assert not (spec.expects_tma and key in ka._TMA_PATH_SPILLS), spec.config  # spills on the TMA path
         if spec.expects_tma and key in ka._POINTER_PATH_SPILLS:
             continue  # measured on the pointer path only
         for target in ka._MEASURED_SPILLS.get(key, ()):
@@ -768,7 +768,7 @@ def test_the_reference_seam_routes_to_the_kernel(seed):
     assert "triton" in attention_backends()
     q, k, v = (t.float() for t in _qkv(seed, 1, 2, 1, 10, 12, 16))
     via_seam = scaled_dot_product_attention(q, k, v, is_causal=True, backend="triton")
-    assert torch.equal(via_seam, ka.attention(q, k, v, causal=True))
+    assert torch.equal(via_seam, ka.attention(q, k, v, is_causal=True))
     # What the backend cannot run is NotImplementedError, the seam's contract (callers trying every backend skip it)
     with pytest.raises(NotImplementedError, match="backend 'triton' runs float16, bfloat16 and float32"):
         scaled_dot_product_attention(q.double(), k.double(), v.double(), backend="triton")
@@ -806,15 +806,18 @@ def test_gpu_head_dims_with_masks_and_varied_lengths(seed, d):
 @pytest.mark.gpu
 @pytest.mark.parametrize("causal", [False, True])
 def test_gpu_forward_takes_the_tma_path_on_sm90(seed, monkeypatch, causal):
-    """On sm_90 contiguous 16-bit K/V go through TMA and a (B, N, H, D) layout too; an unaligned row pitch
-    (D = 20) takes the pointer path; both agree. Elsewhere every call takes the pointer path."""
+    """On sm_90 contiguous 16-bit K/V go through TMA (the forward and, with the gradients checked here, dQ) and a
+    (B, N, H, D) layout too; an unaligned row pitch (D = 20) takes the pointer path; both agree. Elsewhere every
+    call takes the pointer path."""
     hopper = torch.cuda.get_device_capability()[0] == 9
     decisions, rule = [], ka._kv_by_tma
     monkeypatch.setattr(ka, "_kv_by_tma", lambda k4, v4: decisions.append(rule(k4, v4)) or decisions[-1])
     for d, layout in ((128, "bhnd"), (64, "bnhd"), (20, "bhnd")):
         q, k, v = (t.cuda() for t in _qkv(seed, 2, 8, 2, 1000, 1537, d))  # ragged key tail, GQA
+        decisions.clear()
         _assert_kernel_agrees(seed, q, k, v, torch.bfloat16, causal=causal, layout=layout)
-        assert decisions[-1] == (hopper and d != 20), (d, layout, decisions)
+        expected = hopper and d != 20
+        assert len(decisions) >= 2 and all(taken == expected for taken in decisions), (d, layout, decisions)
 
 
 def test_bad_causal_alignment_raises_naming_it():

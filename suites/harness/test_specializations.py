@@ -112,16 +112,16 @@ def test_attention_rows_take_the_launches_flags_and_the_tma_path_is_its_own_row(
     from fusebench.specializations import _as_on_hopper
     from kernels import attention as ka
 
-    pointer = _attention_launches(causal=False) + _attention_launches(causal=True)
+    pointer = _attention_launches(is_causal=False) + _attention_launches(is_causal=True)
     with _as_on_hopper():
-        tma = [x for x in _attention_launches(causal=True) if x.constexprs.get("USE_TMA")]
+        tma = [x for x in _attention_launches(is_causal=True) if x.constexprs.get("USE_TMA")]
     assert tma and not any(x.constexprs.get("USE_TMA") for x in pointer)
     rows, _ = specialized_specs(ka.compile_specs(), pointer + tma)
     config = "bf16 D64 M64 N64 w4 s3"
     forward = [r for r in rows if r.kernel == "attention.forward" and r.config.startswith(config)]
     by_path = {(r.config.endswith(" tma"), r.constexprs["IS_CAUSAL"]): r for r in forward}
     assert set(by_path) == {(False, False), (False, True), (True, True)}, sorted(by_path)
-    assert by_path[(True, True)].cases == "causal" and by_path[(False, False)].cases == "plain"
+    assert by_path[(True, True)].cases == "is_causal" and by_path[(False, False)].cases == "plain"
     assert "IS_CAUSAL" in by_path[(False, True)].specialization
     assert by_path[(True, True)].constexprs["USE_TMA"] and by_path[(True, True)].targets == (90,)
     backward = {r.constexprs["IS_CAUSAL"] for r in rows
