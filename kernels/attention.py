@@ -187,10 +187,16 @@ _MASKED_SPILLS = {
 }
 # Those measured on the pointer path only: the forward's TMA path (sm_90) frees the per-thread addresses.
 _POINTER_PATH_SPILLS = set()
+_TMA_PATH_SPILLS = set()  # and those measured on the TMA path only (sm_90)
 if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (12 B and 4 B, bfloat16); 3.9 does not
     _MEASURED_SPILLS.update({("forward", 128, 128, 8, 128): (90,), ("dq", 16, 32, 4, 128): (90,),
                              ("dkdv", 16, 16, 4, 128): (90,)})  # float16 causal+padding, 4 B (two stages)
     _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
+    # measured by the device-versions gate on launched specializations (8 B each): varlen dQ at D64, the
+    # masked D256 forward's narrowest tile (either path), and the training forward's M32 N32 at D64 by TMA
+    _MEASURED_SPILLS[("dq", 16, 16, 2, 64)] = (90,)
+    _MASKED_SPILLS[("forward", 32, 16, 2, 256)] = (80, 90)
+    _TMA_PATH_SPILLS.add(("forward", 32, 32, 4, 64))
 
 
 def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False,
@@ -210,7 +216,8 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     accumulators in fewer registers per thread than mma.sync. dK/dV keeps BLOCK_N <= 32 from D128 up: its
     M16 N64 tile spills on sm_90 with triton 3.9 (since its interior and masked loops) and with triton
     3.6, the lent GPU machine's (``.ci/device-versions`` runs the gate under triton 3.6). ``tma``: the
-    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern. ``masked``:
+    forward's TMA path, which the pointer-path spills of ``_POINTER_PATH_SPILLS`` do not concern and those of
+    ``_TMA_PATH_SPILLS`` do. ``masked``:
     a launch that loads a mask tile (``MASK_KIND`` 1 or 2), whose measured spills are ``_MASKED_SPILLS``.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
@@ -219,6 +226,8 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     if (80, 90)[hopper] in _MEASURED_SPILLS.get(key, ()) and not (tma and key in _POINTER_PATH_SPILLS):
         return False
     if masked and (80, 90)[hopper] in _MASKED_SPILLS.get(key, ()):
+        return False
+    if tma and hopper and key in _TMA_PATH_SPILLS:
         return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
