@@ -196,6 +196,11 @@ if TRITON < (3, 9):  # the lent GPU machine's triton 3.6 spills these on sm_90 (
                              ("dq", 128, 128, 8, 128): (90,)})  # by TMA: 8 to 104 B, bfloat16
     _POINTER_PATH_SPILLS.add(("forward", 128, 128, 8, 128))  # with TMA: 244 registers, no spill (triton 3.6)
     _TMA_PATH_SPILLS.add(("dq", 32, 64, 4, 128))  # bfloat16 D128: 4 B by TMA (none by pointers)
+    # measured by the device-versions gate on launched specializations (8 B each): varlen dQ at D64, the
+    # masked D256 forward's narrowest tile (either path), and the training forward's M32 N32 at D64 by TMA
+    _MEASURED_SPILLS[("dq", 16, 16, 2, 64)] = (90,)
+    _MASKED_SPILLS[("forward", 32, 16, 2, 256)] = (80, 90)
+    _TMA_PATH_SPILLS.add(("forward", 32, 32, 4, 64))
 
 
 def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80, tma: bool = False,
@@ -220,8 +225,8 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
     warpgroups hold the whole tile); the 4-warp one does not. dQ's 128x128 tile by pointers spills with two
     stages (bfloat16 D64 causal, float16 D128 causal+padding) and with one at D128; by TMA it fits both
     to D128. ``tma``: the TMA path (forward, dQ), which the pointer-path spills of ``_POINTER_PATH_SPILLS``
-    do not concern. ``masked``: a launch that loads a mask tile (``MASK_KIND`` 1 or 2), whose
-    measured spills are ``_MASKED_SPILLS``.
+    do not concern and those of ``_TMA_PATH_SPILLS`` do. ``masked``: a launch that loads a mask tile
+    (``MASK_KIND`` 1 or 2), whose measured spills are ``_MASKED_SPILLS``.
     """
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     hopper = capability in (90, 100)
@@ -230,7 +235,7 @@ def _fits(config: triton.Config, block_d: int, kernel: str, capability: int = 80
         return False
     if masked and (80, 90)[hopper] in _MASKED_SPILLS.get(key, ()):
         return False
-    if tma and key in _TMA_PATH_SPILLS:
+    if tma and hopper and key in _TMA_PATH_SPILLS:
         return False
     if kernel == "forward" and config.num_warps == 8 and 64 < block_d <= 128:
         return bm * bn <= (128 * 128 if hopper else 128 * 64)
