@@ -185,6 +185,12 @@ _MASKED_SPILLS = {
     ("dkdv", 16, 64, 4, 64): (80,),
     ("dq", 64, 64, 8, 64): (80,),
     ("dq", 128, 64, 8, 128): (90,),
+    # the sm_90 backward tiles, masked (the kernel gate over launched specializations): dQ 128x128 spills 376-476 B
+    # at D64 and 16-68 B at D128 by TMA, dQ M16 N16 w2 8 B at D128 by TMA, dK/dV's one-warpgroup M32 N64 8 B at D128
+    ("dq", 128, 128, 8, 64): (90,),
+    ("dq", 128, 128, 8, 128): (90,),
+    ("dq", 16, 16, 2, 128): (90,),
+    ("dkdv", 32, 64, 4, 128): (90,),
 }
 # Those measured on the pointer path only: the forward's TMA path (sm_90) frees the per-thread addresses.
 _POINTER_PATH_SPILLS = set()
