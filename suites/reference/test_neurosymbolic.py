@@ -43,6 +43,15 @@ def _ltn_connectives(semantics: str, implication: str, stable: bool):
     return ops.AndLuk(), ops.OrLuk(), implies
 
 
+def _outside_goguen_band(a, b, dtype, logic):
+    """Where LTN's stable Goguen implication and ours are the same function: LTN tests ``pi_0(a) <= b``, ours
+    ``a <= b`` (the residuum's condition; it projects only the divisor). For ``a <= b < pi_0(a)`` LTN gives
+    ``b / pi_0(a)`` and ours 1, a gap up to ``eps (1 - a) / pi_0(a)``, near 1 for tiny ``a`` (about one seed in
+    200 draws such a pair). The band is computed in the dtype LTN computes in."""
+    a_low, b_low = a.detach().to(dtype), b.detach().to(dtype)
+    return ~((a_low <= b_low) & ((1 - logic.eps) * a_low + logic.eps > b_low))
+
+
 # LTNtorch's stable=True projects the product semantics' operators (pi_0 / pi_1 with eps = 1e-4, as ours).
 # Ours projects only where a derivative is unbounded (the Goguen residuum, the quantifiers); LTN also projects
 # the product t-norm, t-conorm and Reichenbach's implication, so with stable=True those are compared unprojected.
@@ -73,9 +82,13 @@ def test_connectives_match_ltntorch(seed, dtype, semantics, implication, stable)
         candidate = theirs[name](*cand_in)
         cand_grads = grads(candidate, cand_in, weights.to(dtype))
         label = f"LTNtorch {semantics} {name} ({implication}, stable={stable})"
-        assert_agrees(candidate.detach(), gold.detach(), baseline.detach(), name=label)
+        compared = _outside_goguen_band(a, b, dtype, logic) if name == "implies" and semantics == "product" \
+            and implication == "residuum" and stable else torch.ones_like(a, dtype=torch.bool)
+        # Inside the band ours is the residuum's own value, 1 (a <= b), where LTN's stable operator divides.
+        assert torch.all(gold.detach()[~compared] == 1), f"{label}: the residuum is not 1 where a <= b"
+        assert_agrees(candidate.detach()[compared], gold.detach()[compared], baseline.detach()[compared], name=label)
         for arg, c, g, bl in zip("ab", cand_grads, gold_grads, baseline_grads, strict=True):
-            assert_agrees(c, g, bl, gradient=True, name=f"{label} d/d{arg}")
+            assert_agrees(c[compared], g[compared], bl[compared], gradient=True, name=f"{label} d/d{arg}")
     assert_agrees(ops.NotStandard()(a.detach()), logic.not_(a.detach()), name="LTNtorch not")
 
 
