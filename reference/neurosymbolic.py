@@ -29,7 +29,8 @@ there and autograd returns NaN. With ``stable=True`` (the default), LTN's projec
 inputs off the singular boundary: exists reads ``(1 - eps) a + eps`` and forall reads ``(1 - eps) a``,
 and the Goguen residuum divides by ``(1 - eps) a + eps`` (its derivative ``-b / a^2`` grows without
 bound as ``a -> 0``). The t-norms and t-conorms need no projection: their derivatives lie in [0, 1].
-So with ``stable=True`` crisp quantifiers and the Goguen implication are off by at most ``eps``.
+So with ``stable=True`` crisp quantifiers are off by at most ``eps``, and the Goguen implication (where
+``a > b``) by at most ``eps (1 - a) / ((1 - eps) a + eps)``: small unless ``a`` is near ``eps`` or below.
 """
 
 from __future__ import annotations
