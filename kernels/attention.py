@@ -81,7 +81,8 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
   lengths and padded head dimensions (with guard zones that prove no out-of-bounds read or write), the
   causal/boolean/additive/padding masks and their broadcast strides, the online softmax and its
   rescaling, the fully-masked-row handling, the log-sum-exp, the backward recomputation, float32
-  accumulation, and the rounding of loads, stores and ``P`` to float16/bfloat16.
+  accumulation, and the rounding of loads, stores and ``P`` to float16/bfloat16 (to nearest even, as on a GPU:
+  ``kernels/_common.py`` corrects the interpreter's bfloat16 conversion, which truncates).
 * The bfloat16 shim: in triton 3.9 the interpreter's ``tl.dot`` on bfloat16 operands multiplies raw
   bit patterns (upstream triton issue 11584; the outputs are off by ~1e10). When, and only when, the
   kernels are interpreted, ``_INTERPRETER_BF16_UPCAST`` is True and every ``tl.dot`` upcasts its bfloat16
@@ -115,6 +116,7 @@ import triton.language as tl
 from triton.runtime import _allocation as _triton_allocation
 from triton.runtime.interpreter import InterpretedFunction
 
+from kernels._common import TRITON_DTYPE  # importing _common also makes the interpreter round bfloat16 as a GPU
 from kernels._compile import CompileSpec
 from kernels._versions import TRITON
 from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions, validate_cu_seqlens
@@ -837,7 +839,6 @@ _DELTA_BLOCK_M = 16 if _INTERPRETING else 64  # a plain kernel: a row sum, memor
 # --------------------------------------------------------------------------------------------------
 
 _SHIPPED_CAPABILITIES = (80, 90, 100, 120)  # what `fusebench inspect` compiles for
-_TRITON_DTYPE = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 _INT_ARGS = ("H", "H_KV", "GROUPS", "N_Q", "N_K")
 # The constexprs a call decides (``_meta`` and the forward's O copy): a report row takes them from the launch
 # it stands for, so a causal and a plain launch of one configuration are two rows.
@@ -851,7 +852,7 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
     """One configuration of ``fn`` in ``dtype``; the launches it serves (``launch_keys``: same dtype, head
     dimensions and, for the forward, path) decide which arguments compile as divisible by 16 or as the constant
     1, and the call's flags (:data:`_LAUNCH_FLAGS`), see ``CompileSpec.for_launch``."""
-    element = _TRITON_DTYPE[dtype]
+    element = TRITON_DTYPE[dtype]
     pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*i32",
                "O32_ptr": "*fp32"}
     if kernel == "attention.bwd_delta":  # it reads the float32 O the forward keeps for the backward
@@ -898,7 +899,7 @@ def compile_specs() -> list[CompileSpec]:
                 if not targets and not with_tma:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
-                label = (f"{_TRITON_DTYPE[dtype]} D{head_dim} M{bm} N{bn} w{config.num_warps} s{config.num_stages}"
+                label = (f"{TRITON_DTYPE[dtype]} D{head_dim} M{bm} N{bn} w{config.num_warps} s{config.num_stages}"
                          f"{mask_text}")
                 kernel_flags = flags | config.kwargs | dict(MASK_KIND=mask_kind)
                 # the launches of this dtype, head dimension and mask kind
@@ -917,7 +918,7 @@ def compile_specs() -> list[CompileSpec]:
                 specs.append(spec if targets == _SHIPPED_CAPABILITIES else dataclasses.replace(spec, targets=targets))
         specs.append(_compile_spec("attention.bwd_delta", _attn_bwd_delta_kernel, dtype,
                                    dict(HEAD_DIM_V=head_dim, BLOCK_DV=head_dim, IS_VARLEN=False, BLOCK_M=64),
-                                   4, 1, f"{_TRITON_DTYPE[dtype]} D{head_dim} M64 w4", ("DO_ptr", "HEAD_DIM_V")))
+                                   4, 1, f"{TRITON_DTYPE[dtype]} D{head_dim} M64 w4", ("DO_ptr", "HEAD_DIM_V")))
     return specs
 
 

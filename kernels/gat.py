@@ -380,8 +380,7 @@ class _GatAggregate(torch.autograd.Function):
             # a row's ds_e = a_e (<dOut, x_j> - delta) sum to <dOut, out> - delta, a near-total cancellation, so
             # out's rounding (~|out| * 2^-9 in bfloat16) survives whole in d alpha_dst / d alpha_src and, at one
             # channel, exceeds k times the eager reference's error. The forward writes float32 and the caller
-            # gets it rounded once: on a GPU the same values as a direct low-precision store (the CPU
-            # interpreter's own bfloat16 store truncates instead of rounding to nearest).
+            # gets it rounded once: the same values as a direct low-precision store.
             out32, lse = _forward(pattern.csr, schedule, x, alpha_src, alpha_dst, negative_slope,
                                   out=torch.empty(x.shape, dtype=torch.float32, device=x.device))
             out = out32.to(x.dtype)
