@@ -6,6 +6,8 @@ a kernel backend. Both build the pair here, so "the same weights" means one thin
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from fusebench.inputs import random_tensor
@@ -71,3 +73,44 @@ def gpt2_pair(seed: int, *, vocab_size: int, context: int, width: int, weight_sc
             param.copy_(random_tensor(param.shape, seed=seed + i, dtype=torch.float64, scale=weight_scale))
     ours = DecoderLM(DecoderLMConfig.from_gpt2(config, backend=backend)).double().copy_from_gpt2(theirs)
     return theirs, ours
+
+
+def gat_scores_keep_their_side(layer, edge_index: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether every score of a GAT layer (ours or PyG's, float64, self-loops included) keeps, computed in ``dtype``,
+    the side of LeakyReLU's kink it has in float64.
+
+    LeakyReLU's derivative jumps from 1 to the slope at 0. A score that rounding carries across 0 takes the other
+    slope in low precision, and every gradient through it moves by (1 - slope) times that edge's term: an error no
+    kernel can avoid and that the eager baseline, rounding differently, may escape. The error-ratio rule assumes a
+    smooth function, so the tests draw again (see :func:`draw_gat_input`) rather than judge such an input. Both
+    roundings a backend may take are checked: the two per-node terms added in float32 (the Triton kernel) and in
+    ``dtype`` itself (eager PyTorch).
+    """
+    low = copy.deepcopy(layer).to(dtype)
+    heads, channels = layer.heads, layer.out_channels
+    loops = torch.arange(x.shape[0], device=edge_index.device)
+    src = torch.cat([edge_index[0], loops])
+    dst = torch.cat([edge_index[1], loops])
+
+    def terms(module, features):
+        z = module.lin(features).view(features.shape[0], heads, channels)
+        return ((z * module.att_src.view(heads, channels)).sum(-1), (z * module.att_dst.view(heads, channels)).sum(-1))
+
+    with torch.no_grad():
+        gold_src, gold_dst = terms(layer, x.double())
+        low_src, low_dst = terms(low, x.to(dtype))
+    positive = gold_src[src] + gold_dst[dst] > 0
+    return all(bool(((s[src] + d[dst] > 0) == positive).all())
+               for s, d in ((low_src.float(), low_dst.float()), (low_src, low_dst)))
+
+
+def draw_gat_input(layer, edge_index: torch.Tensor, shape, *, seed: int, dtype: torch.dtype, attempts: int = 64):
+    """A fresh random input ``x`` (float64, rounded to ``dtype``) whose scores keep their LeakyReLU side in ``dtype``
+    (:func:`gat_scores_keep_their_side`): the draw for ``seed``, or the first of ``seed + 1, seed + 2, ...`` that
+    does. With tens of edges a bfloat16 draw often crosses, a float16 draw rarely."""
+    for attempt in range(attempts):
+        x = random_tensor(shape, seed=seed + attempt, dtype=torch.float64).to(dtype).double()
+        if gat_scores_keep_their_side(layer, edge_index, x, dtype):
+            return x
+    raise AssertionError(f"no input of {attempts} draws from seed {seed} keeps every GAT score's LeakyReLU side in "
+                         f"{dtype}: the layer's scores sit at the kink (check its parameters)")

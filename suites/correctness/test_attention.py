@@ -347,13 +347,18 @@ def _flash_attn_padded_gold(q, k, v, key_padding_mask, alignment: str, scale: fl
 
 
 def _ragged_padding(kind: str, seed: int, b: int, nk: int) -> torch.Tensor:
-    """(B, Nk) bool, True = padding: right padding (flash-attn's) or scattered padding; row 0 keeps every key."""
+    """(B, Nk) bool, True = padding: right padding (flash-attn's) or scattered padding; row 0 keeps every key.
+
+    Scattered padding always pads row 1's last key and keeps its first, so the two causal alignments differ on
+    that row for any Nq: "padded" lets every query up to the last see key 0 and more valid keys than "valid"
+    does (a random draw that pads only leading keys, or nothing, would make them coincide)."""
     if kind == "right":
         lengths = torch.tensor([nk, nk - 5, 3])[:b]
         return torch.arange(nk)[None, :] >= lengths[:, None]
     gen = torch.Generator().manual_seed(seed)
     mask = torch.rand(b, nk, generator=gen) < 0.4
     mask[0] = False
+    mask[1, 0], mask[1, -1] = False, True
     return mask
 
 

@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from oracle_pairs import gat_pair
+from oracle_pairs import draw_gat_input, gat_pair, gat_scores_keep_their_side
 
 from correctness.graph_cases import (
     FUZZ_SIZES,
@@ -264,7 +264,7 @@ def test_triton_backend_through_the_seam(seed):
 def test_gatconv_with_triton_backend(seed, generator, heads, concat, dtype):
     graph = make_graph(generator, NUM_NODES, seed=seed)
     ours, theirs = gat_pair(seed, 11, 5, heads, concat=concat)
-    x = random_tensor((graph.num_nodes, 11), seed=seed, dtype=torch.float64).to(dtype).double()
+    x = draw_gat_input(ours, graph.edge_index, (graph.num_nodes, 11), seed=seed, dtype=dtype)  # scores off the kink
     assert_agrees(theirs(x, graph.edge_index), ours(graph, x), name="PyG GATConv (float64)")
     grad_out, results = None, []
     for layer, layer_dtype in ((ours, torch.float64), (with_backend(ours, "reference", dtype), dtype),
@@ -280,6 +280,21 @@ def test_gatconv_with_triton_backend(seed, generator, heads, concat, dtype):
     names = ["dx"] + [n for n, _ in sorted(ours.named_parameters())]
     for name, c, g, b in zip(names, cand_grads, gold_grads, base_grads, strict=True):
         assert_agrees(c, g, b, gradient=True, name=f"GATConv {name}")
+
+
+def test_an_input_whose_score_crosses_the_kink_is_drawn_again():
+    """The draw a CI run failed on (seed 6088765754592271596): three duplicate edges into one node score +0.009 in
+    float64, and bfloat16 rounding moved them across LeakyReLU's kink, so the kernel's d att_dst took slope 0.2
+    where the gold took 1 (ratio 1.09 against the eager baseline, which stayed on the gold's side)."""
+    seed = 6088765754592271596
+    graph = make_graph("duplicate_edges", NUM_NODES, seed=seed)
+    ours, _ = gat_pair(seed, 11, 5, 2, concat=False)
+    crossing = random_tensor((graph.num_nodes, 11), seed=seed, dtype=torch.float64).to(torch.bfloat16).double()
+    assert not gat_scores_keep_their_side(ours, graph.edge_index, crossing, torch.bfloat16)
+    assert gat_scores_keep_their_side(ours, graph.edge_index, crossing, torch.float64)  # no rounding, no crossing
+    drawn = draw_gat_input(ours, graph.edge_index, crossing.shape, seed=seed, dtype=torch.bfloat16)
+    assert not torch.equal(drawn, crossing)
+    assert gat_scores_keep_their_side(ours, graph.edge_index, drawn, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------------------------------
