@@ -259,3 +259,22 @@ def test_a_provider_that_is_the_baseline_is_measured_not_judged(seed):
     verdict = check_baseline(base, gold, name="reference")
     assert verdict.rule == "baseline" and verdict.passed and 0 < verdict.ratio <= 0.5
     assert verdict.baseline_error == verdict.candidate_error == float((base.double() - gold).abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_several_baselines_count_the_largest_of_their_errors(seed, dtype):
+    """A composite's baselines (independent same-precision runs): the allowance is k times the worst of them, the
+    verdict reports that error, and each baseline is still refused when it is the candidate run again."""
+    gold = _deep(seed, torch.float64)
+    lucky, unlucky = gold.to(dtype), (gold * (1 + 4 * torch.finfo(dtype).eps)).to(dtype)  # 1/2 ulp and ~4 ulps off
+    wrong = (gold * (1 + 16 * torch.finfo(dtype).eps)).to(dtype)  # ~16 ulps: more than k = 2 times either
+    both = check(wrong, gold, [lucky, unlucky], name="pooled")
+    assert both.baseline_error == check(wrong, gold, unlucky).baseline_error > check(wrong, gold, lucky).baseline_error
+    assert not check(wrong, gold, [lucky, unlucky]).passed
+    candidate = (gold * (1 + 6 * torch.finfo(dtype).eps)).to(dtype)  # within 2 x the unlucky run, not the lucky one
+    assert not check(candidate, gold, lucky).passed
+    assert check(candidate, gold, [lucky, unlucky]).passed and check(candidate, gold, (unlucky, lucky)).passed
+    with pytest.raises(BaselineIsCandidate):
+        check(candidate, gold, [lucky, candidate])
+    with pytest.raises(ValueError, match="baseline shape"):
+        check(candidate, gold, [lucky, unlucky[:1]])
