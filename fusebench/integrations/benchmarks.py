@@ -12,7 +12,9 @@ Providers (:data:`fusebench.providers.MODEL_PROVIDER_NAMES`): transformers cases
 
 Agreement: the provider's output (the last hidden state on real tokens; for ``generate``, the logits of every
 generated step against the float64 model run on the same tokens) judged by :mod:`fusebench.agreement`
-against the float64 eager model (gold), with the same-dtype ``sdpa`` (graphs: ``pyg``) run as baseline.
+against the float64 eager model (gold), with the same-dtype ``eager`` (graphs: ``pyg``) run as baseline: plain
+PyTorch at the dtype. Not ``sdpa``: torch's fused kernel rounds once from float32 as ours does, so in bfloat16 it
+often returns our bits exactly and cannot stand for an independent run (the policy refuses it as one).
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ class PreparedModel:
 
     def agreement(self) -> tuple[Verdict, str]:
         """(the verdict against the float64 eager model, a note: for generate, whether the tokens match)."""
-        baseline_provider = "pyg" if self.case.framework == "pyg" else "sdpa"
+        baseline_provider = "pyg" if self.case.framework == "pyg" else "eager"
         baseline_model = _with_provider(self.model, self.case, baseline_provider, self.dtype, self.device)
         candidate = self.call()
         baseline = _run(baseline_model, self.case, self.inputs, self.device, self.dtype)

@@ -49,17 +49,17 @@ def test_a_model_provider_that_disagrees_gets_no_figure_and_fails_the_run(monkey
 
     def off_by_one_percent(self):  # a 1% error on the timed call: far beyond float32's allowance
         out = honest_call(self)
-        return out * 1.01 if self.provider == "eager" else out
+        return out * 1.01 if self.provider == "sdpa" else out
 
     monkeypatch.setattr(benchmarks.PreparedModel, "call", off_by_one_percent)
     store = ResultsStore(tmp_path)
     report = runner.run(suites=("models",), case_names=["gcn-2layer/cora-like", "vit-b16-224-model"],
-                        provider_names=["eager", "pyg"], modes=("forward",), ident=identity("cpu"), store=store,
+                        provider_names=["sdpa", "pyg"], modes=("forward",), ident=identity("cpu"), store=store,
                         repeats=1)
-    (wrong,) = [r for r in report.results if r.provider == "eager"]
+    (wrong,) = [r for r in report.results if r.provider == "sdpa"]
     assert wrong.status == "disagrees" and wrong.agreement > 1 and wrong.time_ms is None and report.failed
     frame = store.read(strict=True).frame
-    assert frame.loc[frame["provider"] == "eager", "metric"].tolist() == ["agreement"]
+    assert frame.loc[frame["provider"] == "sdpa", "metric"].tolist() == ["agreement"]
     assert "time" in set(frame.loc[frame["provider"] == "pyg", "metric"])  # the honest provider is timed
     assert "DISAGREEING: 1 result(s)" in runner.format_summary(report)
 

@@ -17,9 +17,9 @@ import warnings
 import pytest
 import torch
 import torch_geometric.nn as pyg_nn
+from oracle_pairs import draw_gat_input
 from torch_geometric.nn import models as pyg_models
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
-from oracle_pairs import draw_gat_input
 
 from fusebench.agreement import assert_agrees
 from fusebench.inputs import random_tensor, randomize_parameters
