@@ -117,7 +117,7 @@ from triton.runtime import _allocation as _triton_allocation
 from triton.runtime.interpreter import InterpretedFunction
 
 from kernels._common import TRITON_DTYPE  # importing _common also makes the interpreter round bfloat16 as a GPU
-from kernels._compile import CompileSpec
+from kernels._compile import CompileSpec, spec_for
 from kernels._versions import TRITON
 from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions, validate_cu_seqlens
 
@@ -852,28 +852,16 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
     """One configuration of ``fn`` in ``dtype``; the launches it serves (``launch_keys``: same dtype, head
     dimensions and, for the forward, path) decide which arguments compile as divisible by 16 or as the constant
     1, and the call's flags (:data:`_LAUNCH_FLAGS`), see ``CompileSpec.for_launch``."""
-    element = TRITON_DTYPE[dtype]
-    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*i32",
-               "O32_ptr": "*fp32"}
-    if kernel == "attention.bwd_delta":  # it reads the float32 O the forward keeps for the backward
-        pointer["O_ptr"] = "*fp32"
-    signature = {}
-    for name in fn.arg_names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = pointer.get(name, f"*{element}")
-        elif name.startswith("stride_") or name in _INT_ARGS:
-            signature[name] = "i32"
-        elif name == "sm_scale":
-            signature[name] = "fp32"
-        else:
-            raise AssertionError(f"{kernel}: no compile type for argument {name}")
-    return CompileSpec(kernel, fn, signature, dict(constexprs), num_warps=num_warps, num_stages=num_stages,
-                       config=label, launch_keys=launch_keys,
-                       launch_constexprs=tuple(flag for flag in _LAUNCH_FLAGS if flag in constexprs),
-                       expects_tensor_cores=kernel != "attention.bwd_delta", targets=targets,
-                       expects_tma=bool(constexprs.get("USE_TMA")))
+    # the float32 side outputs and int32 index vectors; the delta kernel reads the float32 O the forward keeps
+    fp32_o = {"O_ptr": "*fp32"} if kernel == "attention.bwd_delta" else {}
+    types = {**fp32_o, "LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "O32_ptr": "*fp32", "CU_Q_ptr": "*i32",
+             "CU_K_ptr": "*i32", "KPM_ptr": "*i32", "*_ptr": f"*{TRITON_DTYPE[dtype]}", "stride_*": "i32",
+             **{name: "i32" for name in _INT_ARGS}, "sm_scale": "fp32"}
+    return spec_for(kernel, fn, constexprs, types, num_warps=num_warps, num_stages=num_stages,
+                    config=label, launch_keys=launch_keys,
+                    launch_constexprs=tuple(flag for flag in _LAUNCH_FLAGS if flag in constexprs),
+                    expects_tensor_cores=kernel != "attention.bwd_delta", targets=targets,
+                    expects_tma=bool(constexprs.get("USE_TMA")))
 
 
 def compile_specs() -> list[CompileSpec]:
