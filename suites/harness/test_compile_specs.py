@@ -3,11 +3,11 @@ jitted function (``spec_for``), so every shipped spec types exactly its kernel's
 and an argument no rule types is an error."""
 
 import pytest
+from toy_kernels import SIGNATURE, _matmul_tile
 
 import fusebench.baseline_attention
 from kernels import attention, gat, spmm
 from kernels._compile import signature_of, spec_for
-from toy_kernels import SIGNATURE, _matmul_tile
 
 _TOY_TYPES = {"c_ptr": "*fp32", "*_ptr": "*fp16", "stride_*": "i32"}  # first match wins: c_ptr before *_ptr
 _TOY_TILES = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
