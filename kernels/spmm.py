@@ -106,11 +106,10 @@ from kernels._csr import (
     segment_schedule,
     validate_layouts,
 )
+from reference.gnn import REDUCTIONS
 from reference.graph import Compressed, coo_to_compressed
 
 __all__ = ["csr_aggregate", "compile_specs"]
-
-REDUCTIONS = ("sum", "mean", "max")
 
 # The per-edge gradient's edges per step: it holds x, dOut, the argmax and a product per element, and spilled
 # at 16 x F128 in fp16/bf16 with int32 indices (sm_90), so it takes half the gather's tile there.
