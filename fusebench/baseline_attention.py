@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._compile import CompileSpec
+from kernels._compile import CompileSpec, spec_for
 
 _LOG2E = 1.4426950408889634
 
@@ -108,16 +108,13 @@ _TUTORIAL_LAUNCH = ("Q_ptr", "K_ptr", "V_ptr", "O_ptr", "LSE_ptr", "N_CTX")
 
 def compile_specs() -> list[CompileSpec]:
     """The anchor in bfloat16, causal and not, at D64 and D128 (``fusebench inspect --baseline``)."""
-    signature = {"Q_ptr": "*bf16", "K_ptr": "*bf16", "V_ptr": "*bf16", "O_ptr": "*bf16", "LSE_ptr": "*fp32",
-                 "N_CTX": "i32", "sm_scale": "fp32", "HEAD_DIM": "constexpr", "IS_CAUSAL": "constexpr",
-                 "BLOCK_M": "constexpr", "BLOCK_N": "constexpr"}
+    types = {"LSE_ptr": "*fp32", "*_ptr": "*bf16", "N_CTX": "i32", "sm_scale": "fp32"}
     specs = []
     for head_dim, bm, bn, warps, stages in CONFIGS:
         for causal in (False, True):
             label = f"bf16 D{head_dim}{' causal' if causal else ''} M{bm} N{bn} w{warps} s{stages}"
-            specs.append(CompileSpec("baseline.forward", _baseline_fwd_kernel, signature,
-                                     {"HEAD_DIM": head_dim, "IS_CAUSAL": causal, "BLOCK_M": bm, "BLOCK_N": bn},
-                                     num_warps=warps, num_stages=stages, config=label,
-                                     divisible=_TUTORIAL_LAUNCH, specialization="all /16 (the tutorial's launch)",
-                                     expects_tensor_cores=True))
+            specs.append(spec_for("baseline.forward", _baseline_fwd_kernel,
+                                  {"HEAD_DIM": head_dim, "IS_CAUSAL": causal, "BLOCK_M": bm, "BLOCK_N": bn}, types,
+                                  num_warps=warps, num_stages=stages, config=label, divisible=_TUTORIAL_LAUNCH,
+                                  specialization="all /16 (the tutorial's launch)", expects_tensor_cores=True))
     return specs

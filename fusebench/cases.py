@@ -74,7 +74,7 @@ class AttentionCase:
     suite: str = "attention"
 
     @property
-    def x(self) -> int:
+    def axis_value(self) -> int:
         """The value plots put on the x axis: the key sequence length (the longest, for varlen)."""
         return max(self.seqlens) if self.seqlens else self.seq_k
 
@@ -161,7 +161,7 @@ class GraphCase:
         return self.num_edges + (self.num_nodes if self.op == "gcn" else 0)
 
     @property
-    def x(self) -> float:
+    def axis_value(self) -> float:
         """The value plots put on the x axis: the average degree."""
         return self.avg_degree
 
@@ -238,7 +238,7 @@ class ModelCase:
     suite: str = "models"
 
     @property
-    def x(self) -> int:
+    def axis_value(self) -> int:
         """The value plots put on the x axis: tokens (or nodes)."""
         return self.tokens
 

@@ -349,7 +349,7 @@ def store_rows(reports: list[KernelReport], ident, run_id: str, timestamp: str) 
     for r in reports:
         base = {"run_id": run_id, "timestamp": timestamp, "suite": "inspect", "case": r.kernel, "size": "static",
                 "shape": f"{r.config} {{{r.specialization}}}" if r.specialization else r.config,
-                "x": int(r.target.removeprefix("sm_").rstrip("a")), "provider": "triton", "mode": r.target,
+                "axis_value": int(r.target.removeprefix("sm_").rstrip("a")), "provider": "triton", "mode": r.target,
                 "dtype": "", "samples": 1, **identity_columns}
         value = lambda v: {"p20": float(v), "p50": float(v), "p80": float(v)}
         rows.append({**base, "metric": "compiled", "unit": "bool", **value(r.compiled), "note": r.error or r.cases})

@@ -73,15 +73,16 @@ def _plot(rows: pd.DataFrame, metric: str, unit: str, xlabel: str, title: str, p
     import matplotlib.pyplot as plt
 
     rows = rows.assign(family=rows["case"].str.replace(r"-\d+$", "", regex=True))
-    families = [f for f, g in rows.groupby("family") if g["x"].nunique() >= 2]
+    families = [f for f, g in rows.groupby("family") if g["axis_value"].nunique() >= 2]
     if not families:
         return False
     fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.2), squeeze=False)
     for ax, family in zip(axes[0], families, strict=True):
         for provider, points in rows[rows["family"] == family].groupby("provider"):
-            points = points.sort_values("x")
-            ax.errorbar(points["x"], points["p50"], yerr=[points["p50"] - points["p20"], points["p80"] - points["p50"]],
-                        marker="o", capsize=3, label=provider)
+            points = points.sort_values("axis_value")
+            ax.errorbar(points["axis_value"], points["p50"],
+                        yerr=[points["p50"] - points["p20"], points["p80"] - points["p50"]], marker="o", capsize=3,
+                        label=provider)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{metric} ({unit}), p50 with p20-p80")

@@ -30,9 +30,9 @@ def rows_for(result: Result, ident: DeviceIdentity, run_id: str, timestamp: str)
     for a result that agreed and was measured."""
     case = result.case
     base = {"run_id": run_id, "timestamp": timestamp, "suite": case.suite, "case": case.name, "size": case.size,
-            "shape": case.shape_text(), "x": case.x, "provider": result.provider, "mode": result.mode,
-            "dtype": result.dtype, "agreement": result.agreement, "agrees": result.agrees, "note": result.note,
-            "gold": result.gold, **identity_columns(ident)}
+            "shape": case.shape_text(), "axis_value": case.axis_value, "provider": result.provider,
+            "mode": result.mode, "dtype": result.dtype, "agreement": result.agreement, "agrees": result.agrees,
+            "note": result.note, "gold": result.gold, **identity_columns(ident)}
     if result.status not in ("measured", "interpreted", "disagrees"):
         return []
     rows = [{**base, "metric": "agreement", "unit": "error/allowed",
@@ -63,7 +63,7 @@ def ceiling_rows(ceilings: dict, ident: DeviceIdentity, run_id: str, timestamp: 
     for key, (value, how) in ceilings.items():
         metric, unit = ("bandwidth", "GB/s") if key == "bandwidth_gbps" else (key.replace(":", "-"), "TFLOP/s")
         rows.append({"run_id": run_id, "timestamp": timestamp, "suite": "ceiling", "case": "device-ceiling",
-                     "size": "gpu", "shape": "", "x": "", "provider": "torch", "mode": "measured", "dtype": "",
-                     "metric": metric, "unit": unit, **_quantile_columns(Quantiles.constant(value)), "samples": 1,
-                     "note": how, **identity_columns(ident)})
+                     "size": "gpu", "shape": "", "axis_value": "", "provider": "torch", "mode": "measured",
+                     "dtype": "", "metric": metric, "unit": unit, **_quantile_columns(Quantiles.constant(value)),
+                     "samples": 1, "note": how, **identity_columns(ident)})
     return rows

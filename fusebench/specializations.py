@@ -51,7 +51,7 @@ class Launch:
     were 1 and so became constants; ``case``: the workload that launched it.
     """
 
-    function: str  # "kernels.spmm._segment_kernel"
+    function: str  # "kernels._csr.segment_kernel"
     signature: dict
     constexprs: dict
     divisible: tuple[str, ...]

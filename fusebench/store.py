@@ -40,10 +40,12 @@ from pathlib import Path
 __all__ = ["COLUMNS", "SCHEMA", "ResultsStore", "StoreProblem", "StoreError", "StoreRead", "new_run_id",
            "default_root"]
 
-SCHEMA = "3"
+SCHEMA = "4"
 COLUMNS: tuple[str, ...] = (
     "schema", "run_id", "timestamp",  # which run wrote the row, and when (UTC, ISO 8601)
-    "suite", "case", "size", "shape", "x",  # the workload; x is the plotted parameter (seq length, degree)
+    "suite", "case", "size", "shape",  # the workload
+    "axis_value",  # the case's value on a plot's x axis: its (key) sequence length, a graph's average degree or a
+    # model's tokens (``Case.axis_value``); for `fusebench inspect` rows the target's compute capability
     "provider", "mode", "dtype",
     "metric", "unit", "p20", "p50", "p80", "samples",  # the measurement
     "agreement", "agrees", "note",  # the ratio error/allowed of the result measured; notes (interpreted, ...)
@@ -56,10 +58,13 @@ COLUMNS: tuple[str, ...] = (
     # on a cluster (fusebench.cluster): the Ray node and the logical GPU that ran the row; "" in-process
     "node", "gpu",
 )
-# Older schemas are still read; their rows have the later columns empty. 1: before the timing provenance
-# columns; 2: before the cluster columns.
-_SCHEMA_COLUMNS = {"1": COLUMNS[: COLUMNS.index("gold")], "2": COLUMNS[: COLUMNS.index("node")], "3": COLUMNS}
-_NUMERIC = ("x", "p20", "p50", "p80", "samples", "agreement", "threads", "load_before", "load_after")
+# Older schemas are still read; their rows have the later columns empty and their renamed columns today's name.
+# 1: before the timing provenance columns; 2: before the cluster columns; 3: before axis_value was named (it was x).
+_RENAMED = {"x": "axis_value"}  # a column's name in schemas 1 to 3 -> its name now
+_OLD_NAMES = tuple({new: old for old, new in _RENAMED.items()}.get(column, column) for column in COLUMNS)
+_SCHEMA_COLUMNS = {"1": _OLD_NAMES[: COLUMNS.index("gold")], "2": _OLD_NAMES[: COLUMNS.index("node")],
+                   "3": _OLD_NAMES, "4": COLUMNS}
+_NUMERIC = ("axis_value", "p20", "p50", "p80", "samples", "agreement", "threads", "load_before", "load_after")
 _REQUIRED = ("schema", "run_id", "timestamp", "suite", "case", "provider", "mode", "metric", "unit", "p50")
 _BOOLEAN = ("agrees", "dirty")
 PARTIAL_SUFFIX = ".partial"
@@ -281,12 +286,13 @@ def _parse(path: Path) -> tuple[list[dict], list[StoreProblem], bool]:
         if digest != expected["sha"]:
             return fatal(f"corrupt: its content changed after it was written (checksum {digest}, its name says "
                          f"{expected['sha']})")
+    names = header if schema == SCHEMA else tuple(_RENAMED.get(column, column) for column in header)
     problems = []
     records = []
     for number, values in enumerate(lines[1:], start=2):
         if len(values) != len(header):
             return fatal(f"corrupt: line {number} has {len(values)} fields, expected {len(header)}")
-        record = dict.fromkeys(COLUMNS, "") | dict(zip(header, values, strict=True))
+        record = dict.fromkeys(COLUMNS, "") | dict(zip(names, values, strict=True))
         bad = _bad_cell(record, schema)
         if bad:
             problems.append(StoreProblem(path, f"bad cell: line {number} {bad}; that row is not read"))

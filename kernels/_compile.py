@@ -8,11 +8,17 @@ and that decides, e.g., whether 128-bit loads are possible. So ``fusebench inspe
 configuration with the specializations the launches it serves actually get (``fusebench/specializations.py``
 records them from the case catalog), :meth:`CompileSpec.for_launch`, and compiles each pair with
 ``triton.compile(ASTSource(...), target=GPUTarget(...))``.
+
+Every module builds its specs with :func:`spec_for`: the signature comes from the jitted function's own
+argument names, typed by the module's rules (``{"*_ptr": "*fp16", "stride_*": "i32", ...}``), so a spec
+cannot drift from its kernel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,32 @@ class CompileSpec:
         constexprs = {**self.constexprs, **{name: 1 for name in self.ones}}
         attrs = {(names.index(name),): [["tt.divisibility", 16]] for name in self.divisible}
         return ASTSource(fn=self.fn, signature=signature, constexprs=constexprs, attrs=attrs)
+
+
+def signature_of(fn, constexprs: Mapping[str, object], types: Mapping[str, str]) -> dict[str, str]:
+    """``fn``'s arguments in its order, each typed for ``triton.compile``: ``"constexpr"`` where ``constexprs``
+    sets it, else the type of the first rule in ``types`` whose pattern (``fnmatch``: ``"*_ptr"``,
+    ``"stride_*"`` or an exact name) matches the name. Derived from the function, so an argument added to a
+    kernel and left untyped fails here rather than compiling a wrong signature."""
+    signature = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+            continue
+        kind = next((kind for pattern, kind in types.items() if fnmatchcase(name, pattern)), None)
+        if kind is None:
+            raise ValueError(f"{fn.fn.__name__}: no compile type for argument {name!r} (types: {list(types)})")
+        signature[name] = kind
+    unknown = set(constexprs) - set(signature)
+    if unknown:
+        raise ValueError(f"{fn.fn.__name__}: constexprs {sorted(unknown)} are not arguments of the kernel")
+    return signature
+
+
+def spec_for(kernel: str, fn, constexprs: Mapping[str, object], types: Mapping[str, str], **fields) -> CompileSpec:
+    """A :class:`CompileSpec` of ``fn`` whose signature is derived from the function (:func:`signature_of`);
+    ``fields`` are the spec's other fields (``num_warps``, ``num_stages``, ``config``, ``launch_keys``, ...)."""
+    return CompileSpec(kernel, fn, signature_of(fn, constexprs, types), dict(constexprs), **fields)
 
 
 def specialization_label(runtime: list[str], divisible, ones, flags: dict | None = None) -> str:

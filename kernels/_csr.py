@@ -44,12 +44,15 @@ __all__ = [
     "segment_reduce",
     # constants and tile rules
     "SUPPORTED_DTYPES", "INDEX_DTYPES", "DEFAULT_EDGES_PER_PROGRAM", "SUM", "MAX", "MASKED_SUM", "FEATURE_TILES",
-    "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile",
+    "TILE_ELEMENTS", "NUM_WARPS", "BLOCK_S", "feature_tile", "edge_tile", "INDEX_POINTERS",
 ]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 INDEX_DTYPES = (torch.int32, torch.int64)
 DEFAULT_EDGES_PER_PROGRAM = 256
+# The kernels' pointer arguments that hold the index dtype (the layout and the schedule), as patterns of
+# their names for the compile specs (kernels._compile.spec_for)
+INDEX_POINTERS = ("rowptr_ptr", "col_ptr", "perm_ptr", "seg_*_ptr", "split_*_ptr")
 
 # Reduction codes (constexpr REDUCE of the segment kernel)
 SUM, MAX, MASKED_SUM = 0, 1, 2  # MASKED_SUM: the backward of max (sum only where the arg-max matches)

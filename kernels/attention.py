@@ -117,9 +117,15 @@ from triton.runtime import _allocation as _triton_allocation
 from triton.runtime.interpreter import InterpretedFunction
 
 from kernels._common import TRITON_DTYPE  # importing _common also makes the interpreter round bfloat16 as a GPU
-from kernels._compile import CompileSpec
+from kernels._compile import CompileSpec, spec_for
 from kernels._versions import TRITON
-from reference.attention import CAUSAL_ALIGNMENTS, key_causal_positions, validate_cu_seqlens
+from reference.attention import (
+    key_causal_positions,
+    validate_causal_alignment,
+    validate_cu_seqlens,
+    validate_masks,
+    validate_scale,
+)
 
 __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKDV_CONFIGS", "DQ_CONFIGS",
            "SUPPORTED_DTYPES"]
@@ -852,28 +858,16 @@ def _compile_spec(kernel: str, fn, dtype: torch.dtype, constexprs: dict, num_war
     """One configuration of ``fn`` in ``dtype``; the launches it serves (``launch_keys``: same dtype, head
     dimensions and, for the forward, path) decide which arguments compile as divisible by 16 or as the constant
     1, and the call's flags (:data:`_LAUNCH_FLAGS`), see ``CompileSpec.for_launch``."""
-    element = TRITON_DTYPE[dtype]
-    pointer = {"LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "CU_Q_ptr": "*i32", "CU_K_ptr": "*i32", "KPM_ptr": "*i32",
-               "O32_ptr": "*fp32"}
-    if kernel == "attention.bwd_delta":  # it reads the float32 O the forward keeps for the backward
-        pointer["O_ptr"] = "*fp32"
-    signature = {}
-    for name in fn.arg_names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = pointer.get(name, f"*{element}")
-        elif name.startswith("stride_") or name in _INT_ARGS:
-            signature[name] = "i32"
-        elif name == "sm_scale":
-            signature[name] = "fp32"
-        else:
-            raise AssertionError(f"{kernel}: no compile type for argument {name}")
-    return CompileSpec(kernel, fn, signature, dict(constexprs), num_warps=num_warps, num_stages=num_stages,
-                       config=label, launch_keys=launch_keys,
-                       launch_constexprs=tuple(flag for flag in _LAUNCH_FLAGS if flag in constexprs),
-                       expects_tensor_cores=kernel != "attention.bwd_delta", targets=targets,
-                       expects_tma=bool(constexprs.get("USE_TMA")))
+    # the float32 side outputs and int32 index vectors; the delta kernel reads the float32 O the forward keeps
+    fp32_o = {"O_ptr": "*fp32"} if kernel == "attention.bwd_delta" else {}
+    types = {**fp32_o, "LSE_ptr": "*fp32", "DELTA_ptr": "*fp32", "O32_ptr": "*fp32", "CU_Q_ptr": "*i32",
+             "CU_K_ptr": "*i32", "KPM_ptr": "*i32", "*_ptr": f"*{TRITON_DTYPE[dtype]}", "stride_*": "i32",
+             **{name: "i32" for name in _INT_ARGS}, "sm_scale": "fp32"}
+    return spec_for(kernel, fn, constexprs, types, num_warps=num_warps, num_stages=num_stages,
+                    config=label, launch_keys=launch_keys,
+                    launch_constexprs=tuple(flag for flag in _LAUNCH_FLAGS if flag in constexprs),
+                    expects_tensor_cores=kernel != "attention.bwd_delta", targets=targets,
+                    expects_tma=bool(constexprs.get("USE_TMA")))
 
 
 def compile_specs() -> list[CompileSpec]:
@@ -970,40 +964,14 @@ def _check_qkv(q, k, v, *, rank: int, shape_text: str, head_axis: int) -> None:
 
 
 def _check_masks(q4, k4, attn_mask, key_padding_mask) -> None:
-    """Masks against the (B, Hq, Nq, D) / (B, Hkv, Nk, D) views."""
-    b, hq, nq, _ = q4.shape
-    nk = k4.shape[2]
-    if attn_mask is not None:
-        if not isinstance(attn_mask, torch.Tensor):
-            raise TypeError(f"attn_mask must be a tensor, got {type(attn_mask).__name__}")
-        if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
-            raise TypeError(f"attn_mask must be bool (True = attend) or float (additive), got {attn_mask.dtype}")
-        try:
-            fits = attn_mask.dim() <= 4 and torch.broadcast_shapes(attn_mask.shape, (b, hq, nq, nk)) == (b, hq, nq, nk)
-        except RuntimeError:
-            fits = False
-        if not fits:
-            raise ValueError(f"attn_mask must broadcast to (B, Hq, Nq, Nk) = {(b, hq, nq, nk)}, "
-                             f"got {tuple(attn_mask.shape)}")
-        if attn_mask.device != q4.device:
-            raise ValueError(f"attn_mask must be on the device of q ({q4.device}), got {attn_mask.device}")
-        if attn_mask.requires_grad:
-            raise NotImplementedError("the triton attention backend has no gradient for attn_mask; detach it")
-    if key_padding_mask is not None:
-        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-            raise TypeError("key_padding_mask must be a bool tensor (True = padding)")
-        if tuple(key_padding_mask.shape) != (b, nk):
-            raise ValueError(f"key_padding_mask must have shape (B, Nk) = {(b, nk)}, "
-                             f"got {tuple(key_padding_mask.shape)}")
-        if key_padding_mask.device != q4.device:
-            raise ValueError(f"key_padding_mask must be on the device of q ({q4.device}), "
-                             f"got {key_padding_mask.device}")
-
-
-def _check_scale(scale) -> None:
-    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool)
-                                  and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    """Masks against the (B, Hq, Nq, D) / (B, Hkv, Nk, D) views: the reference's rules, then the kernel's own
+    (the masks on q's device; no gradient for attn_mask)."""
+    validate_masks(attn_mask, key_padding_mask, (*q4.shape[:3], k4.shape[2]))
+    for name, mask in (("attn_mask", attn_mask), ("key_padding_mask", key_padding_mask)):
+        if mask is not None and mask.device != q4.device:
+            raise ValueError(f"{name} must be on the device of q ({q4.device}), got {mask.device}")
+    if attn_mask is not None and attn_mask.requires_grad:
+        raise NotImplementedError("the triton attention backend has no gradient for attn_mask; detach it")
 
 
 def _empty_like_layout(t: torch.Tensor, last: int, dtype: torch.dtype) -> torch.Tensor:
@@ -1238,9 +1206,8 @@ def attention(q, k, v, *, is_causal: bool = False, scale: float | None = None, a
     if layout == "bnhd":
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D) views, no copy
     _check_masks(q, k, attn_mask, key_padding_mask)
-    _check_scale(scale)
-    if causal_alignment not in CAUSAL_ALIGNMENTS:
-        raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
+    validate_scale(scale)
+    validate_causal_alignment(causal_alignment)
     problem = _Problem(batch=q.shape[0], n_q=q.shape[2], n_k=k.shape[2], causal=bool(is_causal),
                        scale=_default_scale(scale, q.shape[-1]), cu_q=None, cu_k=None,
                        causal_alignment=causal_alignment)
@@ -1270,7 +1237,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int |
         validate_cu_seqlens(name, cu, total, q.device)
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError("cu_seqlens_q and cu_seqlens_k must describe the same number of sequences")
-    _check_scale(scale)
+    validate_scale(scale)
     lengths_q, lengths_k = cu_seqlens_q.diff(), cu_seqlens_k.diff()
     longest_q = int(lengths_q.max()) if lengths_q.numel() else 0
     longest_k = int(lengths_k.max()) if lengths_k.numel() else 0

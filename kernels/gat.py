@@ -60,12 +60,13 @@ import triton
 import triton.language as tl
 
 from kernels._common import INT32_LIMIT, TRITON_DTYPE
-from kernels._compile import CompileSpec
+from kernels._compile import CompileSpec, spec_for
 from kernels._csr import (
     BLOCK_S,
     DEFAULT_EDGES_PER_PROGRAM,
     FEATURE_TILES,
     INDEX_DTYPES,
+    INDEX_POINTERS,
     NUM_WARPS,
     SUM,
     SUPPORTED_DTYPES,
@@ -474,7 +475,13 @@ def _triton_attention_aggregate(graph, x, alpha_src, alpha_dst, *, negative_slop
 # What `fusebench inspect` compiles
 # --------------------------------------------------------------------------------------------------
 
-_TRITON_DTYPE = TRITON_DTYPE  # the name compile_specs() reads
+def _argument_types(feature: str, index: str) -> dict[str, str]:
+    """The compile type of every argument of the GAT kernels, by role (see ``spec_for``)."""
+    return {**dict.fromkeys(("x_ptr", "asrc_ptr", "adst_ptr", "g_ptr", "out_ptr", "dx_ptr"), f"*{feature}"),
+            # the log-sum-exp, the backward's row sums and edge gradients and the split rows' partials
+            **dict.fromkeys(("lse_ptr", "delta_ptr", "dz_ptr", "part*_ptr"), "*fp32"),
+            **dict.fromkeys(INDEX_POINTERS, f"*{index}"),  # the layout and the schedule
+            "num_*": "i32", "stride_*": "i32", "negative_slope": "fp32"}
 
 
 def compile_specs() -> list[CompileSpec]:
@@ -482,42 +489,20 @@ def compile_specs() -> list[CompileSpec]:
     specs = []
     for dtype in SUPPORTED_DTYPES:
         for index_dtype in INDEX_DTYPES:
-            ft, it = _TRITON_DTYPE[dtype], _TRITON_DTYPE[index_dtype]
-            layout = {"rowptr_ptr": f"*{it}", "col_ptr": f"*{it}"}
-            schedule = {"seg_row_ptr": f"*{it}", "seg_start_ptr": f"*{it}"}
+            ft, it = TRITON_DTYPE[dtype], TRITON_DTYPE[index_dtype]
+            types = _argument_types(ft, it)
             for block_c in _CHANNEL_TILES:
                 block_e = _edge_tile(block_c)
                 label = f"{ft} {it} E{block_e} C{block_c} w{_NUM_WARPS}"
                 meta = {"BLOCK_E": block_e, "BLOCK_C": block_c, "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
-                constexpr_types = {name: "constexpr" for name in meta}
-                fwd = {**layout, **schedule, "seg_part_ptr": f"*{it}", "x_ptr": f"*{ft}", "asrc_ptr": f"*{ft}",
-                       "adst_ptr": f"*{ft}", "out_ptr": f"*{ft}", "lse_ptr": "*fp32", "part_m_ptr": "*fp32",
-                       "part_l_ptr": "*fp32", "part_acc_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32",
-                       "stride_xn": "i32", "stride_xh": "i32", "stride_an": "i32", "stride_ah": "i32",
-                       "negative_slope": "fp32", **constexpr_types}
+                shipped = dict(num_warps=_NUM_WARPS, num_stages=1, config=label)
                 tiles = ("rowptr_ptr", "BLOCK_E", "BLOCK_C", "CHUNK")  # a launch's index dtype and tiles
-                specs.append(CompileSpec("gat.forward", _gat_fwd_kernel, fwd, meta, num_warps=_NUM_WARPS,
-                                         num_stages=1, config=label, launch_keys=("x_ptr", *tiles)))
-                combine = {"split_row_ptr": f"*{it}", "split_first_ptr": f"*{it}", "split_count_ptr": f"*{it}",
-                           "part_m_ptr": "*fp32", "part_l_ptr": "*fp32", "part_acc_ptr": "*fp32", "out_ptr": f"*{ft}",
-                           "lse_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32",
-                           "BLOCK_S": "constexpr", "BLOCK_C": "constexpr"}
-                specs.append(CompileSpec("gat.combine", _gat_combine_kernel, combine,
-                                         {"BLOCK_S": _BLOCK_S, "BLOCK_C": block_c}, num_warps=_NUM_WARPS,
-                                         num_stages=1, config=label,
-                                         launch_keys=("out_ptr", "split_row_ptr", "BLOCK_C")))
-                dx = {**layout, **schedule, "seg_part_ptr": f"*{it}", "asrc_ptr": f"*{ft}", "adst_ptr": f"*{ft}",
-                      "lse_ptr": "*fp32", "g_ptr": f"*{ft}", "dx_ptr": f"*{ft}", "part_ptr": "*fp32",
-                      "num_heads": "i32", "num_channels": "i32", "stride_an": "i32", "stride_ah": "i32",
-                      "negative_slope": "fp32", **constexpr_types}
-                specs.append(CompileSpec("gat.backward_dx", _gat_bwd_dx_kernel, dx, meta, num_warps=_NUM_WARPS,
-                                         num_stages=1, config=label, launch_keys=("g_ptr", *tiles)))
-                score = {**layout, "perm_ptr": f"*{it}", **schedule, "x_ptr": f"*{ft}", "asrc_ptr": f"*{ft}",
-                         "adst_ptr": f"*{ft}", "lse_ptr": "*fp32", "delta_ptr": "*fp32", "g_ptr": f"*{ft}",
-                         "dz_ptr": "*fp32", "num_heads": "i32", "num_channels": "i32", "stride_xn": "i32",
-                         "stride_xh": "i32", "stride_an": "i32", "stride_ah": "i32", "negative_slope": "fp32",
-                         **constexpr_types}
-                specs.append(CompileSpec("gat.backward_scores", _gat_bwd_score_kernel, score, meta,
-                                         num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                         launch_keys=("x_ptr", *tiles)))
+                specs.append(spec_for("gat.forward", _gat_fwd_kernel, meta, types, **shipped,
+                                      launch_keys=("x_ptr", *tiles)))
+                specs.append(spec_for("gat.combine", _gat_combine_kernel, {"BLOCK_S": _BLOCK_S, "BLOCK_C": block_c},
+                                      types, **shipped, launch_keys=("out_ptr", "split_row_ptr", "BLOCK_C")))
+                specs.append(spec_for("gat.backward_dx", _gat_bwd_dx_kernel, meta, types, **shipped,
+                                      launch_keys=("g_ptr", *tiles)))
+                specs.append(spec_for("gat.backward_scores", _gat_bwd_score_kernel, meta, types, **shipped,
+                                      launch_keys=("x_ptr", *tiles)))
     return specs

@@ -76,12 +76,13 @@ import triton
 import triton.language as tl
 
 from kernels._common import TRITON_DTYPE
-from kernels._compile import CompileSpec
+from kernels._compile import CompileSpec, spec_for
 from kernels._csr import (
     BLOCK_S,
     DEFAULT_EDGES_PER_PROGRAM,
     FEATURE_TILES,
     INDEX_DTYPES,
+    INDEX_POINTERS,
     MASKED_SUM,
     MAX,
     NUM_WARPS,
@@ -105,16 +106,11 @@ from kernels._csr import (
     segment_schedule,
     validate_layouts,
 )
+from reference.gnn import REDUCTIONS
 from reference.graph import Compressed, coo_to_compressed
 
 __all__ = ["csr_aggregate", "compile_specs"]
 
-REDUCTIONS = ("sum", "mean", "max")
-
-# The names compile_specs() reads: the segment and combine kernels and their tile rules live in kernels/_csr.py
-_segment_kernel, _combine_kernel, _SUM, _MAX, _MASKED_SUM = segment_kernel, combine_kernel, SUM, MAX, MASKED_SUM
-_FEATURE_TILES, _edge_tile, _NUM_WARPS, _BLOCK_S = FEATURE_TILES, edge_tile, NUM_WARPS, BLOCK_S
-_TRITON_DTYPE = TRITON_DTYPE
 # The per-edge gradient's edges per step: it holds x, dOut, the argmax and a product per element, and spilled
 # at 16 x F128 in fp16/bf16 with int32 indices (sm_90), so it takes half the gather's tile there.
 _GRAD_EDGE_TILES = {16: 32, 64: 16, 128: 8}
@@ -357,6 +353,14 @@ def _triton_readout(x, batch, *, num_graphs, reduce):
 # What `fusebench inspect` compiles
 # --------------------------------------------------------------------------------------------------
 
+def _argument_types(feature: str, index: str) -> dict[str, str]:
+    """The compile type of every argument of the aggregation's kernels, by role (see ``spec_for``)."""
+    return {**dict.fromkeys(("x_ptr", "w_ptr", "g_ptr", "gw_ptr", "out_ptr"), f"*{feature}"),  # the features
+            **dict.fromkeys(("rscale_ptr", "cscale_ptr", "part_ptr", "u_ptr"), "*fp32"),  # scales, float32 partials
+            **dict.fromkeys((*INDEX_POINTERS, "*arg*_ptr"), f"*{index}"),  # the layout, schedule and arg-max edges
+            "num_*": "i32", "stride_*": "i32"}
+
+
 def compile_specs() -> list[CompileSpec]:
     """Every configuration the launchers can pick, for each feature dtype and index dtype.
 
@@ -367,56 +371,31 @@ def compile_specs() -> list[CompileSpec]:
     specs = []
     for dtype in SUPPORTED_DTYPES:
         for index_dtype in INDEX_DTYPES:
-            ft, it = _TRITON_DTYPE[dtype], _TRITON_DTYPE[index_dtype]
-            for block_f in _FEATURE_TILES:
-                block_e = _edge_tile(block_f, half_int64=dtype.itemsize == 2 and index_dtype == torch.int64)
-                label = f"{ft} {it} E{block_e} F{block_f} w{_NUM_WARPS}"
-                for reduce, name in ((_SUM, "sum"), (_MAX, "max"), (_MASKED_SUM, "max_bwd")):
-                    signature = {
-                        "rowptr_ptr": f"*{it}", "col_ptr": f"*{it}", "perm_ptr": f"*{it}", "seg_row_ptr": f"*{it}",
-                        "seg_start_ptr": f"*{it}", "seg_part_ptr": f"*{it}", "x_ptr": f"*{ft}", "w_ptr": f"*{ft}",
-                        "rscale_ptr": "*fp32", "cscale_ptr": "*fp32", "arg_in_ptr": f"*{it}", "out_ptr": f"*{ft}",
-                        "arg_out_ptr": f"*{it}", "part_ptr": "*fp32", "part_arg_ptr": f"*{it}",
-                        "num_features": "i32", "num_edges": "i32", "stride_xn": "i32",
-                        "REDUCE": "constexpr", "HAS_W": "constexpr", "HAS_RSCALE": "constexpr",
-                        "HAS_CSCALE": "constexpr", "BLOCK_E": "constexpr", "BLOCK_F": "constexpr",
-                        "CHUNK": "constexpr",
-                    }
+            ft, it = TRITON_DTYPE[dtype], TRITON_DTYPE[index_dtype]
+            types = _argument_types(ft, it)
+            for block_f in FEATURE_TILES:
+                block_e = edge_tile(block_f, half_int64=dtype.itemsize == 2 and index_dtype == torch.int64)
+                label = f"{ft} {it} E{block_e} F{block_f} w{NUM_WARPS}"
+                for reduce, name in ((SUM, "sum"), (MAX, "max"), (MASKED_SUM, "max_bwd")):
                     constexprs = {"REDUCE": reduce, "HAS_W": True, "HAS_RSCALE": True, "HAS_CSCALE": True,
                                   "BLOCK_E": block_e, "BLOCK_F": block_f, "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
-                    specs.append(CompileSpec(f"spmm.segment_{name}", _segment_kernel, signature, constexprs,
-                                             num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                             launch_keys=("x_ptr", "rowptr_ptr", "REDUCE", "BLOCK_E", "BLOCK_F",
-                                                          "CHUNK")))
+                    specs.append(spec_for(f"spmm.segment_{name}", segment_kernel, constexprs, types,
+                                          num_warps=NUM_WARPS, num_stages=1, config=label,
+                                          launch_keys=("x_ptr", "rowptr_ptr", "REDUCE", "BLOCK_E", "BLOCK_F",
+                                                       "CHUNK")))
                 for is_max in (False, True):
-                    signature = {
-                        "split_row_ptr": f"*{it}", "split_first_ptr": f"*{it}", "split_count_ptr": f"*{it}",
-                        "part_ptr": "*fp32", "part_arg_ptr": f"*{it}", "out_ptr": f"*{ft}", "arg_out_ptr": f"*{it}",
-                        "num_features": "i32", "num_edges": "i32",
-                        "IS_MAX": "constexpr", "BLOCK_S": "constexpr", "BLOCK_F": "constexpr",
-                    }
-                    specs.append(CompileSpec(f"spmm.combine_{'max' if is_max else 'sum'}", _combine_kernel, signature,
-                                             {"IS_MAX": is_max, "BLOCK_S": _BLOCK_S, "BLOCK_F": block_f},
-                                             num_warps=_NUM_WARPS, num_stages=1, config=label,
-                                             launch_keys=("out_ptr", "split_row_ptr", "IS_MAX", "BLOCK_F")))
+                    specs.append(spec_for(f"spmm.combine_{'max' if is_max else 'sum'}", combine_kernel,
+                                          {"IS_MAX": is_max, "BLOCK_S": BLOCK_S, "BLOCK_F": block_f}, types,
+                                          num_warps=NUM_WARPS, num_stages=1, config=label,
+                                          launch_keys=("out_ptr", "split_row_ptr", "IS_MAX", "BLOCK_F")))
                 grad_block_e = _grad_edge_tile(block_f, int64=index_dtype == torch.int64)
-                grad_label = f"{ft} {it} E{grad_block_e} F{block_f} w{_NUM_WARPS}"
+                grad_label = f"{ft} {it} E{grad_block_e} F{block_f} w{NUM_WARPS}"
                 for has_arg in (False, True):
-                    signature = {
-                        "rowptr_ptr": f"*{it}", "col_ptr": f"*{it}", "perm_ptr": f"*{it}", "seg_row_ptr": f"*{it}",
-                        "seg_start_ptr": f"*{it}", "x_ptr": f"*{ft}", "g_ptr": f"*{ft}", "arg_ptr": f"*{it}",
-                        "w_ptr": f"*{ft}", "rscale_ptr": "*fp32", "cscale_ptr": "*fp32", "gw_ptr": f"*{ft}",
-                        "u_ptr": "*fp32", "num_features": "i32", "stride_xn": "i32",
-                        "HAS_ARG": "constexpr", "HAS_W": "constexpr", "HAS_RSCALE": "constexpr",
-                        "HAS_CSCALE": "constexpr", "WRITE_GW": "constexpr", "WRITE_U": "constexpr",
-                        "BLOCK_E": "constexpr", "BLOCK_F": "constexpr", "CHUNK": "constexpr",
-                    }
                     constexprs = {"HAS_ARG": has_arg, "HAS_W": True, "HAS_RSCALE": True, "HAS_CSCALE": True,
                                   "WRITE_GW": True, "WRITE_U": True, "BLOCK_E": grad_block_e, "BLOCK_F": block_f,
                                   "CHUNK": DEFAULT_EDGES_PER_PROGRAM}
-                    specs.append(CompileSpec(f"spmm.edge_grad{'_max' if has_arg else ''}", _edge_grad_kernel,
-                                             signature, constexprs, num_warps=_NUM_WARPS, num_stages=1,
-                                             config=grad_label,
-                                             launch_keys=("x_ptr", "rowptr_ptr", "HAS_ARG", "BLOCK_E", "BLOCK_F",
-                                                          "CHUNK")))
+                    specs.append(spec_for(f"spmm.edge_grad{'_max' if has_arg else ''}", _edge_grad_kernel,
+                                          constexprs, types, num_warps=NUM_WARPS, num_stages=1, config=grad_label,
+                                          launch_keys=("x_ptr", "rowptr_ptr", "HAS_ARG", "BLOCK_E", "BLOCK_F",
+                                                       "CHUNK")))
     return specs

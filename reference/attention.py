@@ -55,6 +55,9 @@ __all__ = [
     "causal_mask",
     "key_causal_positions",
     "CAUSAL_ALIGNMENTS",
+    "validate_masks",
+    "validate_scale",
+    "validate_causal_alignment",
     "register_attention_backend",
     "attention_backends",
     "ATTENTION_BACKENDS",
@@ -109,8 +112,7 @@ def key_causal_positions(key_padding_mask: torch.Tensor, alignment: str) -> torc
     the diagonal sits at the bottom right of the valid keys. Padding before every valid key (left
     padding) gives ``rank + (Nk - L_b) = j``: both alignments agree there.
     """
-    if alignment not in CAUSAL_ALIGNMENTS:
-        raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {alignment!r}")
+    validate_causal_alignment(alignment)
     valid = ~key_padding_mask  # (B, Nk)
     n_keys = key_padding_mask.shape[-1]
     if alignment == "padded":
@@ -128,31 +130,18 @@ def _broadcasts_to(shape, target) -> bool:
         return False
 
 
-def _validate(q, k, v, attn_mask, key_padding_mask, scale, causal_alignment="padded") -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_float_tensor(name, t, "(B, H, N, D)")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    (b, hq, _, d), (bk, hkv, nk, dk) = q.shape, k.shape
-    if k.shape[:3] != v.shape[:3]:
-        raise ValueError(f"k and v must agree in (B, H, N), got k {tuple(k.shape)} and v {tuple(v.shape)}")
-    if bk != b:
-        raise ValueError(f"k must have the batch size of q ({b}), got {bk}")
-    if dk != d:
-        raise ValueError(f"k must have the head dimension of q ({d}), got {dk}")
-    if hkv == 0 or hq % hkv != 0:
-        raise ValueError(f"the heads of q ({hq}) must be a multiple of the heads of k and v ({hkv})")
-    nq = q.shape[2]
+def validate_masks(attn_mask, key_padding_mask, scores_shape: tuple[int, int, int, int]) -> None:
+    """The masks' conventions (module docstring) against the scores' shape ``(B, Hq, Nq, Nk)``: every backend's
+    rules (a kernel adds its own, e.g. the masks' device)."""
+    b, _, _, nk = scores_shape
     if attn_mask is not None:
         if not isinstance(attn_mask, torch.Tensor):
             raise TypeError(f"attn_mask must be a tensor, got {type(attn_mask).__name__}")
         if attn_mask.dtype != torch.bool and not attn_mask.is_floating_point():
             raise TypeError(f"attn_mask must be bool (True = attend) or float (additive), got {attn_mask.dtype}")
-        if not _broadcasts_to(attn_mask.shape, (b, hq, nq, nk)):
+        if not _broadcasts_to(attn_mask.shape, tuple(scores_shape)):
             raise ValueError(
-                f"attn_mask must broadcast to (B, Hq, Nq, Nk) = {(b, hq, nq, nk)}, got {tuple(attn_mask.shape)}"
+                f"attn_mask must broadcast to (B, Hq, Nq, Nk) = {tuple(scores_shape)}, got {tuple(attn_mask.shape)}"
             )
     if key_padding_mask is not None:
         if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
@@ -161,10 +150,39 @@ def _validate(q, k, v, attn_mask, key_padding_mask, scale, causal_alignment="pad
             raise ValueError(
                 f"key_padding_mask must have shape (B, Nk) = {(b, nk)}, got {tuple(key_padding_mask.shape)}"
             )
-    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+
+
+def validate_scale(scale) -> None:
+    """``scale``: None (``1 / sqrt(D)``) or a positive finite number (a bool is a mistake, not 1)."""
+    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool)
+                                  and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-    if causal_alignment not in CAUSAL_ALIGNMENTS:
-        raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {causal_alignment!r}")
+
+
+def validate_causal_alignment(alignment) -> None:
+    if alignment not in CAUSAL_ALIGNMENTS:
+        raise ValueError(f"causal_alignment must be one of {CAUSAL_ALIGNMENTS}, got {alignment!r}")
+
+
+def _validate(q, k, v, attn_mask, key_padding_mask, scale, causal_alignment="padded") -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_float_tensor(name, t, "(B, H, N, D)")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    (b, hq, nq, d), (bk, hkv, nk, dk) = q.shape, k.shape
+    if k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"k and v must agree in (B, H, N), got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    if bk != b:
+        raise ValueError(f"k must have the batch size of q ({b}), got {bk}")
+    if dk != d:
+        raise ValueError(f"k must have the head dimension of q ({d}), got {dk}")
+    if hkv == 0 or hq % hkv != 0:
+        raise ValueError(f"the heads of q ({hq}) must be a multiple of the heads of k and v ({hkv})")
+    validate_masks(attn_mask, key_padding_mask, (b, hq, nq, nk))
+    validate_scale(scale)
+    validate_causal_alignment(causal_alignment)
 
 
 def scaled_dot_product_attention(

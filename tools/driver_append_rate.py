@@ -11,15 +11,15 @@ import argparse
 import tempfile
 import time
 
-from fusebench.store import COLUMNS, ResultsStore
+from fusebench.store import COLUMNS, SCHEMA, ResultsStore
 
 
 def synthetic_rows(task: int, rows: int) -> list[dict]:
     """``rows`` full-width rows shaped like one measured task's (agreement, time, rate, memory ...)."""
     base = dict.fromkeys(COLUMNS, "x" * 12) | {
-        "schema": "3", "run_id": "20261130T000000Z-flood000", "timestamp": "2026-11-30T00:00:00Z",
-        "case": f"case-{task}", "p20": 1.25, "p50": 1.5, "p80": 1.75, "samples": 30.0, "x": 128.0, "agreement": 0.5,
-        "agrees": True, "dirty": False, "threads": 1.0, "load_before": 0.5, "load_after": 0.5,
+        "schema": SCHEMA, "run_id": "20261130T000000Z-flood000", "timestamp": "2026-11-30T00:00:00Z",
+        "case": f"case-{task}", "p20": 1.25, "p50": 1.5, "p80": 1.75, "samples": 30.0, "axis_value": 128.0,
+        "agreement": 0.5, "agrees": True, "dirty": False, "threads": 1.0, "load_before": 0.5, "load_after": 0.5,
         "repeats": "1.5;1.5;1.5"}
     return [base | {"metric": f"m{i}"} for i in range(rows)]
 

@@ -731,6 +731,7 @@ def test_bad_inputs_raise_naming_the_argument():
          "key_padding_mask must be on the device"),
         (dict(scale=-1.0), ValueError, "scale must be a positive finite number"),
         (dict(scale=float("nan")), ValueError, "scale must be a positive finite number"),
+        (dict(scale=True), ValueError, "scale must be a positive finite number"),  # a bool is not a scale of 1
         (dict(layout="nhd"), ValueError, "layout must be 'bhnd' or 'bnhd'"),
         (dict(layout="bnhd", q=q[0]), ValueError, r"q must have shape \(B, N, H, D\)"),
     ]

@@ -15,7 +15,7 @@ def _rows():
                                         ("agreement", "error/allowed", 0.1), ("memory", "bytes", 2.0**20)):
                 row = dict.fromkeys(COLUMNS)
                 row.update(run_id="r1", timestamp="2026-01-01T00:00:00Z", suite="attention", case=f"bert-base-{n}",
-                           size="cpu", shape="B1", x=n, provider=provider, mode="forward", dtype="float32",
+                           size="cpu", shape="B1", axis_value=n, provider=provider, mode="forward", dtype="float32",
                            metric=metric, unit=unit, p20=value * 0.9, p50=value, p80=value * 1.1, agreement=0.1,
                            agrees=True, device="AMD EPYC", device_kind="cpu", commit="abc", note="")
                 rows.append(row)
@@ -47,9 +47,9 @@ def test_the_report_shows_measured_time_over_the_roofline_bound_on_a_table_gpu(t
     measured_ms = 2 * (4 * 8 * 12 * 512 * 512 * 64) / 989.4e12 * 1e3
     row = dict.fromkeys(COLUMNS)
     row.update(run_id="r2", timestamp="2026-01-02T00:00:00Z", suite="attention", case="bert-base-512", size="gpu",
-               shape="B8", x=512, provider="sdpa-flash", mode="forward", dtype="bfloat16", metric="time", unit="ms",
-               p20=measured_ms, p50=measured_ms, p80=measured_ms, agreement=0.1, agrees=True, device="NVIDIA H200",
-               device_kind="cuda", commit="abc", note="")
+               shape="B8", axis_value=512, provider="sdpa-flash", mode="forward", dtype="bfloat16", metric="time",
+               unit="ms", p20=measured_ms, p50=measured_ms, p80=measured_ms, agreement=0.1, agrees=True,
+               device="NVIDIA H200", device_kind="cuda", commit="abc", note="")
     table = report._summary_table(pd.DataFrame([row], columns=list(COLUMNS)))
     assert table["x bound"].item() == pytest.approx(2.0)
     cpu = report._summary_table(_rows())

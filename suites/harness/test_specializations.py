@@ -11,13 +11,14 @@ import torch
 from fusebench.inspect import specialized_specs
 from fusebench.specializations import launch_specialization, recording
 from kernels import spmm
+from kernels._csr import combine_kernel
 from kernels.spmm import csr_aggregate
 from reference.graph_generators import power_law
 
 
 def _combine_launch(part, out, num_features: int, num_edges: int):
     index = torch.zeros(4, dtype=torch.int64)
-    return launch_specialization(spmm._combine_kernel, (index, index, index, part, index, out, index, num_features,
+    return launch_specialization(combine_kernel, (index, index, index, part, index, out, index, num_features,
                                                         num_edges), dict(IS_MAX=False, BLOCK_S=16, BLOCK_F=128))
 
 

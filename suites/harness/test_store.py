@@ -1,5 +1,6 @@
 """The results store: atomic appends, concurrent writers, crashed writers, corrupt and foreign files."""
 
+import hashlib
 import multiprocessing
 import os
 import subprocess
@@ -212,3 +213,42 @@ def test_a_live_writers_partial_file_is_not_a_problem(tmp_path, monkeypatch):
     during = seen["read"]
     assert during.problems == [] and len(during.in_flight) == 1
     assert during.in_flight[0].name.endswith(PARTIAL_SUFFIX) and set(during.frame["run_id"]) == {"done"}
+
+
+# ------------------------------------------------------------------------------------------ older schemas still read
+
+# The header schemas 1 to 3 wrote, as in results/runs/ (schema 4 renamed x, the case's value on a plot's x axis,
+# to axis_value); schema 1 ended before the timing provenance columns (gold, ...), schema 2 before the cluster's.
+_SCHEMA_3_HEADER = ("schema,run_id,timestamp,suite,case,size,shape,x,provider,mode,dtype,metric,unit,p20,p50,p80,"
+                    "samples,agreement,agrees,note,device_kind,device,compute_capability,driver,cuda,torch,triton,"
+                    "harness,python,commit,dirty,host,cpu,gold,threads,load_before,load_after,flags,repeats,node,gpu")
+
+
+def _write_as_an_old_writer(root: Path, schema: str, header: str, x_values: list[str]) -> Path:
+    """A file as ResultsStore.append wrote it under ``schema``: its name carries the row count and checksum."""
+    names = header.split(",")
+    lines = [header]
+    for i, x in enumerate(x_values):
+        cells = dict.fromkeys(names, "") | {"schema": schema, "run_id": f"old-{schema}", "timestamp": "t",
+                                            "suite": "attention", "case": f"case-{i}", "x": x, "provider": "triton",
+                                            "mode": "forward", "metric": "time", "unit": "ms", "p50": "1.5"}
+        lines.append(",".join(cells[name] for name in names))
+    data = ("\n".join(lines) + "\n").encode()
+    path = root / "runs" / f"old-vm-1-{'0' * 12}-n{len(x_values)}-{hashlib.sha256(data).hexdigest()[:16]}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("schema, header", [
+    ("3", _SCHEMA_3_HEADER),
+    ("1", _SCHEMA_3_HEADER[: _SCHEMA_3_HEADER.index(",gold")]),
+])
+def test_an_old_files_x_column_is_read_as_axis_value(tmp_path, schema, header):
+    store = ResultsStore(tmp_path)
+    _write_as_an_old_writer(tmp_path, schema, header, ["512", "4096"])
+    store.append([{**row, "axis_value": 128} for row in _rows("new", 1)])  # beside a file of today's schema
+    read = store.read(strict=True)  # no problem: the old file is valid results
+    assert list(read.frame.columns) == list(COLUMNS) and "x" not in read.frame.columns
+    by_run = read.frame.groupby("run_id")["axis_value"].apply(list).to_dict()
+    assert by_run == {f"old-{schema}": [512.0, 4096.0], "new": [128.0]}

@@ -204,6 +204,8 @@ def test_bad_inputs_raise_naming_the_argument():
         (dict(key_padding_mask=torch.zeros(1, 9, dtype=torch.bool)), ValueError, "key_padding_mask must have shape"),
         (dict(key_padding_mask=torch.zeros(1, 8)), TypeError, "key_padding_mask must be a bool"),
         (dict(scale=-1.0), ValueError, "scale must be"),
+        (dict(scale=True), ValueError, "scale must be"),  # a bool is a mistake, not a scale of 1
+        (dict(attn_mask=[[True]]), TypeError, "attn_mask must be a tensor"),
         (dict(backend="nope"), ValueError, "backend must be one of"),
     ]
     for overrides, error, message in cases:
