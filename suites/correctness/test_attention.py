@@ -20,7 +20,8 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 import kernels.attention as ka
-from fusebench.agreement import Cancellation, assert_agrees
+from correctness.twins import score_gradient_terms
+from fusebench.agreement import assert_agrees
 from fusebench.inputs import GuardedTensor, random_tensor, run_seed
 from fusebench.metrics import TensorMemoryTracker
 from fusebench.pairwise import missing_pairs, pairwise
@@ -118,17 +119,6 @@ def _guarded_kernel_run(q, k, v, d_out, dtype, *, attn_mask, key_padding_mask, c
     return out.clone(), ka._natural(lse2), [g.clone() for g in grads]
 
 
-def _score_gradient_terms(q, k, v, d_out, scale) -> Cancellation:
-    """What dQ and dK sum where dS = P * (dP - rowsum(dO * O)) cancels (one key per query row, or a softmax one-hot
-    up to float32 at scores ~1e3): the exact dS is (nearly) zero and the policy's relative bound has no scale.
-
-    dS rounds two dot products of length Dv, each term within max|dO| * max|v|, carried into dQ = scale * dS K (at
-    most Nk terms of max|k|) and dK = scale * dS^T Q (at most Nq terms of max|q|)."""
-    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    carried = scale * max(k.shape[2] * float(k.abs().max()), q.shape[2] * float(q.abs().max()))
-    return Cancellation(terms=2 * v.shape[-1], term_bound=float(d_out.abs().max()) * float(v.abs().max()) * carried)
-
-
 def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_mask=None, causal=False,
                           scale=None, layout="bhnd", gold_attn_mask=None, float32_baseline=False, guard=False):
     """Output, lse, dq, dk, dv of the kernel in ``dtype`` against the float64 reference (the policy).
@@ -158,7 +148,7 @@ def _assert_kernel_agrees(seed, q, k, v, dtype, *, attn_mask=None, key_padding_m
     else:
         out, lse, grads = _kernel_run(q, k, v, d_out, dtype, layout=layout, **masks)
     names = ("output", "lse", "dq", "dk", "dv")
-    cancels = _score_gradient_terms(q, k, v, d_out, scale)
+    cancels = score_gradient_terms(q, k, v, d_out, scale)
     for i, (name, cand, g, base) in enumerate(zip(names, (out, lse, *grads), (gold[0], gold[1], *gold[2]),
                                                   (baseline[0], baseline[1], *baseline[2]), strict=True)):
         assert_agrees(cand, g, base, gradient=i >= 2, name=name,
