@@ -78,7 +78,10 @@ def test_views_are_reproducible_different_and_in_range(seed):
     again_1, again_2 = two_views(images, torch.Generator().manual_seed(seed))
     assert torch.equal(view_1, again_1) and torch.equal(view_2, again_2)
     assert view_1.shape == images.shape and not torch.equal(view_1, view_2)
-    assert view_1.min() >= 0 and view_1.max() <= 1
+    # In [0, 1] up to the blur's rounding: the last step, a convex combination (two passes of a 3-tap kernel that
+    # sums to 1 at these sizes), rounds each pass by up to 3 unit roundoffs, so a white pixel can come out 1 + 4e-16.
+    # The jitter steps clamp; nonnegative terms with positive weights never round below 0.
+    assert view_1.min() >= 0 and view_1.max() <= 1 + 2 * 3 * torch.finfo(torch.float64).eps / 2
 
 
 def test_each_augmentation_step_where_its_result_is_known(seed):
