@@ -30,16 +30,19 @@ def with_backend(module: nn.Module, backend: str, dtype: torch.dtype) -> nn.Modu
     return twin.to(dtype)
 
 
+def _widened(options: dict) -> dict:
+    """An attention call's options with its floating tensors (an additive mask) in float64."""
+    return {name: value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+            for name, value in options.items()}
+
+
 def _float64_rounded_attention(q, k, v, **options):
     """The reference attention computed in float64 from the inputs as given, its output rounded once to their
     dtype (and its gradients, by autograd, to theirs): the best any kernel can hand a low-precision model."""
-    wide = {name: value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-            for name, value in options.items()}
-    result = ATTENTION_BACKENDS.get("reference")(q.double(), k.double(), v.double(), **wide)
+    result = ATTENTION_BACKENDS.get("reference")(q.double(), k.double(), v.double(), **_widened(options))
     if isinstance(result, tuple):  # (out, lse): the lse stays float32, as every backend returns it
         return result[0].to(q.dtype), result[1].float()
     return result.to(q.dtype)
-
 
 
 def low_precision_baselines(reference: nn.Module, run, dtype: torch.dtype) -> list:
@@ -49,8 +52,9 @@ def low_precision_baselines(reference: nn.Module, run, dtype: torch.dtype) -> li
     bar. float32 keeps the eager run alone (its rule is element-wise; the baseline is its second chance)."""
     runs = [run(copy.deepcopy(reference).to(dtype), dtype)]
     if dtype in (torch.float16, torch.bfloat16):
-        register_attention_backend(EXACT_ATTENTION, _float64_rounded_attention)  # for this run only: no product
-        try:  # backend list (the provider names, the coverage map's) ever shows it
+        # registered for this run only, so that no list of backends (provider names, coverage map) shows it
+        register_attention_backend(EXACT_ATTENTION, _float64_rounded_attention)
+        try:
             runs.append(run(with_backend(reference, EXACT_ATTENTION, dtype), dtype))
         finally:
             ATTENTION_BACKENDS.unregister(EXACT_ATTENTION)
@@ -97,11 +101,6 @@ def recorded_attention_calls(backend: str):
         yield calls
     finally:
         backends.observe(previous)
-
-
-def _widened(options: dict) -> dict:
-    return {name: value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-            for name, value in options.items()}
 
 
 def _attention_with_gradients(fn, q, k, v, options, grad_out):
