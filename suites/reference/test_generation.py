@@ -38,8 +38,8 @@ def _token_ids(shape, seed: int) -> torch.Tensor:
 
 
 def _left_padding(batch: int, length: int, seed: int) -> torch.Tensor:
-    """``(B, N)`` int mask, 1 = token: random prompt lengths in [1, N], one row unpadded."""
-    lengths = torch.randint(1, length + 1, (batch,), generator=torch.Generator().manual_seed(seed))
+    """``(B, N)`` int mask, 1 = token: row 0 unpadded, every other row padded (random prompt lengths in [1, N))."""
+    lengths = torch.randint(1, length, (batch,), generator=torch.Generator().manual_seed(seed))
     lengths[0] = length
     return (torch.arange(length)[None, :] >= length - lengths[:, None]).long()
 
