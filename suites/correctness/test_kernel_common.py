@@ -38,16 +38,7 @@ def _cast_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
     tl.store(out_ptr + offsets, value, mask=offsets < n)
 
 
-@pytest.mark.parametrize("kernel", [_store_kernel, _cast_kernel], ids=["store", "to"])
-def test_a_kernel_rounds_float32_to_bfloat16_to_nearest_as_torch_does(seed, kernel):
-    """Interpreted, this holds only with the fix (triton's own conversion truncates: about half the values differ
-    by one unit and all errors point toward zero); compiled, it is the GPU's cvt.rn."""
-    if _common.INTERPRETING:
-        device = "cpu"
-    elif torch.cuda.is_available():
-        device = "cuda"
-    else:
-        pytest.skip("neither the Triton interpreter nor a CUDA device")
+def _assert_rounds_to_nearest(kernel, seed, device):
     x = torch.randn(1000, generator=torch.Generator().manual_seed(seed)).to(device)
     out = torch.empty(1000, dtype=torch.bfloat16, device=device)
     kernel[(1,)](x, out, x.numel(), BLOCK=1024)
@@ -55,3 +46,19 @@ def test_a_kernel_rounds_float32_to_bfloat16_to_nearest_as_torch_does(seed, kern
     assert torch.equal(out.view(torch.int16), expected.view(torch.int16)), (
         f"{int((out != expected).sum())} of 1000 differ; signed error toward zero "
         f"{float(((out.double() - x.double()) * x.sign().double()).mean()):.3g} (truncation, not rounding)")
+
+
+@pytest.mark.parametrize("kernel", [_store_kernel, _cast_kernel], ids=["store", "to"])
+def test_a_kernel_rounds_float32_to_bfloat16_to_nearest_as_torch_does(seed, kernel):
+    """Interpreted, this holds only with the fix (triton's own conversion truncates: about half the values differ
+    by one unit and all errors point toward zero)."""
+    if not _common.INTERPRETING:
+        pytest.skip("the CPU tier runs the kernels interpreted; compiled, the gpu tier checks the same")
+    _assert_rounds_to_nearest(kernel, seed, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", [_store_kernel, _cast_kernel], ids=["store", "to"])
+def test_a_compiled_kernel_rounds_float32_to_bfloat16_as_torch_does(seed, kernel):
+    """What the interpreter's correction stands for: a GPU's cvt.rn, checked by `fusebench gpu-check`."""
+    _assert_rounds_to_nearest(kernel, seed, "cuda")
