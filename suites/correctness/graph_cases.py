@@ -44,6 +44,35 @@ def tie_free_columns(x: torch.Tensor) -> torch.Tensor:
     return 4 * (ranks + 0.5 + 0.3 * torch.tanh(x.double())) / max(n, 1) - 2
 
 
+def maxima_are_unique(graph: Graph, x: torch.Tensor, weight: torch.Tensor | None, normalize: str | None) -> bool:
+    """Whether each row's ``max`` over its messages ``c_e * x[j]`` (``c_e`` the edge weight, times the GCN scale with
+    ``normalize="gcn"``) has one winner in every column, by a margin no float32 product can cross.
+
+    Distinct features are not enough: GCN scales ``deg^-1/2[j]`` make two messages tie exactly whenever two
+    sources' degrees differ by a square factor and their features by its root (degrees 1 and 4, features 2a and a;
+    found by the pairwise tier). The reference splits a tie, the kernel gives it to the first edge: both valid,
+    neither gold's. Near ties count too: the kernel forms messages in float32 (relative error ~2e-7), so two messages
+    within 1e-5 of each other may swap. A tie that changes no gradient is allowed: between edges of zero scale, or
+    (unweighted) between duplicate edges of one source."""
+    from reference.graph import gcn_edge_scale
+
+    coefficient = weight.double() if weight is not None else torch.ones(graph.num_edges, dtype=torch.float64)
+    if normalize == "gcn":
+        coefficient = coefficient * gcn_edge_scale(graph, coefficient)
+    source, destination = graph.source.long(), graph.destination.long()
+    messages = coefficient[:, None] * x.double()[source]  # (E, F)
+    for row in destination.unique().tolist():
+        edges = (destination == row).nonzero().flatten()
+        row_messages = messages[edges]  # (edges into row, F)
+        top = row_messages.max(dim=0).values
+        near = (row_messages >= top - 1e-5 * top.abs()) & (coefficient[edges] != 0)[:, None]  # (edges, F)
+        for column in range(messages.shape[1]):
+            winners = edges[near[:, column]]
+            if len(winners) > 1 and (weight is not None or len(source[winners].unique()) > 1):
+                return False
+    return True
+
+
 # --------------------------------------------------------------------------------------------------
 # The fuzz tier's graphs: the awkward corners
 # --------------------------------------------------------------------------------------------------
