@@ -35,7 +35,6 @@ def _probe():
 INTERPRETING = isinstance(_probe, InterpretedFunction)
 
 
-
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) of float32 ``values`` rounded to nearest, ties to even (as a GPU and torch);
     NaN stays a quiet NaN, overflow becomes infinity."""
@@ -48,24 +47,22 @@ def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
 def _interpreter_truncates_bfloat16() -> bool:
     # 1 + 2^-8 + 2^-9 lies above the midpoint between two bfloat16 neighbours: nearest rounds up, truncation down.
     probe = _interpreter.TensorHandle(np.array([1 + 2**-8 + 2**-9], dtype=np.float32), tl.float32)
-    converted = _interpreter.InterpreterBuilder.cast_impl(_interpreter.interpreter_builder, probe, tl.bfloat16)
+    converted = _interpreter.interpreter_builder.cast_impl(probe, tl.bfloat16)
     return int(converted.data.view(np.uint16)[0]) != int(float32_to_bfloat16_bits(probe.data)[0])
 
 
 def _round_bfloat16_to_nearest() -> None:
     """Make the interpreter's float32 -> bfloat16 conversion round to nearest even (see the module docstring)."""
-    builder = _interpreter.InterpreterBuilder
-    if getattr(builder.cast_impl, "rounds_bfloat16_to_nearest", False) or not _interpreter_truncates_bfloat16():
+    if not _interpreter_truncates_bfloat16():  # fixed upstream, or already corrected by an earlier import
         return
-    triton_cast = builder.cast_impl
+    triton_cast = _interpreter.InterpreterBuilder.cast_impl
 
     def cast_impl(self, src, dst_type):
         if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
             return _interpreter.TensorHandle(float32_to_bfloat16_bits(src.data), dst_type.scalar)
         return triton_cast(self, src, dst_type)
 
-    cast_impl.rounds_bfloat16_to_nearest = True
-    builder.cast_impl = cast_impl
+    _interpreter.InterpreterBuilder.cast_impl = cast_impl
 
 
 if INTERPRETING:
