@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from reference.graph import Graph
+from reference.graph import Graph, gcn_edge_scale
 
 
 def case_id(case: dict) -> str:
@@ -54,8 +54,6 @@ def maxima_are_unique(graph: Graph, x: torch.Tensor, weight: torch.Tensor | None
     neither gold's. Near ties count too: the kernel forms messages in float32 (relative error ~2e-7), so two messages
     within 1e-5 of each other may swap. A tie that changes no gradient is allowed: between edges of zero scale, or
     (unweighted) between duplicate edges of one source."""
-    from reference.graph import gcn_edge_scale
-
     coefficient = weight.double() if weight is not None else torch.ones(graph.num_edges, dtype=torch.float64)
     if normalize == "gcn":
         coefficient = coefficient * gcn_edge_scale(graph, coefficient)

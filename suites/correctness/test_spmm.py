@@ -116,9 +116,12 @@ def _check_against_reference(graph, x, weight, grad_out, *, reduce, normalize, d
         assert_agrees(c, g, b, gradient=True, name=f"{reduce} {name}")
 
 
-def _max_features(graph, shape, seed: int, weight, normalize, dtype) -> torch.Tensor:
-    """Features for ``max`` whose every row maximum has one winner as the kernel sees it (``maxima_are_unique``):
-    the draw for ``seed``, else the first of ``seed + 1, seed + 2, ...`` that has."""
+def _features(graph, shape, seed: int, reduce: str, weight, normalize, dtype) -> torch.Tensor:
+    """Random features; for ``max``, features whose every row maximum has one winner as the kernel sees it
+    (``maxima_are_unique``, so the max gradient is unique): the draw for ``seed``, else the first of ``seed + 1,
+    seed + 2, ...`` that has."""
+    if reduce != "max":
+        return random_tensor(shape, seed=seed, dtype=torch.float64)
     low_weight = None if weight is None else weight.to(dtype).double()
     for attempt in range(32):
         x = tie_free_columns(random_tensor(shape, seed=seed + attempt, dtype=torch.float64))
@@ -136,7 +139,7 @@ def test_an_exact_tie_of_gcn_scaled_messages_is_drawn_again():
     drawn = tie_free_columns(random_tensor((graph.num_nodes, 7), seed=seed, dtype=torch.float64))
     assert not maxima_are_unique(graph, drawn.to(torch.bfloat16).double(), None, "gcn")
     assert maxima_are_unique(graph, drawn.to(torch.bfloat16).double(), None, None)  # unscaled: distinct features
-    x = _max_features(graph, drawn.shape, seed, None, "gcn", torch.bfloat16)
+    x = _features(graph, drawn.shape, seed, "max", None, "gcn", torch.bfloat16)
     assert not torch.equal(x, drawn) and maxima_are_unique(graph, x.to(torch.bfloat16).double(), None, "gcn")
 
 
@@ -147,10 +150,7 @@ def test_aggregate_matches_reference(seed, case):
     weight = _weights(graph, weighting, seed)
     normalize = "gcn" if weighting in ("gcn", "gcn-weighted") else None
     shape = (graph.num_nodes, case["width"])
-    if case["reduce"] == "max":  # a unique arg-max, so the max gradient is unique (see the helpers)
-        x = _max_features(graph, shape, seed, weight, normalize, case["dtype"])
-    else:
-        x = random_tensor(shape, seed=seed, dtype=torch.float64)
+    x = _features(graph, shape, seed, case["reduce"], weight, normalize, case["dtype"])
     grad_out = random_tensor(shape, seed=seed + 2, dtype=torch.float64)
     _check_against_reference(graph, x, weight, grad_out, reduce=case["reduce"], normalize=normalize,
                              dtype=case["dtype"], edges_per_program=case["edges_per_program"])
@@ -238,10 +238,7 @@ def test_fuzz_tier(seed, num_nodes, shape, num_edges, width, reduce, weighting, 
         # first edge). Found by this tier: bfloat16, two edges 1->1 both weighted -0.5117.
         weight = tie_free_columns(weight[:, None])[:, 0]
     normalize = "gcn" if weighting == "gcn" else None
-    if reduce == "max":  # a unique arg-max, so the max gradient is unique
-        x = _max_features(graph, (num_nodes, width), seed + graph_seed, weight, normalize, dtype)
-    else:
-        x = random_tensor((num_nodes, width), seed=seed + graph_seed, dtype=torch.float64)
+    x = _features(graph, (num_nodes, width), seed + graph_seed, reduce, weight, normalize, dtype)
     _check_against_reference(graph, x, weight, grad_out, reduce=reduce, normalize=normalize, dtype=dtype,
                              edges_per_program=edges_per_program, guard=True)
 
