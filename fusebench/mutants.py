@@ -137,6 +137,10 @@ CATALOG: tuple[Mutant, ...] = (
            "tile = desc.load([start_n, 0])", "tile = desc.load([start_n + 1, 0])",
            why="a tensor-descriptor tile coordinate off by one row (the sm_90 path of the forward and dQ; the "
                "interpreter runs it when test_tma_path_agrees_with_reference forces it)"),
+    Mutant("attn dQ takes +delta into the tensor cores", "kernels/attention.py",
+           "    neg = -delta\n", "    neg = delta\n",
+           why="dQ's 128-row tiles start dP's accumulator at +delta instead of -delta (the interpreter runs that "
+               "tile when test_wide_dq_tile_agrees_with_reference gives dQ one)"),
     # ---- kernels/_csr.py and kernels/spmm.py: the CSR core's segment and combine kernels, the aggregation ----
     Mutant("spmm CSR row end off by one", "kernels/_csr.py",
            "end = tl.minimum(start + CHUNK, tl.load(rowptr_ptr + row + 1))",
@@ -201,7 +205,8 @@ _ATTENTION = ("suites/correctness/test_attention.py::test_kernel_agrees_with_ref
               "suites/correctness/test_attention.py::test_large_logits_do_not_overflow",
               "suites/correctness/test_attention.py::test_fully_masked_rows_give_zeros_and_zero_gradients",
               "suites/correctness/test_attention.py::test_causal_blocks_split_at_every_diagonal_offset",
-              "suites/correctness/test_attention.py::test_tma_path_agrees_with_reference")
+              "suites/correctness/test_attention.py::test_tma_path_agrees_with_reference",
+              "suites/correctness/test_attention.py::test_wide_dq_tile_agrees_with_reference")
 _SPMM = ("suites/correctness/test_spmm.py::test_aggregate_matches_reference",
          "suites/correctness/test_spmm.py::test_schedule_splits_long_rows_into_segments",
          "suites/correctness/test_spmm.py::test_max_tie_rule_gives_the_gradient_to_the_first_edge",

@@ -97,7 +97,11 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
   it (``_tma_available``) so that its program logic runs on CPU, triton's interpreter emulating the
   descriptors' loads and zero fill. Its compiled form is read by ``fusebench inspect`` (``... tma`` rows,
   ``UTMALDG`` in the SASS) and run by the ``gpu`` tier on an sm_90 machine (``fusebench gpu-check``).
-* What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself, the code the
+* dQ's 128-row tiles (sm_90 only) take ``-delta`` into the tensor cores in bfloat16 (``DELTA_IN_MMA_ROWS``); the
+  interpreter's 16-row tile never would, so tests give dQ a 128-row tile (``wide_dq_tile`` in the tests) and check
+  ``_negated_delta_parts`` bit for bit on its own.
+* What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself (including how its
+  float32 accumulator adds the three bfloat16 parts of ``-delta``), the code the
   compiler generates (layouts, software pipelining, ``num_warps``/``num_stages``), the autotuned configs
   other than the interpreter's, out-of-bounds behaviour of the real hardware, sequence lengths beyond a
   few hundred (the ``gpu`` test tier runs 1k-16k), and speed. Interpreter timings are not kernel timings.
@@ -133,6 +137,12 @@ __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKD
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
 _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 (exp2 is the fast exp)
+# dQ tiles of at least this many rows (128: sm_90's wgmma tiles, which `_fits` keeps to sm_90) take delta into the
+# tensor cores in bfloat16: dP's accumulator starts at -delta, one 16-deep step of `_negated_delta_parts` times
+# ones, instead of a subtraction per score (a tenth of the loop's instructions, `fusebench inspect --cost`).
+# Smaller tiles keep the subtraction: with the extra operands mma.sync's M64 N64 tile spills on sm_80 (68 B at
+# D128). bfloat16 only: its float32 exponent range takes any delta, where float16 parts could overflow.
+DELTA_IN_MMA_ROWS = tl.constexpr(128)
 
 # --------------------------------------------------------------------------------------------------
 # Autotune configurations (next to the kernels they tune)
@@ -468,15 +478,34 @@ def _fwd_key_blocks(acc, l_i, m_i, q, offs_m, lo, hi, n_q, n_k, qk_scale, sm_sca
 
 
 @triton.jit
+def _negated_delta_parts(delta):
+    """``(BLOCK_M, 16)`` bfloat16 whose row sums are ``-delta`` exactly: ``-delta`` split into three bfloat16 terms
+    (each the rounding of what the ones before it left: 3 x 8 significant bits carry a float32), then zeros.
+    Times a ``(16, BLOCK_N)`` tile of ones it is ``-delta`` broadcast over the keys, as one 16-deep tensor-core step
+    (see ``DELTA_IN_MMA_ROWS``)."""
+    neg = -delta
+    hi = neg.to(tl.bfloat16).to(tl.float32)
+    mid = (neg - hi).to(tl.bfloat16).to(tl.float32)
+    lo = (neg - hi - mid).to(tl.bfloat16).to(tl.float32)
+    col = tl.arange(0, 16)[None, :]
+    parts = tl.where(col == 0, hi[:, None], tl.where(col == 1, mid[:, None], tl.where(col == 2, lo[:, None], 0.0)))
+    return parts.to(tl.bfloat16)
+
+
+@triton.jit
 def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, sm_scale,
                    k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                    mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                    IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr,
                    UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr, DELTA_IN_MMA: tl.constexpr):
     """dQ accumulated over key blocks ``[lo, hi)``; MASKED blocks go through ``_mask_scores``. K and V arrive
-    as in the forward: through pointers, or with USE_TMA through ``k_desc``/``v_desc``."""
+    as in the forward: through pointers, or with USE_TMA through ``k_desc``/``v_desc``. DELTA_IN_MMA: dP's
+    accumulator starts at ``-delta`` (``_negated_delta_parts``) instead of delta being subtracted per score."""
+    if DELTA_IN_MMA:
+        neg_delta_parts = _negated_delta_parts(delta)
+        ones = tl.full([16, BLOCK_N], 1.0, tl.bfloat16)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_t = _key_side_tile(k_desc, k_base, start_n, stride_kn, stride_kd, n_k, HEAD_DIM, BLOCK_D, BLOCK_N, USE_TMA,
@@ -488,8 +517,12 @@ def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, s
         p = tl.math.exp2(s * qk_scale - lse2[:, None])  # the forward's one FMA, with lse for its max
         v_t = _key_side_tile(v_desc, v_base, start_n, stride_vn, stride_vd, n_k, HEAD_DIM_V, BLOCK_DV, BLOCK_N,
                              USE_TMA, MASKED, True)  # (BLOCK_DV, BLOCK_N)
-        dp = _dot(do, v_t, None, UPCAST_BF16, DOT_PRECISION)  # (BLOCK_M, BLOCK_N)
-        ds = p * (dp - delta[:, None])
+        if DELTA_IN_MMA:  # the accumulator starts at -delta: the tensor cores return dP - delta
+            dp_minus_delta = _dot(do, v_t, _dot(neg_delta_parts, ones, None, UPCAST_BF16, DOT_PRECISION),
+                                  UPCAST_BF16, DOT_PRECISION)
+        else:
+            dp_minus_delta = _dot(do, v_t, None, UPCAST_BF16, DOT_PRECISION) - delta[:, None]  # (BLOCK_M, BLOCK_N)
+        ds = p * dp_minus_delta
         dq = _dot(ds.to(k_t.dtype), tl.trans(k_t), dq, UPCAST_BF16, DOT_PRECISION)
     return dq
 
@@ -799,6 +832,7 @@ def _attn_bwd_dq_kernel(
         delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         qk_scale = sm_scale * _LOG2E
+        delta_in_mma: tl.constexpr = DO_ptr.dtype.element_ty == tl.bfloat16 and BLOCK_M >= DELTA_IN_MMA_ROWS
         k_desc, v_desc = _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM, HEAD_DIM_V, BLOCK_D,
                                          BLOCK_DV, USE_TMA, BLOCK_N)
         hi = n_k
@@ -811,12 +845,12 @@ def _attn_bwd_dq_kernel(
                                 k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                                 mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                                 HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                                UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, False)
+                                UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, False, delta_in_mma)
         dq = _dq_key_blocks(dq, q, do, lse2, delta, offs_m, interior_end, hi, n_q, n_k, qk_scale, sm_scale,
                             k_base, stride_kn, stride_kd, v_base, stride_vn, stride_vd, k_desc, v_desc,
                             mask_base, stride_mm, stride_mn, kpm_base, stride_kpn,
                             HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV, IS_CAUSAL, MASK_KIND, HAS_KPM,
-                            UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, True)
+                            UPCAST_BF16, DOT_PRECISION, USE_TMA, BLOCK_N, True, delta_in_mma)
         dq = dq * sm_scale
         _store_tile(dq_base, dq, offs_m[:, None], stride_dqm, n_q, offs_d[None, :], stride_dqd, HEAD_DIM)
 

@@ -15,6 +15,8 @@ import os
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
@@ -516,6 +518,68 @@ def test_tma_path_is_taken_only_where_descriptors_allow(monkeypatch):
     assert not ka._kv_by_tma(k, shifted)  # a base 2 bytes off 16-byte alignment
     monkeypatch.setattr(ka, "_tma_available", lambda device: False)  # not sm_90 (or not compiled)
     assert not ka._kv_by_tma(k, k)
+
+
+# ---- dQ's 128-row tiles: -delta enters the tensor cores (bfloat16) --------------------------------------------
+# On sm_90, dQ's 128-row tiles start dP's accumulator at -delta (one 16-deep tensor-core step of three bfloat16
+# parts times ones, ``DELTA_IN_MMA_ROWS``) instead of subtracting delta from every score. The interpreter's 16-row
+# tile never takes that path by itself: these tests give dQ a 128-row tile, and check the parts bit for bit.
+
+
+@pytest.fixture
+def wide_dq_tile(monkeypatch):
+    """dQ runs one 128-row tile under the interpreter (the sm_90 tile that takes delta into the tensor cores)."""
+    if not ka._INTERPRETING:
+        pytest.skip("on a GPU the tile is autotuned; the gpu tier's bfloat16 runs reach the 128-row tiles")
+    rows = ka.DELTA_IN_MMA_ROWS.value
+    monkeypatch.setattr(ka._attn_bwd_dq, "configs", [triton.Config({"BLOCK_M": rows, "BLOCK_N": 32}, num_warps=1,
+                                                                   num_stages=1)])
+    return rows
+
+
+@pytest.mark.parametrize("dtype, d, mask, lengths, heads", [
+    (torch.bfloat16, 80, "causal", (150, 45), (4, 2)),  # two query tiles, the second ragged; padded head dim, GQA
+    (torch.bfloat16, 64, "all", (130, 70), (2, 2)),  # every mask: the masked loop
+    (torch.bfloat16, 32, "none", (9, 45), (3, 1)),  # one ragged tile of 9 rows, unmasked interior blocks, MQA
+    (torch.float16, 64, "causal", (150, 45), (2, 2)),  # float16 keeps the subtraction on the same tile
+])
+def test_wide_dq_tile_agrees_with_reference(seed, wide_dq_tile, dtype, d, mask, lengths, heads):
+    (nq, nk), (hq, hkv) = lengths, heads
+    q, k, v = _qkv(seed, 2, hq, hkv, nq, nk, d)
+    attn_mask, key_padding_mask, causal = _masks(mask, seed, 2, hq, nq, nk)
+    _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                          causal=causal)
+
+
+def test_wide_dq_tile_by_tma_keeps_the_guard_zones(seed, wide_dq_tile, tma_path):
+    test_guard_zones_hold_and_every_output_is_written(seed, torch.bfloat16)
+
+
+_negated_delta_parts = ka._negated_delta_parts
+
+
+@triton.jit
+def _negated_delta_parts_kernel(DELTA_ptr, PARTS_ptr, BLOCK_M: tl.constexpr):
+    rows = tl.arange(0, BLOCK_M)
+    parts = _negated_delta_parts(tl.load(DELTA_ptr + rows))
+    tl.store(PARTS_ptr + rows[:, None] * 16 + tl.arange(0, 16)[None, :], parts)
+
+
+def test_negated_delta_parts_sum_to_minus_delta_exactly(seed):
+    if not ka._INTERPRETING:
+        pytest.skip("a CPU check of the kernel helper; compiled, the gpu tier's gradients check the same path")
+    gen = torch.Generator().manual_seed(seed)
+    n = 512
+    mantissa = 1 + torch.rand(n, generator=gen, dtype=torch.float64)  # full float32 mantissas once rounded
+    exponent = torch.randint(-100, 100, (n,), generator=gen).double()  # the lowest part stays a normal bfloat16
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).double()
+    delta = (sign * mantissa * 2.0**exponent).float()
+    delta[:3] = torch.tensor([0.0, 1.0, -3.0])  # exact zero and exact bfloat16 values: the lower parts are zeros
+    parts = torch.full((n, 16), float("nan"), dtype=torch.bfloat16)
+    _negated_delta_parts_kernel[(1,)](delta, parts, BLOCK_M=n)
+    assert torch.equal(parts.double().sum(1), -delta.double()), "the three parts must carry -delta exactly"
+    assert (parts[:, 3:] == 0).all(), "columns past the third meet the ones of the other operand: they must be 0"
+    assert (parts[:3, 1:] == 0).all()
 
 
 # ---- property-based fuzzing ------------------------------------------------------------------------------
