@@ -505,7 +505,7 @@ def _dq_key_blocks(dq, q, do, lse2, delta, offs_m, lo, hi, n_q, n_k, qk_scale, s
     accumulator starts at ``-delta`` (``_negated_delta_parts``) instead of delta being subtracted per score."""
     if DELTA_IN_MMA:
         neg_delta_parts = _negated_delta_parts(delta)
-        ones = tl.full([16, BLOCK_N], 1.0, tl.bfloat16)
+        ones = tl.full([16, BLOCK_N], 1.0, tl.float32).to(tl.bfloat16)  # triton 3.6's interpreter: no bf16 constant
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         k_t = _key_side_tile(k_desc, k_base, start_n, stride_kn, stride_kd, n_k, HEAD_DIM, BLOCK_D, BLOCK_N, USE_TMA,
