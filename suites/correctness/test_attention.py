@@ -185,13 +185,18 @@ def test_case_table_covers_every_pair():
     assert len(CASES) < 60  # pairwise, not the 2268-case product
 
 
+def _assert_case_agrees(seed, dtype, d, mask, lengths, heads):
+    """One case of a table: batch 2, ``lengths = (Nq, Nk)``, ``heads = (Hq, Hkv)``, a mask of ``MASKS``."""
+    (nq, nk), (hq, hkv) = lengths, heads
+    q, k, v = _qkv(seed, 2, hq, hkv, nq, nk, d)
+    attn_mask, key_padding_mask, causal = _masks(mask, seed, 2, hq, nq, nk)
+    _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                          causal=causal)
+
+
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_kernel_agrees_with_reference(seed, case):
-    (nq, nk), (hq, hkv), d = case["lengths"], case["heads"], case["head_dim"]
-    q, k, v = _qkv(seed, 2, hq, hkv, nq, nk, d)
-    attn_mask, key_padding_mask, causal = _masks(case["mask"], seed, 2, hq, nq, nk)
-    _assert_kernel_agrees(seed, q, k, v, case["dtype"], attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                          causal=causal)
+    _assert_case_agrees(seed, case["dtype"], case["head_dim"], case["mask"], case["lengths"], case["heads"])
 
 
 # Causal cross-attention at every offset of the diagonal within a 16-key block (the interpreter's tile), and
@@ -490,11 +495,7 @@ def tma_path(monkeypatch):
     (torch.bfloat16, 16, "all", (9, 45), (2, 2)),  # every mask: the masked loop only; a 32-byte row
 ])
 def test_tma_path_agrees_with_reference(seed, tma_path, dtype, d, mask, lengths, heads):
-    (nq, nk), (hq, hkv) = lengths, heads
-    q, k, v = _qkv(seed, 2, hq, hkv, nq, nk, d)
-    attn_mask, key_padding_mask, causal = _masks(mask, seed, 2, hq, nq, nk)
-    _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                          causal=causal)
+    _assert_case_agrees(seed, dtype, d, mask, lengths, heads)
 
 
 def test_tma_path_varlen_matches_the_reference(seed, tma_path):
@@ -544,11 +545,7 @@ def wide_dq_tile(monkeypatch):
     (torch.float16, 64, "causal", (150, 45), (2, 2)),  # float16 keeps the subtraction on the same tile
 ])
 def test_wide_dq_tile_agrees_with_reference(seed, wide_dq_tile, dtype, d, mask, lengths, heads):
-    (nq, nk), (hq, hkv) = lengths, heads
-    q, k, v = _qkv(seed, 2, hq, hkv, nq, nk, d)
-    attn_mask, key_padding_mask, causal = _masks(mask, seed, 2, hq, nq, nk)
-    _assert_kernel_agrees(seed, q, k, v, dtype, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                          causal=causal)
+    _assert_case_agrees(seed, dtype, d, mask, lengths, heads)
 
 
 def test_wide_dq_tile_by_tma_keeps_the_guard_zones(seed, wide_dq_tile, tma_path):
