@@ -97,8 +97,8 @@ CPU interpreter (``TRITON_INTERPRET=1``, how CI runs these kernels, with the sma
   it (``_tma_available``) so that its program logic runs on CPU, triton's interpreter emulating the
   descriptors' loads and zero fill. Its compiled form is read by ``fusebench inspect`` (``... tma`` rows,
   ``UTMALDG`` in the SASS) and run by the ``gpu`` tier on an sm_90 machine (``fusebench gpu-check``).
-* dQ's 128-row tiles (sm_90 only) take ``-delta`` into the tensor cores in bfloat16 (``DELTA_IN_MMA_ROWS``); the
-  interpreter's 16-row tile never would, so tests give dQ a 128-row tile (``wide_dq_tile`` in the tests) and check
+* dQ's ``DELTA_IN_MMA`` configurations (128-row tiles, sm_90, bfloat16) take ``-delta`` into the tensor cores; the
+  interpreter's config never does, so tests give dQ such a tile (``wide_dq_tile`` in the tests) and check
   ``_negated_delta_parts`` bit for bit on its own.
 * What only a GPU run confirms: the bfloat16 (and float16) tensor-core ``tl.dot`` itself (including how its
   float32 accumulator adds the three bfloat16 parts of ``-delta``), the code the
@@ -137,12 +137,6 @@ __all__ = ["attention", "varlen_attention", "compile_specs", "FWD_CONFIGS", "DKD
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
 _LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): scores are kept in base 2 (exp2 is the fast exp)
-# dQ tiles of at least this many rows (128: sm_90's wgmma tiles, which `_fits` keeps to sm_90) take delta into the
-# tensor cores in bfloat16: dP's accumulator starts at -delta, one 16-deep step of `_negated_delta_parts` times
-# ones, instead of a subtraction per score (a tenth of the loop's instructions, `fusebench inspect --cost`).
-# Smaller tiles keep the subtraction: with the extra operands mma.sync's M64 N64 tile spills on sm_80 (68 B at
-# D128). bfloat16 only: its float32 exponent range takes any delta, where float16 parts could overflow.
-DELTA_IN_MMA_ROWS = tl.constexpr(128)
 
 # --------------------------------------------------------------------------------------------------
 # Autotune configurations (next to the kernels they tune)
@@ -158,10 +152,18 @@ FWD_CONFIGS = [
     for bm, bn, w, s in [(128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3),
                          (64, 32, 4, 4), (64, 16, 4, 2), (32, 32, 4, 2), (32, 16, 2, 2)]
 ]
+# DELTA_IN_MMA (bfloat16 only): dP's accumulator starts at -delta, one more 16-deep tensor-core step of
+# `_negated_delta_parts` times ones, instead of a subtraction per score. It takes a tenth of the loop's
+# instructions off sm_90's 128-row tiles and adds 4% (D128) to 8% (D64) to their tensor-core work, which by the
+# static model (`fusebench inspect --cost`: issue clocks below tensor clocks) already bounds them: which wins is
+# for a GPU to time, so both variants are configurations and the autotuner measures them. Only 128-row tiles
+# have it: with the extra operands mma.sync's M64 N64 tile spills on sm_80 (68 B at D128).
+_DELTA_IN_MMA_TILES = ((128, 128, 8, 1), (128, 128, 8, 2), (128, 64, 8, 2))
 DQ_CONFIGS = [
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "DELTA_IN_MMA": delta_in_mma}, num_warps=w, num_stages=s)
     for bm, bn, w, s in [(128, 128, 8, 1), (128, 128, 8, 2), (128, 64, 8, 2), (32, 128, 8, 2), (64, 64, 8, 2),
                          (32, 64, 4, 2), (16, 64, 4, 2), (32, 32, 4, 1), (16, 32, 4, 1), (16, 16, 2, 1)]
+    for delta_in_mma in ((False, True) if (bm, bn, w, s) in _DELTA_IN_MMA_TILES else (False,))
 ]
 DKDV_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
@@ -284,7 +286,9 @@ def _pruner(kernel: str):
         widest = max(args["BLOCK_D"], args["BLOCK_DV"])
         capability = triton.runtime.driver.active.get_current_target().arch  # pruning runs on the GPU only
         tma, masked = bool(args.get("USE_TMA", False)), args.get("MASK_KIND", 0) != 0
-        return [c for c in configs if _fits(c, widest, kernel, capability, tma, masked)] or configs[-1:]
+        bf16 = getattr(args.get("DO_ptr"), "dtype", None) == torch.bfloat16  # DELTA_IN_MMA: bfloat16's alone
+        return [c for c in configs if _fits(c, widest, kernel, capability, tma, masked)
+                and (bf16 or not c.kwargs.get("DELTA_IN_MMA"))] or configs[-1:]
 
     return prune
 
@@ -482,7 +486,7 @@ def _negated_delta_parts(delta):
     """``(BLOCK_M, 16)`` bfloat16 whose row sums are ``-delta`` exactly: ``-delta`` split into three bfloat16 terms
     (each the rounding of what the ones before it left: 3 x 8 significant bits carry a float32), then zeros.
     Times a ``(16, BLOCK_N)`` tile of ones it is ``-delta`` broadcast over the keys, as one 16-deep tensor-core step
-    (see ``DELTA_IN_MMA_ROWS``)."""
+    (see ``DQ_CONFIGS``)."""
     neg = -delta
     hi = neg.to(tl.bfloat16).to(tl.float32)
     mid = (neg - hi).to(tl.bfloat16).to(tl.float32)
@@ -798,7 +802,7 @@ def _attn_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     IS_CAUSAL: tl.constexpr, MASK_KIND: tl.constexpr, HAS_KPM: tl.constexpr, IS_VARLEN: tl.constexpr,
     UPCAST_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DELTA_IN_MMA: tl.constexpr = False,
 ):
     """dQ of one query block of one query head, accumulated over its key blocks."""
     pid_m = tl.program_id(0)
@@ -832,7 +836,7 @@ def _attn_bwd_dq_kernel(
         delta = tl.load(d_base + offs_m * stride_lm, mask=row_ok, other=0.0)
         dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         qk_scale = sm_scale * _LOG2E
-        delta_in_mma: tl.constexpr = DO_ptr.dtype.element_ty == tl.bfloat16 and BLOCK_M >= DELTA_IN_MMA_ROWS
+        delta_in_mma: tl.constexpr = DELTA_IN_MMA and DO_ptr.dtype.element_ty == tl.bfloat16  # see DQ_CONFIGS
         k_desc, v_desc = _kv_descriptors(k_base, stride_kn, v_base, stride_vn, n_k, HEAD_DIM, HEAD_DIM_V, BLOCK_D,
                                          BLOCK_DV, USE_TMA, BLOCK_N)
         hi = n_k
@@ -921,6 +925,8 @@ def compile_specs() -> list[CompileSpec]:
                      MASK_KIND=0, HAS_KPM=False, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
         for name, fn, configs in kernels:
             for config, (mask_kind, mask_text) in itertools.product(configs, _MASK_KINDS):
+                if config.kwargs.get("DELTA_IN_MMA") and dtype != torch.bfloat16:
+                    continue  # the kernel takes delta into the tensor cores in bfloat16 only
                 masked = mask_kind != 0  # a mask tile per score tile: its own measured spills (_MASKED_SPILLS)
                 targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c, masked=masked))
                 with_tma = name in ("forward", "dq") and _fits(config, head_dim, name, 90, tma=True, masked=masked)
@@ -928,7 +934,7 @@ def compile_specs() -> list[CompileSpec]:
                     continue
                 bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
                 label = (f"{TRITON_DTYPE[dtype]} D{head_dim} M{bm} N{bn} w{config.num_warps} s{config.num_stages}"
-                         f"{mask_text}")
+                         f"{' delta-mma' if config.kwargs.get('DELTA_IN_MMA') else ''}{mask_text}")
                 kernel_flags = flags | config.kwargs | dict(MASK_KIND=mask_kind)
                 # the launches of this dtype, head dimension and mask kind
                 keys = ("Q_ptr", "HEAD_DIM", "HEAD_DIM_V", "MASK_KIND")

@@ -521,21 +521,20 @@ def test_tma_path_is_taken_only_where_descriptors_allow(monkeypatch):
     assert not ka._kv_by_tma(k, k)
 
 
-# ---- dQ's 128-row tiles: -delta enters the tensor cores (bfloat16) --------------------------------------------
-# On sm_90, dQ's 128-row tiles start dP's accumulator at -delta (one 16-deep tensor-core step of three bfloat16
-# parts times ones, ``DELTA_IN_MMA_ROWS``) instead of subtracting delta from every score. The interpreter's 16-row
-# tile never takes that path by itself: these tests give dQ a 128-row tile, and check the parts bit for bit.
+# ---- dQ's DELTA_IN_MMA tiles: -delta enters the tensor cores (bfloat16) ------------------------------------
+# On sm_90, dQ's DELTA_IN_MMA configurations (128-row tiles) start dP's accumulator at -delta (one 16-deep
+# tensor-core step of three bfloat16 parts times ones) instead of subtracting delta from every score. The
+# interpreter's config never does: these tests give dQ such a tile, and check the parts bit for bit.
 
 
 @pytest.fixture
 def wide_dq_tile(monkeypatch):
-    """dQ runs one 128-row tile under the interpreter (the sm_90 tile that takes delta into the tensor cores)."""
+    """dQ runs a 128-row DELTA_IN_MMA tile under the interpreter, as the autotuner may choose on sm_90."""
     if not ka._INTERPRETING:
         pytest.skip("on a GPU the tile is autotuned; the gpu tier's bfloat16 runs reach the 128-row tiles")
-    rows = ka.DELTA_IN_MMA_ROWS.value
-    monkeypatch.setattr(ka._attn_bwd_dq, "configs", [triton.Config({"BLOCK_M": rows, "BLOCK_N": 32}, num_warps=1,
-                                                                   num_stages=1)])
-    return rows
+    wide = next(c for c in ka.DQ_CONFIGS if c.kwargs["DELTA_IN_MMA"])
+    monkeypatch.setattr(ka._attn_bwd_dq, "configs", [triton.Config(
+        {"BLOCK_M": wide.kwargs["BLOCK_M"], "BLOCK_N": 32, "DELTA_IN_MMA": True}, num_warps=1, num_stages=1)])
 
 
 @pytest.mark.parametrize("dtype, d, mask, lengths, heads", [
