@@ -106,7 +106,7 @@ from kernels._csr import (
     segment_schedule,
     validate_layouts,
 )
-from reference.gnn import REDUCTIONS
+from reference.gnn import validate_reduce
 from reference.graph import Compressed, coo_to_compressed
 
 __all__ = ["csr_aggregate", "compile_specs"]
@@ -293,8 +293,7 @@ def csr_aggregate(x: torch.Tensor, csr: Compressed, csc: Compressed | None = Non
     Shapes:
         x ``(num_cols, F)`` -> ``(R, F)`` in ``x``'s dtype (``R = num_cols = N`` for a graph).
     """
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    validate_reduce(reduce)
     if normalize not in (None, "gcn"):
         raise ValueError(f"normalize must be None or 'gcn', got {normalize!r}")
     check_layout_type("csr", csr)

@@ -56,12 +56,19 @@ __all__ = [
     "AGGREGATE_BACKENDS",
     "ATTENTION_AGGREGATE_BACKENDS",
     "REDUCTIONS",
+    "validate_reduce",
     "MessagePassing",
     "GCNConv",
     "GATConv",
 ]
 
 REDUCTIONS = ("sum", "mean", "max")
+
+
+def validate_reduce(reduce) -> None:
+    """Raise naming ``reduce`` unless it is one of :data:`REDUCTIONS`."""
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
 
 # --------------------------------------------------------------------------------------------------
 # The backend seam
@@ -118,8 +125,7 @@ def segment_reduce(messages: torch.Tensor, index: torch.Tensor, num_nodes: int, 
     O(E * F) memory; differentiable (``max`` sends the gradient to the maximal message(s); ties split
     it evenly, as ``torch.scatter_reduce`` does).
     """
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    validate_reduce(reduce)
     index = index.long()
     out = messages.new_zeros((num_nodes,) + messages.shape[1:])  # (N, *F)
     if reduce == "max":
@@ -169,8 +175,7 @@ def aggregate(graph: Graph, x: torch.Tensor, *, reduce: str = "sum", edge_weight
     check_node_features("x", x, graph.num_nodes, dim=2)
     if x.device != graph.device:
         raise ValueError(f"x must be on the graph's device {graph.device}, got {x.device}")
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    validate_reduce(reduce)
     if normalize not in (None, "gcn"):
         raise ValueError(f"normalize must be None or 'gcn', got {normalize!r}")
     weight = graph.edge_weight if edge_weight is None else edge_weight
@@ -305,8 +310,7 @@ class MessagePassing(nn.Module):
 
     def __init__(self, reduce: str = "sum", *, backend: str = "reference"):
         super().__init__()
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+        validate_reduce(reduce)
         self.reduce = reduce
         self.backend = backend
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reference.backends import Backends
-from reference.gnn import REDUCTIONS, segment_reduce
+from reference.gnn import segment_reduce, validate_reduce
 from reference.graph import Graph
 
 __all__ = [
@@ -275,8 +275,7 @@ def readout(x: torch.Tensor, batch: torch.Tensor | None = None, *, reduce: str =
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2:
         raise ValueError(f"x must be a floating-point tensor of shape (N, F), got {getattr(x, 'shape', x)!r}")
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    validate_reduce(reduce)
     if batch is None:
         batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         num_graphs = 1 if num_graphs is None else num_graphs
