@@ -170,6 +170,14 @@ DKDV_CONFIGS = [
     for bm, bn, w, s in [(64, 64, 4, 1), (32, 64, 4, 1), (64, 64, 8, 2), (16, 64, 4, 2), (32, 32, 4, 2),
                          (16, 32, 4, 2), (16, 16, 4, 2)]
 ]
+
+
+def _serves_dtype(config: triton.Config, dtype: torch.dtype) -> bool:
+    """Whether a configuration is compiled and timed for this input dtype: a DELTA_IN_MMA one only for bfloat16 (for
+    another dtype the kernel takes the plain path, and the configuration would be a second copy of a plain one)."""
+    return dtype == torch.bfloat16 or not config.kwargs.get("DELTA_IN_MMA", False)
+
+
 # The CPU interpreter runs numpy per program: one small config, no benchmarking (a single config is
 # never timed by triton.autotune). 16 is the smallest tile tl.dot accepts.
 _INTERPRETER_CONFIG = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)
@@ -286,9 +294,9 @@ def _pruner(kernel: str):
         widest = max(args["BLOCK_D"], args["BLOCK_DV"])
         capability = triton.runtime.driver.active.get_current_target().arch  # pruning runs on the GPU only
         tma, masked = bool(args.get("USE_TMA", False)), args.get("MASK_KIND", 0) != 0
-        bf16 = getattr(args.get("DO_ptr"), "dtype", None) == torch.bfloat16  # DELTA_IN_MMA: bfloat16's alone
-        return [c for c in configs if _fits(c, widest, kernel, capability, tma, masked)
-                and (bf16 or not c.kwargs.get("DELTA_IN_MMA"))] or configs[-1:]
+        dtype = args.get("DO_ptr", args["Q_ptr"]).dtype  # dQ decides DELTA_IN_MMA by dO's dtype, as its kernel
+        return [c for c in configs if _fits(c, widest, kernel, capability, tma, masked) and _serves_dtype(c, dtype)
+                ] or configs[-1:]
 
     return prune
 
@@ -925,8 +933,8 @@ def compile_specs() -> list[CompileSpec]:
                      MASK_KIND=0, HAS_KPM=False, IS_VARLEN=False, UPCAST_BF16=False, DOT_PRECISION="tf32")
         for name, fn, configs in kernels:
             for config, (mask_kind, mask_text) in itertools.product(configs, _MASK_KINDS):
-                if config.kwargs.get("DELTA_IN_MMA") and dtype != torch.bfloat16:
-                    continue  # the kernel takes delta into the tensor cores in bfloat16 only
+                if not _serves_dtype(config, dtype):
+                    continue
                 masked = mask_kind != 0  # a mask tile per score tile: its own measured spills (_MASKED_SPILLS)
                 targets = tuple(c for c in _SHIPPED_CAPABILITIES if _fits(config, head_dim, name, c, masked=masked))
                 with_tma = name in ("forward", "dq") and _fits(config, head_dim, name, 90, tma=True, masked=masked)

@@ -70,6 +70,7 @@ def validate_reduce(reduce) -> None:
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
 
+
 # --------------------------------------------------------------------------------------------------
 # The backend seam
 # --------------------------------------------------------------------------------------------------
